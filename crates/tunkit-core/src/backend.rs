@@ -1,0 +1,180 @@
+//! The backend contract: what every platform (Linux, Windows, macOS, the in-memory pair) provides. It is
+//! deliberately small. [`Queue`] is the data path of one queue (one fd on Linux, one session on Windows), driven by
+//! the ring's reader and writer threads. [`Control`] is configuration; every method has a default that returns a
+//! typed `Unsupported` error, so the public `Device` never `#[cfg]`s around a missing capability.
+
+use crate::config::{IpCidr, RouteSpec};
+use crate::error::{Error, Result};
+
+/// Packets packed back to back in one buffer (a slab), with their lengths.
+///
+/// `data.len()` is the sum of `lens`. The capacity of `data` is the slab size; readers append packets into the
+/// spare capacity, so a batch handed to JavaScript is one allocation however many packets it holds.
+#[derive(Debug, Default)]
+pub struct Batch {
+  pub data: Vec<u8>,
+  pub lens: Vec<u32>,
+}
+
+impl Batch {
+  pub fn with_capacity(bytes: usize, packets: usize) -> Batch {
+    Batch { data: Vec::with_capacity(bytes), lens: Vec::with_capacity(packets) }
+  }
+
+  /// Number of packets.
+  pub fn len(&self) -> usize {
+    self.lens.len()
+  }
+
+  pub fn is_empty(&self) -> bool {
+    self.lens.is_empty()
+  }
+
+  pub fn clear(&mut self) {
+    self.data.clear();
+    self.lens.clear();
+  }
+
+  /// Appends one packet by copying it.
+  pub fn push(&mut self, pkt: &[u8]) {
+    self.data.extend_from_slice(pkt);
+    self.lens.push(pkt.len() as u32);
+  }
+
+  /// Iterates over the packets.
+  pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    let mut off = 0usize;
+    self.lens.iter().map(move |&l| {
+      let p = &self.data[off..off + l as usize];
+      off += l as usize;
+      p
+    })
+  }
+}
+
+/// What one `write_batch` call did. Per-packet failures (a packet the kernel refuses) are counted and the rest of
+/// the batch still goes out; only a closed device stops the writer.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+  pub packets: u64,
+  pub bytes: u64,
+  pub errors: u64,
+  pub last_error: Option<Error>,
+}
+
+/// The data path of one queue. Implementations are used from two threads at once: one reader, one writer.
+pub trait Queue: Send + Sync {
+  /// Blocks until at least one packet can be read or [`Queue::wake`] was called, then reads packets into the spare
+  /// capacity of `batch` until none is pending, `max_packets` were read, or less than
+  /// [`Queue::max_frame`] bytes of capacity are left. Returns the number read (at least 1), or a `Closed` error once
+  /// woken for close. A packet is never truncated: the caller guarantees room for one `max_frame`.
+  fn read_batch(&self, batch: &mut Batch, max_packets: usize) -> Result<usize>;
+
+  /// Writes every packet of `batch`, waiting for the device when it is momentarily full. Returns `Closed` only when
+  /// the device is gone; other per-packet errors go in the report.
+  fn write_batch(&self, batch: &Batch) -> Result<WriteReport>;
+
+  /// Largest frame a read can return; slabs always keep this much room for the next read.
+  fn max_frame(&self) -> usize;
+
+  /// Unblocks `read_batch` and `write_batch` for good (they then return `Closed`). Idempotent, callable from any
+  /// thread.
+  fn wake(&self);
+}
+
+/// Counters the OS keeps for the interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+  pub rx_packets: u64,
+  pub tx_packets: u64,
+  pub rx_bytes: u64,
+  pub tx_bytes: u64,
+  pub rx_dropped: u64,
+  pub tx_dropped: u64,
+  pub rx_errors: u64,
+  pub tx_errors: u64,
+}
+
+/// State of the link as the OS reports it now (never cached).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkInfo {
+  pub name: String,
+  pub index: u32,
+  pub mtu: u32,
+  pub up: bool,
+  pub tx_queue_len: u32,
+  pub mac: Option<[u8; 6]>,
+  pub stats: KernelStats,
+}
+
+/// A change on the link, from the OS's notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+  Up,
+  Down,
+  Mtu(u32),
+  AddressAdded(IpCidr),
+  AddressRemoved(IpCidr),
+}
+
+/// Configuration of a device. Defaults return `Unsupported`.
+pub trait Control: Send + Sync {
+  fn name(&self) -> String;
+  fn index(&self) -> u32 {
+    0
+  }
+  fn link(&self) -> Result<LinkInfo> {
+    Err(Error::unsupported("reading the link state"))
+  }
+  fn set_mtu(&self, _mtu: u32) -> Result<()> {
+    Err(Error::unsupported("setMtu"))
+  }
+  fn set_up(&self, _up: bool) -> Result<()> {
+    Err(Error::unsupported("up/down"))
+  }
+  fn set_tx_queue_len(&self, _len: u32) -> Result<()> {
+    Err(Error::unsupported("txQueueLength"))
+  }
+  fn set_mac(&self, _mac: [u8; 6]) -> Result<()> {
+    Err(Error::unsupported("setting the MAC address"))
+  }
+  fn add_address(&self, _addr: &IpCidr) -> Result<()> {
+    Err(Error::unsupported("addAddress"))
+  }
+  fn remove_address(&self, _addr: &IpCidr) -> Result<()> {
+    Err(Error::unsupported("removeAddress"))
+  }
+  fn addresses(&self) -> Result<Vec<IpCidr>> {
+    Err(Error::unsupported("addresses"))
+  }
+  fn add_route(&self, _route: &RouteSpec) -> Result<()> {
+    Err(Error::unsupported("addRoute"))
+  }
+  fn remove_route(&self, _route: &RouteSpec) -> Result<()> {
+    Err(Error::unsupported("removeRoute"))
+  }
+  fn routes(&self) -> Result<Vec<RouteSpec>> {
+    Err(Error::unsupported("routes"))
+  }
+  /// Opens a subscription to this link's changes. The returned source blocks in `next` until an event or `wake`.
+  fn events(&self) -> Result<Box<dyn EventSource>> {
+    Err(Error::unsupported("events"))
+  }
+  /// Removes a persistent device for good (clears `TUNSETPERSIST`).
+  fn set_persist(&self, _persist: bool) -> Result<()> {
+    Err(Error::unsupported("persist"))
+  }
+}
+
+/// A blocking source of link events.
+pub trait EventSource: Send + Sync {
+  /// Blocks until the next batch of events or `wake`; returns `Closed` once woken.
+  fn next(&self) -> Result<Vec<LinkEvent>>;
+  fn wake(&self);
+}
+
+/// An opened device: its queues and its control.
+pub struct Opened {
+  pub queues: Vec<Box<dyn Queue>>,
+  pub control: Box<dyn Control>,
+}

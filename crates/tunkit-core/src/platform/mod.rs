@@ -1,0 +1,23 @@
+//! One module per platform behind the contract of [`crate::backend`], plus the in-memory pair.
+
+use crate::backend::Opened;
+use crate::config::DeviceConfig;
+use crate::error::Result;
+
+pub mod memory;
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+
+/// Creates (or, with `open_existing`, attaches to) the device `cfg` describes on this platform.
+pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
+  cfg.validate()?;
+  #[cfg(target_os = "linux")]
+  {
+    linux::open(cfg)
+  }
+  #[cfg(not(target_os = "linux"))]
+  {
+    Err(crate::error::Error::unsupported("creating a device"))
+  }
+}

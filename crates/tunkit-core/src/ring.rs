@@ -1,0 +1,582 @@
+//! The packet ring: one reader thread and one writer thread per queue, between a [`Queue`] and a consumer on
+//! another thread (the JavaScript thread, through the binding).
+//!
+//! Read side: the reader takes a slab from the [`SlabPool`], lets the backend fill it with as many packets as are
+//! pending (one batch), and publishes the batch into a bounded ring. The consumer pulls without blocking: a pull
+//! either takes a batch (no cross-thread call at all) or, when the ring is empty, arms a one-shot
+//! [`RingEvent::Readable`] that the reader fires after its next publish. Slabs handed out travel with a
+//! [`SlabGuard`]; the slab returns to the pool only when the guard is dropped (for JavaScript: by the ArrayBuffer's
+//! finalizer), so a packet view a user keeps stays intact. The pool counts every slab that is not free (being
+//! filled, queued, or held by the consumer) against a memory budget; past it the reader waits instead of allocating,
+//! and so does it when the ring is full: the kernel queue absorbs the burst, then the kernel drops and counts, like
+//! a real NIC.
+//!
+//! Write side: [`PacketRing::send`] copies packets into a transmit ring in one call (a memcpy is much cheaper than
+//! a syscall) and the writer thread drains it. When the ring is over its byte budget `send` refuses the batch and
+//! arms a one-shot [`RingEvent::Writable`]: that is the backpressure the consumer sees.
+
+use crate::backend::{Batch, Queue, WriteReport};
+use crate::error::{Error, ErrorKind, Result};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Sizes and budgets of one ring.
+#[derive(Debug, Clone, Copy)]
+pub struct RingConfig {
+  /// Batches that may wait for the consumer before the reader stops reading.
+  pub ring_batches: usize,
+  /// Most packets in one batch.
+  pub batch_packets: usize,
+  /// Bytes of packets one slab holds beyond the room kept for one largest frame.
+  pub slab_bytes: usize,
+  /// Bytes of slabs alive at once: being filled, queued, or held by the consumer.
+  pub memory_budget: usize,
+  /// Bytes the transmit ring holds before `send` applies backpressure.
+  pub tx_ring_bytes: usize,
+  /// How long `close` waits for queued outgoing packets to be written.
+  pub close_flush: Duration,
+}
+
+impl Default for RingConfig {
+  fn default() -> Self {
+    RingConfig {
+      ring_batches: 64,
+      batch_packets: 256,
+      slab_bytes: 192 * 1024,
+      memory_budget: 256 * 1024 * 1024,
+      tx_ring_bytes: 4 * 1024 * 1024,
+      close_flush: Duration::from_millis(1000),
+    }
+  }
+}
+
+impl RingConfig {
+  /// Checks the sizes are usable.
+  pub fn validate(&self, max_frame: usize) -> Result<()> {
+    let bad = |what: &str| Err(Error::new(ErrorKind::InvalidArgument, what.to_string()));
+    if self.ring_batches == 0 || self.ring_batches > 1 << 16 {
+      return bad("ringBatches must be 1..=65536");
+    }
+    if self.batch_packets == 0 || self.batch_packets > 4096 {
+      return bad("batchPackets must be 1..=4096");
+    }
+    if self.slab_bytes < 2048 || self.slab_bytes > 64 << 20 {
+      return bad("slabBytes must be 2048..=64 MiB");
+    }
+    if self.memory_budget < 2 * (self.slab_bytes + max_frame) {
+      return bad("memoryBudget must hold at least two slabs");
+    }
+    if self.tx_ring_bytes < 65536 {
+      return bad("txRingBytes must be at least 64 KiB");
+    }
+    Ok(())
+  }
+}
+
+/// A one-shot notification for the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingEvent {
+  /// A batch was published after a pull found the ring empty.
+  Readable = 1,
+  /// The transmit ring has room again after a refused `send`.
+  Writable = 2,
+  /// The reader stopped (close or a fatal error) while the consumer was waiting.
+  Ended = 3,
+}
+
+/// The result of a non-blocking pull.
+pub enum Pull {
+  /// A batch of at least one packet.
+  Batch(SlabGuard, Vec<u32>),
+  /// Nothing yet: [`RingEvent::Readable`] (or `Ended`) will be sent once.
+  Empty,
+  /// The reader has stopped; the error is why, if it was not a close.
+  Ended(Option<Error>),
+}
+
+/// Counters of one ring. All are monotonic except the `*_queued`/`*_live` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+  pub rx_packets: u64,
+  pub rx_bytes: u64,
+  pub rx_batches: u64,
+  /// Times the reader had to stop reading because the ring was full or the memory budget was spent.
+  pub rx_stalls: u64,
+  pub rx_queued_batches: u64,
+  pub rx_live_bytes: u64,
+  pub tx_packets: u64,
+  pub tx_bytes: u64,
+  pub tx_batches: u64,
+  /// Packets the device refused (counted, not retried).
+  pub tx_errors: u64,
+  /// Times `send` refused a batch for lack of room (backpressure).
+  pub tx_backpressure: u64,
+  pub tx_queued_bytes: u64,
+}
+
+/// Free slabs, and the count of every slab not free, against the memory budget.
+pub struct SlabPool {
+  free: Mutex<Vec<Vec<u8>>>,
+  returned: Condvar,
+  live_bytes: AtomicUsize,
+  slab_capacity: usize,
+  budget: usize,
+  closing: AtomicBool,
+}
+
+impl SlabPool {
+  fn new(slab_capacity: usize, budget: usize) -> SlabPool {
+    SlabPool {
+      free: Mutex::new(Vec::new()),
+      returned: Condvar::new(),
+      live_bytes: AtomicUsize::new(0),
+      slab_capacity,
+      budget,
+      closing: AtomicBool::new(false),
+    }
+  }
+
+  /// A cleared slab; waits while the budget is spent. `None` once closing. `stalled` is set when it had to wait.
+  fn take(&self, stalled: &mut bool) -> Option<Vec<u8>> {
+    let mut free = lock(&self.free);
+    loop {
+      if self.closing.load(Relaxed) {
+        return None;
+      }
+      if let Some(slab) = free.pop() {
+        return Some(slab);
+      }
+      if self.live_bytes.load(Relaxed) + self.slab_capacity <= self.budget {
+        self.live_bytes.fetch_add(self.slab_capacity, Relaxed);
+        return Some(Vec::with_capacity(self.slab_capacity));
+      }
+      *stalled = true;
+      free = self.returned.wait_timeout(free, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+    }
+  }
+
+  /// Takes a slab back. Slabs beyond what a full ring needs are freed rather than kept.
+  fn give_back(&self, mut slab: Vec<u8>) {
+    slab.clear();
+    let mut free = lock(&self.free);
+    if slab.capacity() == self.slab_capacity && !self.closing.load(Relaxed) && free.len() < 64 {
+      free.push(slab);
+    } else {
+      self.live_bytes.fetch_sub(self.slab_capacity, Relaxed);
+      drop(slab);
+    }
+    drop(free);
+    self.returned.notify_one();
+  }
+
+  fn close(&self) {
+    self.closing.store(true, Relaxed);
+    let mut free = lock(&self.free);
+    let n = free.len();
+    free.clear();
+    self.live_bytes.fetch_sub(n * self.slab_capacity, Relaxed);
+    drop(free);
+    self.returned.notify_all();
+  }
+
+  /// Capacity in bytes of every slab.
+  pub fn slab_capacity(&self) -> usize {
+    self.slab_capacity
+  }
+}
+
+/// Ownership of one published slab. Dropping it returns the memory to its pool, whether or not the ring still
+/// exists. `data` holds exactly the packets (its length is their sum).
+pub struct SlabGuard {
+  data: Vec<u8>,
+  pool: Arc<SlabPool>,
+}
+
+impl SlabGuard {
+  pub fn data(&self) -> &[u8] {
+    &self.data
+  }
+  /// Pointer to the first byte, for handing the memory to a foreign owner that keeps this guard alive.
+  pub fn as_ptr(&self) -> *const u8 {
+    self.data.as_ptr()
+  }
+  pub fn len(&self) -> usize {
+    self.data.len()
+  }
+  pub fn is_empty(&self) -> bool {
+    self.data.is_empty()
+  }
+  /// Bytes of memory this guard keeps alive (the slab's capacity).
+  pub fn footprint(&self) -> usize {
+    self.pool.slab_capacity
+  }
+}
+
+impl Drop for SlabGuard {
+  fn drop(&mut self) {
+    self.pool.give_back(std::mem::take(&mut self.data));
+  }
+}
+
+type Notify = Box<dyn Fn(RingEvent) + Send + Sync>;
+
+struct RxState {
+  batches: VecDeque<(Vec<u8>, Vec<u32>)>,
+  waiting: bool,
+  ended: bool,
+  error: Option<Error>,
+}
+
+struct TxState {
+  batches: VecDeque<Batch>,
+  spare: Vec<Batch>,
+  bytes: usize,
+  waiting: bool,
+  closing: bool,
+  writer_done: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+  rx_packets: AtomicU64,
+  rx_bytes: AtomicU64,
+  rx_batches: AtomicU64,
+  rx_stalls: AtomicU64,
+  tx_packets: AtomicU64,
+  tx_bytes: AtomicU64,
+  tx_batches: AtomicU64,
+  tx_errors: AtomicU64,
+  tx_backpressure: AtomicU64,
+}
+
+struct Shared {
+  cfg: RingConfig,
+  max_frame: usize,
+  pool: Arc<SlabPool>,
+  rx: Mutex<RxState>,
+  rx_space: Condvar,
+  tx: Mutex<TxState>,
+  tx_cv: Condvar,
+  counters: Counters,
+  notify: Notify,
+  closing: AtomicBool,
+  last_tx_error: Mutex<Option<Error>>,
+}
+
+/// One queue's ring and its two threads.
+pub struct PacketRing {
+  shared: Arc<Shared>,
+  /// The queue, until close drops it (which closes the device's fd: the threads hold clones only while running).
+  queue: Mutex<Option<Arc<dyn Queue>>>,
+  threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Packets per transmit batch before a new one is started.
+const TX_BATCH_PACKETS: usize = 256;
+
+impl PacketRing {
+  /// Starts the reader and writer threads of `queue`. `notify` is called from those threads, at most once per armed
+  /// wait; it must not block.
+  pub fn start(queue: Box<dyn Queue>, cfg: RingConfig, notify: Notify) -> Result<PacketRing> {
+    let max_frame = queue.max_frame();
+    cfg.validate(max_frame)?;
+    let queue: Arc<dyn Queue> = Arc::from(queue);
+    let pool = Arc::new(SlabPool::new(cfg.slab_bytes + max_frame, cfg.memory_budget));
+    let shared = Arc::new(Shared {
+      cfg,
+      max_frame,
+      pool,
+      rx: Mutex::new(RxState { batches: VecDeque::new(), waiting: false, ended: false, error: None }),
+      rx_space: Condvar::new(),
+      tx: Mutex::new(TxState {
+        batches: VecDeque::new(),
+        spare: Vec::new(),
+        bytes: 0,
+        waiting: false,
+        closing: false,
+        writer_done: false,
+      }),
+      tx_cv: Condvar::new(),
+      counters: Counters::default(),
+      notify,
+      closing: AtomicBool::new(false),
+      last_tx_error: Mutex::new(None),
+    });
+    let spawn = |name: &str, f: fn(Arc<Shared>, Arc<dyn Queue>)| {
+      let (s, q) = (shared.clone(), queue.clone());
+      std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || f(s, q))
+        .map_err(|e| Error::os("pthread_create", &e, "starting the tunkit packet threads"))
+    };
+    let reader = spawn("tunkit-rx", reader_loop)?;
+    let writer = match spawn("tunkit-tx", writer_loop) {
+      Ok(w) => w,
+      Err(e) => {
+        queue.wake();
+        shared.closing.store(true, Relaxed);
+        shared.pool.close();
+        let _ = reader.join();
+        return Err(e);
+      }
+    };
+    Ok(PacketRing { shared, queue: Mutex::new(Some(queue)), threads: Mutex::new(vec![reader, writer]) })
+  }
+
+  /// Takes the next batch without blocking, or arms [`RingEvent::Readable`].
+  pub fn pull(&self) -> Pull {
+    let s = &self.shared;
+    let mut rx = lock(&s.rx);
+    if let Some((data, lens)) = rx.batches.pop_front() {
+      let was_full = rx.batches.len() + 1 >= s.cfg.ring_batches;
+      drop(rx);
+      if was_full {
+        s.rx_space.notify_one();
+      }
+      return Pull::Batch(SlabGuard { data, pool: s.pool.clone() }, lens);
+    }
+    if rx.ended {
+      return Pull::Ended(rx.error.clone());
+    }
+    rx.waiting = true;
+    Pull::Empty
+  }
+
+  /// Copies `packets` into the transmit ring as one unit. Returns `Ok(false)` (and arms [`RingEvent::Writable`])
+  /// when there is no room; nothing is taken then. An empty ring always accepts, so a batch larger than the whole
+  /// ring still goes through.
+  pub fn send<'a, I>(&self, packets: I, total_bytes: usize) -> Result<bool>
+  where
+    I: IntoIterator<Item = &'a [u8]>,
+  {
+    let s = &self.shared;
+    let mut tx = lock(&s.tx);
+    if tx.closing {
+      return Err(Error::closed("write"));
+    }
+    if tx.bytes > 0 && tx.bytes + total_bytes > s.cfg.tx_ring_bytes {
+      tx.waiting = true;
+      s.counters.tx_backpressure.fetch_add(1, Relaxed);
+      return Ok(false);
+    }
+    let tx = &mut *tx;
+    for pkt in packets {
+      let start_new = match tx.batches.back() {
+        Some(b) => b.len() >= TX_BATCH_PACKETS,
+        None => true,
+      };
+      if start_new {
+        let mut b = tx.spare.pop().unwrap_or_default();
+        b.clear();
+        tx.batches.push_back(b);
+      }
+      tx.batches.back_mut().expect("a batch was just ensured").push(pkt);
+    }
+    tx.bytes += total_bytes;
+    s.tx_cv.notify_one();
+    Ok(true)
+  }
+
+  /// The ring's counters.
+  pub fn stats(&self) -> RingStats {
+    let s = &self.shared;
+    let c = &s.counters;
+    let queued = lock(&s.rx).batches.len() as u64;
+    let tx_queued = lock(&s.tx).bytes as u64;
+    RingStats {
+      rx_packets: c.rx_packets.load(Relaxed),
+      rx_bytes: c.rx_bytes.load(Relaxed),
+      rx_batches: c.rx_batches.load(Relaxed),
+      rx_stalls: c.rx_stalls.load(Relaxed),
+      rx_queued_batches: queued,
+      rx_live_bytes: s.pool.live_bytes.load(Relaxed) as u64,
+      tx_packets: c.tx_packets.load(Relaxed),
+      tx_bytes: c.tx_bytes.load(Relaxed),
+      tx_batches: c.tx_batches.load(Relaxed),
+      tx_errors: c.tx_errors.load(Relaxed),
+      tx_backpressure: c.tx_backpressure.load(Relaxed),
+      tx_queued_bytes: tx_queued,
+    }
+  }
+
+  /// The last error the device gave for an outgoing packet, if any (taken: a second call returns `None`).
+  pub fn take_tx_error(&self) -> Option<Error> {
+    lock(&self.shared.last_tx_error).take()
+  }
+
+  /// Largest frame the queue can produce.
+  pub fn max_frame(&self) -> usize {
+    self.shared.max_frame
+  }
+
+  /// Stops both threads: no more sends are accepted, queued outgoing packets get up to `close_flush` to be
+  /// written, then the queue is woken, the threads joined and the free slabs released. Slabs still held by the
+  /// consumer stay valid until their guards drop. Idempotent.
+  pub fn close(&self) {
+    let s = &self.shared;
+    if s.closing.swap(true, Relaxed) {
+      self.join();
+      return;
+    }
+    {
+      let mut tx = lock(&s.tx);
+      tx.closing = true;
+      s.tx_cv.notify_all();
+      let deadline = Instant::now() + s.cfg.close_flush;
+      while !tx.writer_done {
+        let now = Instant::now();
+        if now >= deadline {
+          break;
+        }
+        tx = s.tx_cv.wait_timeout(tx, deadline - now).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+      }
+    }
+    if let Some(q) = lock(&self.queue).as_ref() {
+      q.wake();
+    }
+    s.pool.close();
+    s.rx_space.notify_all();
+    self.join();
+    // The threads are gone and held the only other references: this closes the device's fd.
+    drop(lock(&self.queue).take());
+  }
+
+  fn join(&self) {
+    let threads = std::mem::take(&mut *lock(&self.threads));
+    for t in threads {
+      let _ = t.join();
+    }
+  }
+}
+
+impl Drop for PacketRing {
+  fn drop(&mut self) {
+    self.close();
+  }
+}
+
+fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
+  let end_error = loop {
+    let mut stalled = false;
+    let Some(data) = s.pool.take(&mut stalled) else { break None };
+    let mut batch = Batch { data, lens: Vec::with_capacity(s.cfg.batch_packets) };
+    if stalled {
+      s.counters.rx_stalls.fetch_add(1, Relaxed);
+    }
+    match queue.read_batch(&mut batch, s.cfg.batch_packets) {
+      Ok(_) => {}
+      Err(e) => {
+        s.pool.give_back(batch.data);
+        break if e.kind() == ErrorKind::Closed { None } else { Some(e) };
+      }
+    }
+    let c = &s.counters;
+    c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
+    c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
+    c.rx_batches.fetch_add(1, Relaxed);
+
+    let mut rx = lock(&s.rx);
+    let mut stalled = false;
+    while rx.batches.len() >= s.cfg.ring_batches && !s.closing.load(Relaxed) {
+      stalled = true;
+      rx = s.rx_space.wait_timeout(rx, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+    }
+    if stalled {
+      c.rx_stalls.fetch_add(1, Relaxed);
+    }
+    if s.closing.load(Relaxed) {
+      drop(rx);
+      s.pool.give_back(batch.data);
+      break None;
+    }
+    rx.batches.push_back((batch.data, batch.lens));
+    let wake = std::mem::take(&mut rx.waiting);
+    drop(rx);
+    if wake {
+      (s.notify)(RingEvent::Readable);
+    }
+  };
+  let mut rx = lock(&s.rx);
+  rx.ended = true;
+  rx.error = end_error;
+  let wake = std::mem::take(&mut rx.waiting);
+  drop(rx);
+  if wake {
+    (s.notify)(RingEvent::Ended);
+  }
+}
+
+fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
+  loop {
+    let mut tx = lock(&s.tx);
+    while tx.batches.is_empty() && !tx.closing {
+      tx = s.tx_cv.wait(tx).unwrap_or_else(|e| e.into_inner());
+    }
+    let Some(batch) = tx.batches.pop_front() else { break };
+    drop(tx);
+
+    let result = queue.write_batch(&batch);
+    let closed = match result {
+      Ok(report) => {
+        record_write(&s, report);
+        false
+      }
+      Err(e) => {
+        *lock(&s.last_tx_error) = Some(e);
+        true
+      }
+    };
+
+    let mut tx = lock(&s.tx);
+    tx.bytes -= batch.data.len();
+    if tx.spare.len() < 4 {
+      tx.spare.push(batch);
+    }
+    let wake = tx.waiting && tx.bytes <= s.cfg.tx_ring_bytes / 2;
+    if wake {
+      tx.waiting = false;
+    }
+    if closed {
+      // The device is gone: what is still queued cannot be written. Count it as errors rather than pretend.
+      let lost: usize = tx.batches.iter().map(|b| b.len()).sum();
+      s.counters.tx_errors.fetch_add(lost as u64, Relaxed);
+      tx.batches.clear();
+      tx.bytes = 0;
+    }
+    drop(tx);
+    if wake {
+      (s.notify)(RingEvent::Writable);
+    }
+    if closed {
+      break;
+    }
+  }
+  let mut tx = lock(&s.tx);
+  tx.writer_done = true;
+  tx.closing = true;
+  let wake = std::mem::take(&mut tx.waiting);
+  drop(tx);
+  s.tx_cv.notify_all();
+  if wake {
+    (s.notify)(RingEvent::Writable);
+  }
+}
+
+fn record_write(s: &Shared, report: WriteReport) {
+  let c = &s.counters;
+  c.tx_packets.fetch_add(report.packets, Relaxed);
+  c.tx_bytes.fetch_add(report.bytes, Relaxed);
+  c.tx_batches.fetch_add(1, Relaxed);
+  c.tx_errors.fetch_add(report.errors, Relaxed);
+  if let Some(e) = report.last_error {
+    *lock(&s.last_tx_error) = Some(e);
+  }
+}
+
+/// Locks, ignoring poisoning: every critical section here leaves the state consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+  m.lock().unwrap_or_else(|e| e.into_inner())
+}

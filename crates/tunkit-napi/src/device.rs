@@ -1,0 +1,399 @@
+//! The exported functions: devices (open, configure, close) and queues (pull, send, stats, close).
+
+use crate::convert::{self, field};
+use crate::sys::api::{type_error, CallContext, Env, JsResult, Tsfn, Value};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tunkit_core::config::{parse_mac, validate_mtu, IpCidr, Mode};
+use tunkit_core::ring::{PacketRing, Pull};
+use tunkit_core::{Device, Error, ErrorKind};
+
+/// A device as JavaScript holds it. `device` is `None` once closed.
+struct DeviceHandle {
+  device: Mutex<Option<Arc<Device>>>,
+  name: String,
+  index: u32,
+  mode: Mode,
+  /// Last known MTU, the write-size limit; re-read from the OS before refusing a packet.
+  mtu: AtomicU32,
+}
+
+impl DeviceHandle {
+  fn new(device: Device) -> DeviceHandle {
+    let c = device.control();
+    let mtu = c.link().map(|l| l.mtu).unwrap_or(tunkit_core::config::MAX_MTU);
+    DeviceHandle { name: c.name(), index: c.index(), mode: device.mode(), mtu: AtomicU32::new(mtu), device: Mutex::new(Some(Arc::new(device))) }
+  }
+
+  fn get(&self, op: &str) -> Result<Arc<Device>, Error> {
+    lock(&self.device).clone().ok_or_else(|| Error::closed(&format!("{op} on {}", self.name)))
+  }
+
+  /// Largest packet a write may carry: the MTU, plus the Ethernet and VLAN headers for TAP.
+  fn write_limit(&self, refresh: bool) -> usize {
+    if refresh {
+      if let Ok(l) = self.get("write").and_then(|d| d.control().link()) {
+        self.mtu.store(l.mtu, Relaxed);
+      }
+    }
+    self.mtu.load(Relaxed) as usize + if self.mode == Mode::Tap { 18 } else { 0 }
+  }
+}
+
+/// One queue's ring as JavaScript holds it.
+struct QueueHandle {
+  ring: PacketRing,
+  device: Arc<DeviceHandle>,
+  /// Shared with the ring's notify callback; emptied (released) on close, after the ring's threads are joined.
+  tsfn: Arc<Mutex<Option<Tsfn>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+  m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dev(cx: &CallContext) -> JsResult<Arc<DeviceHandle>> {
+  cx.env.unwrap_external::<DeviceHandle>(cx.arg(0)?, "device")
+}
+
+fn queue(cx: &CallContext) -> JsResult<Arc<QueueHandle>> {
+  cx.env.unwrap_external::<QueueHandle>(cx.arg(0)?, "queue")
+}
+
+fn wrap(env: Env, device: Device) -> JsResult<Value> {
+  env.external(Arc::new(DeviceHandle::new(device)))
+}
+
+/// `createDevice(options)`: creates (or with `openExisting`, attaches to) a device.
+pub fn create_device(cx: &CallContext) -> JsResult<Value> {
+  let cfg = convert::device_config(cx.env, cx.arg(0)?)?;
+  wrap(cx.env, Device::open(&cfg)?)
+}
+
+/// `createMemoryPair(mtu, capacity)`: two connected in-memory devices.
+pub fn create_memory_pair(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let mtu = env.to_int(cx.arg(0)?, "mtu", 0, u32::MAX as u64)? as u32;
+  let capacity = env.to_int(cx.arg(1)?, "capacity", 1, 1 << 20)? as usize;
+  let (a, b) = tunkit_core::platform::memory::pair(mtu, capacity)?;
+  let a = wrap(env, Device::from_opened(a, Mode::Tun))?;
+  let b = wrap(env, Device::from_opened(b, Mode::Tun))?;
+  env.array_of(&[a, b])
+}
+
+/// `fromFd(fd, mode)`: adopts a descriptor attached to a device.
+pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let fd = env.to_int(cx.arg(0)?, "fd", 0, i32::MAX as u64)? as i32;
+  let mode = match field_str(env, cx.arg(1)?)? {
+    Some(m) => m.parse::<Mode>()?,
+    None => Mode::Tun,
+  };
+  #[cfg(target_os = "linux")]
+  {
+    wrap(env, Device::from_opened(tunkit_core::platform::linux::from_fd(fd, mode)?, mode))
+  }
+  #[cfg(not(target_os = "linux"))]
+  {
+    let _ = (fd, mode);
+    Err(Error::unsupported("Tun.fromFd").into())
+  }
+}
+
+fn field_str(env: Env, v: Value) -> JsResult<Option<String>> {
+  if env.is_nullish(v)? {
+    Ok(None)
+  } else {
+    env.to_string(v, "mode").map(Some)
+  }
+}
+
+/// `deviceInfo(dev)`: `{ name, index, mode, queues }`.
+pub fn device_info(cx: &CallContext) -> JsResult<Value> {
+  let (env, h) = (cx.env, dev(cx)?);
+  let o = env.object()?;
+  env.set(o, "name", env.string(&h.name)?)?;
+  env.set(o, "index", env.number(h.index as f64)?)?;
+  env.set(o, "mode", env.string(h.mode.as_str())?)?;
+  let queues = lock(&h.device).as_ref().map(|d| d.queue_count()).unwrap_or(0);
+  env.set(o, "queues", env.number(queues as f64)?)?;
+  Ok(o)
+}
+
+/// `link(dev)`: the link state, read from the OS now.
+pub fn link(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let l = h.get("link")?.control().link()?;
+  h.mtu.store(l.mtu, Relaxed);
+  convert::link_to_js(cx.env, &l)
+}
+
+pub fn set_mtu(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let mtu = cx.env.to_int(cx.arg(1)?, "mtu", 0, u32::MAX as u64)? as u32;
+  let d = h.get("setMtu")?;
+  let has_v6 = d.control().addresses().map(|a| a.iter().any(|c| !c.is_ipv4())).unwrap_or(false);
+  validate_mtu(mtu, has_v6)?;
+  d.control().set_mtu(mtu)?;
+  h.mtu.store(mtu, Relaxed);
+  cx.env.undefined()
+}
+
+pub fn set_up(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let up = cx.env.to_bool(cx.arg(1)?, "up")?;
+  h.get("setUp")?.control().set_up(up)?;
+  cx.env.undefined()
+}
+
+pub fn set_tx_queue_len(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let n = cx.env.to_int(cx.arg(1)?, "txQueueLength", 0, u32::MAX as u64)? as u32;
+  h.get("setTxQueueLength")?.control().set_tx_queue_len(n)?;
+  cx.env.undefined()
+}
+
+pub fn set_mac(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let mac = parse_mac(&cx.env.to_string(cx.arg(1)?, "mac")?)?;
+  if h.mode != Mode::Tap {
+    return Err(Error::new(ErrorKind::Unsupported, format!("setMac on {}: only TAP devices have a MAC address", h.name)).into());
+  }
+  h.get("setMac")?.control().set_mac(mac)?;
+  cx.env.undefined()
+}
+
+pub fn set_persist(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let p = cx.env.to_bool(cx.arg(1)?, "persist")?;
+  h.get("setPersist")?.control().set_persist(p)?;
+  cx.env.undefined()
+}
+
+fn cidr_arg(cx: &CallContext, i: usize) -> JsResult<IpCidr> {
+  Ok(cx.env.to_string(cx.arg(i)?, "address")?.parse::<IpCidr>()?)
+}
+
+pub fn add_address(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let mut a = cidr_arg(cx, 1)?;
+  let opts = cx.arg(2)?;
+  if !cx.env.is_nullish(opts)? {
+    if let Some(p) = field(cx.env, opts, "peer")? {
+      let p = cx.env.to_string(p, "peer")?;
+      let ip = p.parse().map_err(|_| Error::new(ErrorKind::InvalidAddress, format!("peer {p:?} is not an IP address")))?;
+      a = a.with_peer(ip)?;
+    }
+  }
+  let d = h.get("addAddress")?;
+  if !a.is_ipv4() {
+    if let Ok(l) = d.control().link() {
+      if l.mtu < tunkit_core::config::MIN_MTU_IPV6 {
+        return Err(Error::new(ErrorKind::InvalidMtu, format!("addAddress {a} on {}: mtu {} is below 1280, too small for IPv6", h.name, l.mtu)).into());
+      }
+    }
+  }
+  d.control().add_address(&a)?;
+  cx.env.undefined()
+}
+
+pub fn remove_address(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let a = cidr_arg(cx, 1)?;
+  h.get("removeAddress")?.control().remove_address(&a)?;
+  cx.env.undefined()
+}
+
+pub fn addresses(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let list = h.get("addresses")?.control().addresses()?;
+  let items = list.iter().map(|a| convert::cidr_to_js(cx.env, a)).collect::<JsResult<Vec<_>>>()?;
+  cx.env.array_of(&items)
+}
+
+pub fn add_route(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let r = convert::route(cx.env, cx.arg(1)?)?;
+  h.get("addRoute")?.control().add_route(&r)?;
+  cx.env.undefined()
+}
+
+pub fn remove_route(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let r = convert::route(cx.env, cx.arg(1)?)?;
+  h.get("removeRoute")?.control().remove_route(&r)?;
+  cx.env.undefined()
+}
+
+pub fn routes(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let list = h.get("routes")?.control().routes()?;
+  let items = list.iter().map(|r| convert::route_to_js(cx.env, r)).collect::<JsResult<Vec<_>>>()?;
+  cx.env.array_of(&items)
+}
+
+/// `closeDevice(dev)`: drops the control and any queue not opened. Queues already opened close on their own.
+pub fn close_device(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  drop(lock(&h.device).take());
+  cx.env.undefined()
+}
+
+/// `openQueue(dev, index, ringOptions, onEvent)`: starts the ring of one queue. `onEvent(code)` receives 1
+/// (readable), 2 (writable) or 3 (ended), only after a `pull` or `send` armed it.
+pub fn open_queue(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let h = dev(cx)?;
+  let index = env.to_int(cx.arg(1)?, "queue index", 0, 65535)? as usize;
+  let cfg = convert::ring_config(env, cx.arg(2)?)?;
+  let on_event = cx.arg(3)?;
+  if !env.is_function(on_event)? {
+    return Err(type_error("onEvent must be a function"));
+  }
+  let q = h.get("openQueue")?.take_queue(index)?;
+  let tsfn = Arc::new(Mutex::new(Some(Tsfn::new(env, on_event, "tunkit-queue")?)));
+  let notify_tsfn = tsfn.clone();
+  let ring = PacketRing::start(
+    q,
+    cfg,
+    Box::new(move |ev| {
+      if let Some(t) = lock(&notify_tsfn).as_ref() {
+        t.call(ev as u32);
+      }
+    }),
+  )?;
+  env.external(Arc::new(QueueHandle { ring, device: h, tsfn }))
+}
+
+/// `pull(queue, lens)`: the next batch as an ArrayBuffer of packets packed back to back, with `lens[0]` = count
+/// and `lens[1..=count]` the lengths; `null` when the ring is empty (an event `1` or `3` follows); `undefined` once
+/// the queue has ended. Throws the reader's error if it ended on one.
+pub fn pull(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let q = queue(cx)?;
+  let lens = env.u32s_mut(cx, cx.arg(1)?, "lens")?;
+  match q.ring.pull() {
+    Pull::Batch(slab, l) => {
+      if lens.len() < l.len() + 1 {
+        return Err(type_error(format!("lens must hold {} entries", l.len() + 1)));
+      }
+      lens[0] = l.len() as u32;
+      lens[1..=l.len()].copy_from_slice(&l);
+      env.slab_arraybuffer(slab)
+    }
+    Pull::Empty => env.null(),
+    Pull::Ended(None) => env.undefined(),
+    Pull::Ended(Some(e)) => Err(e.into()),
+  }
+}
+
+fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Result<(), Error> {
+  let bad = |why: String| Err(Error::new(ErrorKind::InvalidPacket, format!("write on {}: packet {i} {why}", h.name)));
+  if pkt.is_empty() {
+    return bad("is empty".into());
+  }
+  match h.mode {
+    Mode::Tun => {
+      let v = pkt[0] >> 4;
+      if v != 4 && v != 6 {
+        return bad(format!("is not IPv4 or IPv6 (version nibble {v})"));
+      }
+    }
+    Mode::Tap => {
+      if pkt.len() < 14 {
+        return bad(format!("is {} bytes, shorter than an Ethernet header", pkt.len()));
+      }
+    }
+  }
+  if pkt.len() > *limit {
+    *limit = h.write_limit(true);
+    if pkt.len() > *limit {
+      return Err(Error::new(
+        ErrorKind::PacketTooLarge,
+        format!("write on {}: packet {i} is {} bytes, the device takes at most {}", h.name, pkt.len(), *limit),
+      ));
+    }
+  }
+  Ok(())
+}
+
+/// `send(queue, packet | packets)`: validates every packet first (nothing is queued if one is bad), then copies
+/// them into the transmit ring. Returns `false` when the ring is full (an event `2` follows; nothing was taken).
+pub fn send(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let q = queue(cx)?;
+  let h = &q.device;
+  let arg = cx.arg(1)?;
+  let mut limit = h.write_limit(false);
+  let mut packets: Vec<&[u8]> = Vec::new();
+  if env.is_array(arg)? {
+    let n = env.array_len(arg)?;
+    packets.reserve(n as usize);
+    for i in 0..n {
+      packets.push(env.bytes(cx, env.element(arg, i)?, "packet")?);
+    }
+  } else {
+    packets.push(env.bytes(cx, arg, "packet")?);
+  }
+  let mut total = 0;
+  for (i, p) in packets.iter().enumerate() {
+    check_packet(h, p, i, &mut limit)?;
+    total += p.len();
+  }
+  if packets.is_empty() {
+    return env.boolean(true);
+  }
+  let ok = q.ring.send(packets.iter().copied(), total).map_err(|e| {
+    if e.kind() == ErrorKind::Closed {
+      Error::closed(&format!("write on {}", h.name))
+    } else {
+      e
+    }
+  })?;
+  env.boolean(ok)
+}
+
+/// `setRef(queue, bool)`: whether a pending event keeps the process alive.
+pub fn set_ref(cx: &CallContext) -> JsResult<Value> {
+  let q = queue(cx)?;
+  let r = cx.env.to_bool(cx.arg(1)?, "ref")?;
+  if let Some(t) = lock(&q.tsfn).as_ref() {
+    t.set_ref(cx.env, r);
+  }
+  cx.env.undefined()
+}
+
+pub fn queue_stats(cx: &CallContext) -> JsResult<Value> {
+  let q = queue(cx)?;
+  convert::ring_stats_to_js(cx.env, &q.ring.stats())
+}
+
+/// `takeWriteError(queue)`: the last error the device gave for an outgoing packet, as an exception-like object,
+/// or `undefined`.
+pub fn take_write_error(cx: &CallContext) -> JsResult<Value> {
+  let q = queue(cx)?;
+  match q.ring.take_tx_error() {
+    None => cx.env.undefined(),
+    Some(e) => {
+      let env = cx.env;
+      let o = env.object()?;
+      env.set(o, "code", env.string(e.code())?)?;
+      env.set(o, "message", env.string(e.message())?)?;
+      if let Some(n) = e.errno() {
+        env.set(o, "errno", env.number(n as f64)?)?;
+      }
+      if let Some(s) = e.syscall() {
+        env.set(o, "syscall", env.string(s)?)?;
+      }
+      Ok(o)
+    }
+  }
+}
+
+/// `closeQueue(queue)`: flushes queued writes (bounded), stops the threads, closes the queue's fd. Idempotent.
+pub fn close_queue(cx: &CallContext) -> JsResult<Value> {
+  let q = queue(cx)?;
+  q.ring.close();
+  drop(lock(&q.tsfn).take());
+  cx.env.undefined()
+}

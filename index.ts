@@ -1,0 +1,11 @@
+/**
+ * tunkit: TUN/TAP virtual network interfaces for Node.js, with a Rust core and a batched zero-copy packet ring.
+ *
+ * @packageDocumentation
+ */
+export { Tun, DEFAULT_TX_QUEUE_LENGTH } from './src/tun.js'
+export type { TunOptions, RouteSpec, AddressInfo, TunStats, LinkState } from './src/tun.js'
+export type { RingOptions, IterateOptions, QueueStats } from './src/queue.js'
+export { TunError } from './src/errors.js'
+export type { TunErrorCode } from './src/errors.js'
+export * as packet from './src/packet.js'

@@ -1,0 +1,120 @@
+/** Typed view of the native addon (`crates/tunkit-napi`). Internal: the public API is `Tun`. */
+import { createRequire } from 'node:module'
+
+/** Opaque handle of a device. */
+export type DeviceHandle = { readonly __device: unique symbol }
+/** Opaque handle of one queue's ring. */
+export type QueueHandle = { readonly __queue: unique symbol }
+
+export interface NativeDeviceOptions {
+  name?: string
+  mode?: 'tun' | 'tap'
+  addresses?: string[]
+  routes?: NativeRoute[]
+  mtu?: number
+  up?: boolean
+  txQueueLength?: number
+  queues?: number
+  persist?: boolean
+  owner?: number
+  group?: number
+  mac?: string
+  openExisting?: boolean
+  netns?: string
+}
+
+export interface NativeRoute {
+  to: string
+  via?: string
+  metric?: number
+  table?: number
+}
+
+export interface NativeRingOptions {
+  ringBatches?: number
+  batchPackets?: number
+  slabBytes?: number
+  memoryBudget?: number
+  txRingBytes?: number
+  closeFlushMs?: number
+}
+
+export interface NativeLink {
+  name: string
+  index: number
+  mtu: number
+  up: boolean
+  txQueueLength: number
+  mac?: string
+  stats: {
+    rxPackets: number
+    txPackets: number
+    rxBytes: number
+    txBytes: number
+    rxDropped: number
+    txDropped: number
+    rxErrors: number
+    txErrors: number
+  }
+}
+
+export interface NativeAddress {
+  cidr: string
+  address: string
+  prefix: number
+  family: 4 | 6
+  peer?: string
+}
+
+export interface NativeRingStats {
+  rxPackets: number
+  rxBytes: number
+  rxBatches: number
+  rxStalls: number
+  rxQueuedBatches: number
+  rxLiveBytes: number
+  txPackets: number
+  txBytes: number
+  txBatches: number
+  txErrors: number
+  txBackpressure: number
+  txQueuedBytes: number
+}
+
+/** Event codes the ring sends to `onEvent`. */
+export const EVENT_READABLE = 1
+export const EVENT_WRITABLE = 2
+export const EVENT_ENDED = 3
+
+export interface NativeBinding {
+  triple: string
+  createDevice(opts: NativeDeviceOptions): DeviceHandle
+  createMemoryPair(mtu: number, capacity: number): [DeviceHandle, DeviceHandle]
+  fromFd(fd: number, mode?: 'tun' | 'tap'): DeviceHandle
+  deviceInfo(dev: DeviceHandle): { name: string; index: number; mode: 'tun' | 'tap'; queues: number }
+  link(dev: DeviceHandle): NativeLink
+  setMtu(dev: DeviceHandle, mtu: number): void
+  setUp(dev: DeviceHandle, up: boolean): void
+  setTxQueueLength(dev: DeviceHandle, n: number): void
+  setMac(dev: DeviceHandle, mac: string): void
+  setPersist(dev: DeviceHandle, persist: boolean): void
+  addAddress(dev: DeviceHandle, cidr: string, opts?: { peer?: string }): void
+  removeAddress(dev: DeviceHandle, cidr: string): void
+  addresses(dev: DeviceHandle): NativeAddress[]
+  addRoute(dev: DeviceHandle, route: NativeRoute): void
+  removeRoute(dev: DeviceHandle, route: NativeRoute): void
+  routes(dev: DeviceHandle): NativeRoute[]
+  closeDevice(dev: DeviceHandle): void
+  openQueue(dev: DeviceHandle, index: number, opts: NativeRingOptions, onEvent: (code: number) => void): QueueHandle
+  pull(q: QueueHandle, lens: Uint32Array): ArrayBuffer | null | undefined
+  send(q: QueueHandle, packets: Uint8Array | readonly Uint8Array[]): boolean
+  setRef(q: QueueHandle, ref: boolean): void
+  queueStats(q: QueueHandle): NativeRingStats
+  takeWriteError(q: QueueHandle): { code: string; message: string; errno?: number; syscall?: string } | undefined
+  closeQueue(q: QueueHandle): void
+}
+
+const require = createRequire(import.meta.url)
+
+/** The loaded addon. Loading throws `ERR_TUN_NO_BINDING` with the list of what was tried. */
+export const binding: NativeBinding = require('tunkit/binding')

@@ -1,0 +1,303 @@
+/**
+ * One queue's I/O on the JavaScript side: pulling batches from the native ring, waking on its events, the write
+ * queue that applies backpressure, and the iterators. Internal; `Tun` exposes it.
+ */
+import { setImmediate as immediate } from 'node:timers/promises'
+import { binding, EVENT_WRITABLE, type DeviceHandle, type NativeRingOptions, type QueueHandle } from './native.js'
+import { abortError, native, TunError } from './errors.js'
+
+/** Sizes and budgets of a queue's packet rings. Every field is optional; the defaults suit most uses. */
+export interface RingOptions {
+  /** Batches that may wait for JavaScript before the reader thread stops reading (default 64). */
+  ringBatches?: number
+  /** Most packets per batch (default 256). */
+  batchPackets?: number
+  /** Bytes of packets per batch buffer, beyond room for one 64 KiB frame (default 192 KiB). */
+  slabBytes?: number
+  /** Bytes of batch buffers alive at once, including those whose packets JavaScript still holds (default 256 MiB). */
+  memoryBudget?: number
+  /** Bytes of outgoing packets queued before `write()` waits (default 4 MiB). */
+  txRingBytes?: number
+  /** How long `close()` waits for queued outgoing packets to be written, in ms (default 1000). */
+  closeFlushMs?: number
+}
+
+/** Options of `packets()` and `batches()`. */
+export interface IterateOptions {
+  /** Ends the iteration with an `AbortError` when aborted. */
+  signal?: AbortSignal
+  /** Close the device when the loop exits early (`break`, `return`, a throw). Default `false`. */
+  closeOnReturn?: boolean
+}
+
+/** Counters of one queue's rings. */
+export interface QueueStats {
+  /** Packets, bytes and batches handed from the device to JavaScript. */
+  rxPackets: number
+  rxBytes: number
+  rxBatches: number
+  /** Times the reader stopped reading because JavaScript was behind (ring full or memory budget spent). */
+  rxStalls: number
+  /** Batches waiting for JavaScript now. */
+  rxQueuedBatches: number
+  /** Bytes of batch buffers alive now (queued, or held by JavaScript). */
+  rxLiveBytes: number
+  /** Packets, bytes and batches written to the device. */
+  txPackets: number
+  txBytes: number
+  txBatches: number
+  /** Outgoing packets the device refused. */
+  txErrors: number
+  /** Times `write()` had to wait because the transmit ring was full. */
+  txBackpressure: number
+  /** Bytes queued for the device now. */
+  txQueuedBytes: number
+}
+
+/** One batch as the ring hands it over: one buffer with packets back to back, and their lengths. */
+interface RawBatch {
+  ab: ArrayBuffer
+  lens: Uint32Array
+}
+
+const RESOLVED = Promise.resolve()
+/** Yield to the event loop at least this often while batches keep coming (timers, I/O and finalizers run). */
+const YIELD_EVERY_BATCHES = 32
+const YIELD_EVERY_MS = 8
+
+interface PendingWrite {
+  packets: Uint8Array | readonly Uint8Array[]
+  resolve: () => void
+  reject: (e: unknown) => void
+}
+
+export class PacketQueue {
+  readonly #h: QueueHandle
+  readonly #lens: Uint32Array
+  readonly #label: string
+  #readWaiter: (() => void) | null = null
+  #reading = false
+  #closed = false
+  #writes: PendingWrite[] = []
+  #refs = 0
+  #batchesSinceYield = 0
+  #lastYield = performance.now()
+
+  constructor(dev: DeviceHandle, index: number, opts: RingOptions, label: string) {
+    this.#label = label
+    this.#lens = new Uint32Array((opts.batchPackets ?? 256) + 1)
+    const ringOpts: NativeRingOptions = { ...opts }
+    this.#h = native(() => binding.openQueue(dev, index, ringOpts, (code) => this.#onEvent(code)))
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  #onEvent(code: number): void {
+    if (code === EVENT_WRITABLE) {
+      this.#pumpWrites()
+    } else {
+      const w = this.#readWaiter
+      this.#readWaiter = null
+      w?.()
+    }
+  }
+
+  /** Keeps the event loop alive while something waits on the ring. */
+  #ref(delta: 1 | -1): void {
+    const before = this.#refs
+    this.#refs += delta
+    if (this.#closed) return
+    if (before === 0 && this.#refs > 0) binding.setRef(this.#h, true)
+    else if (before > 0 && this.#refs === 0) binding.setRef(this.#h, false)
+  }
+
+  /** The next batch, or `null` once the queue is closed. */
+  async readBatch(signal?: AbortSignal): Promise<RawBatch | null> {
+    if (this.#reading) {
+      throw new TunError('ERR_TUN_CONCURRENT_READ', `read on ${this.#label}: another read of this queue is in progress`)
+    }
+    this.#reading = true
+    try {
+      for (;;) {
+        if (signal?.aborted) throw abortError(signal)
+        if (this.#closed) return null
+        const ab = native(() => binding.pull(this.#h, this.#lens))
+        if (ab) {
+          const batch = { ab, lens: this.#lens.slice(1, this.#lens[0]! + 1) }
+          // A flood can keep this loop busy on microtasks alone; let timers, I/O and the finalizers that return
+          // batch buffers run now and then.
+          const now = performance.now()
+          if (++this.#batchesSinceYield >= YIELD_EVERY_BATCHES || now - this.#lastYield >= YIELD_EVERY_MS) {
+            this.#batchesSinceYield = 0
+            await immediate()
+            this.#lastYield = performance.now()
+          }
+          return batch
+        }
+        if (ab === undefined) return null
+        await this.#waitReadable(signal)
+      }
+    } finally {
+      this.#reading = false
+    }
+  }
+
+  #waitReadable(signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        this.#readWaiter = null
+        signal?.removeEventListener('abort', onAbort)
+        this.#ref(-1)
+      }
+      const onAbort = () => {
+        cleanup()
+        reject(abortError(signal!))
+      }
+      this.#readWaiter = () => {
+        cleanup()
+        resolve()
+      }
+      this.#ref(1)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  /** Queues packets for the device; see `Tun.write`. */
+  write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    if (this.#closed) return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: the device is closed`))
+    if (this.#writes.length === 0) {
+      let ok: boolean
+      try {
+        ok = binding.send(this.#h, packets)
+      } catch (e) {
+        return Promise.reject(TunError.from(e))
+      }
+      if (ok) return RESOLVED
+    }
+    return new Promise<void>((resolve, reject) => {
+      if (this.#writes.push({ packets, resolve, reject }) === 1) this.#ref(1)
+    })
+  }
+
+  #pumpWrites(): void {
+    while (this.#writes.length > 0) {
+      const w = this.#writes[0]!
+      let ok: boolean
+      try {
+        ok = binding.send(this.#h, w.packets)
+      } catch (e) {
+        this.#writes.shift()
+        w.reject(TunError.from(e))
+        continue
+      }
+      if (!ok) return // the ring is full again and has re-armed its writable event
+      this.#writes.shift()
+      w.resolve()
+    }
+    this.#ref(-1)
+  }
+
+  stats(): QueueStats & { lastWriteError?: TunError } {
+    const s: QueueStats & { lastWriteError?: TunError } = native(() => binding.queueStats(this.#h))
+    const e = binding.takeWriteError(this.#h)
+    if (e) s.lastWriteError = new TunError(e.code as never, e.message, { errno: e.errno, syscall: e.syscall })
+    return s
+  }
+
+  /** Flushes what the native ring holds (bounded), stops the threads, closes the queue. Idempotent. */
+  close(): void {
+    if (this.#closed) return
+    if (this.#refs > 0) binding.setRef(this.#h, false)
+    this.#closed = true
+    const pending = this.#writes
+    this.#writes = []
+    binding.closeQueue(this.#h)
+    for (const w of pending) w.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: closed before the packets were queued`))
+    const r = this.#readWaiter
+    this.#readWaiter = null
+    r?.()
+  }
+}
+
+/**
+ * The iterator of `packets()`: yields one zero-copy `Buffer` per packet, cut from its batch only when it is yielded.
+ * Written by hand rather than as an async generator: it resolves at once while a batch has packets left.
+ */
+export class PacketIterator implements AsyncIterableIterator<Buffer> {
+  #batch: RawBatch | null = null
+  #i = 0
+  #off = 0
+  #done = false
+  #inflight: Promise<IteratorResult<Buffer>> | null = null
+  readonly #queue: PacketQueue
+  readonly #opts: IterateOptions
+  readonly #onReturn: () => Promise<void>
+
+  constructor(queue: PacketQueue, opts: IterateOptions, onReturn: () => Promise<void>) {
+    this.#queue = queue
+    this.#opts = opts
+    this.#onReturn = onReturn
+  }
+
+  next(): Promise<IteratorResult<Buffer>> {
+    if (this.#inflight) return this.#inflight.then(() => this.next())
+    const b = this.#batch
+    if (b !== null && this.#i < b.lens.length) {
+      const len = b.lens[this.#i++]!
+      const value = Buffer.from(b.ab, this.#off, len)
+      this.#off += len
+      return Promise.resolve({ value, done: false })
+    }
+    if (this.#done) return Promise.resolve({ value: undefined, done: true })
+    this.#inflight = this.#refill().finally(() => {
+      this.#inflight = null
+    })
+    return this.#inflight
+  }
+
+  async #refill(): Promise<IteratorResult<Buffer>> {
+    let b: RawBatch | null
+    try {
+      b = await this.#queue.readBatch(this.#opts.signal)
+    } catch (e) {
+      this.#done = true
+      this.#batch = null
+      throw e
+    }
+    if (b === null) {
+      this.#done = true
+      this.#batch = null
+      return { value: undefined, done: true }
+    }
+    this.#batch = b
+    this.#i = 1
+    this.#off = b.lens[0]!
+    return { value: Buffer.from(b.ab, 0, this.#off), done: false }
+  }
+
+  async return(): Promise<IteratorResult<Buffer>> {
+    const early = !this.#done
+    this.#done = true
+    this.#batch = null
+    if (early && this.#opts.closeOnReturn) await this.#onReturn()
+    return { value: undefined, done: true }
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+}
+
+/** Cuts one batch into zero-copy `Buffer`s. */
+export function batchBuffers(b: RawBatch): Buffer[] {
+  const out = new Array<Buffer>(b.lens.length)
+  let off = 0
+  for (let i = 0; i < b.lens.length; i++) {
+    const len = b.lens[i]!
+    out[i] = Buffer.from(b.ab, off, len)
+    off += len
+  }
+  return out
+}

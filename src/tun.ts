@@ -1,0 +1,366 @@
+import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink } from './native.js'
+import { native, TunError } from './errors.js'
+import {
+  batchBuffers,
+  PacketIterator,
+  PacketQueue,
+  type IterateOptions,
+  type QueueStats,
+  type RingOptions,
+} from './queue.js'
+
+/** A route through the device. */
+export interface RouteSpec {
+  /** Destination prefix, e.g. `'10.9.0.0/16'` or `'fd09::/48'` (host bits must be zero). */
+  to: string
+  /** Gateway; omit for a direct route onto the device. */
+  via?: string
+  /** Priority; lower wins. */
+  metric?: number
+  /** Routing table id; the main table when omitted. */
+  table?: number
+}
+
+/** An address on the device as the kernel reports it. */
+export interface AddressInfo {
+  /** `'10.7.0.1/24'` */
+  cidr: string
+  address: string
+  prefix: number
+  family: 4 | 6
+  /** Peer of a point-to-point address. */
+  peer?: string
+}
+
+/** Options of {@link Tun.create}. Everything is optional. */
+export interface TunOptions {
+  /** Interface name (at most 15 bytes). A `%d` in it, or no name at all, lets the kernel number it (`tun0`, `tun1`…). */
+  name?: string
+  /** `'tun'` (IP packets, the default) or `'tap'` (Ethernet frames). */
+  mode?: 'tun' | 'tap'
+  /** Addresses in CIDR form, IPv4 and IPv6: `['10.7.0.1/24', 'fd07::1/64']`. */
+  addresses?: string[]
+  /** Routes to add once the link is up. */
+  routes?: RouteSpec[]
+  /** MTU, 68..65535 (at least 1280 with IPv6 addresses). The kernel default is 1500. */
+  mtu?: number
+  /** Bring the link up. Default: `true` when addresses or routes are given. */
+  up?: boolean
+  /**
+   * The kernel's queue of packets waiting for the reader (`txqueuelen`). The kernel default of 500 overflows on
+   * wake-up latency alone at high packet rates; tunkit's default is 4096 (see benchmark/RESULTS.md).
+   */
+  txQueueLength?: number
+  /** Number of queues (`IFF_MULTI_QUEUE` when more than 1); the kernel spreads flows over them. Default 1. */
+  queues?: number
+  /** Keep the device after this process closes it. */
+  persist?: boolean
+  /** uid allowed to open the (persistent) device without privileges. */
+  owner?: number
+  /** gid allowed to open the (persistent) device without privileges. */
+  group?: number
+  /** MAC address of a TAP device, `'02:00:5e:00:00:01'`. */
+  mac?: string
+  /** Network namespace to create the device in: a path like `/run/netns/blue` or `/proc/<pid>/ns/net`. */
+  netns?: string
+  /** Ring sizes and budgets of every queue. */
+  ring?: RingOptions
+}
+
+/** Counters of the device: the rings' and the kernel's. */
+export interface TunStats extends QueueStats {
+  /** Counters the kernel keeps for the interface; `rxDropped`/`txDropped` include packets dropped while JS was behind. */
+  kernel: NativeLink['stats']
+  /** The last error the device gave for an outgoing packet since the previous `stats()` call. */
+  lastWriteError?: TunError
+}
+
+/** State of the link, read from the kernel. */
+export interface LinkState {
+  name: string
+  index: number
+  mtu: number
+  up: boolean
+  txQueueLength: number
+  mac?: string
+}
+
+const KNOWN_OPTIONS = new Set([
+  'name', 'mode', 'addresses', 'routes', 'mtu', 'up', 'txQueueLength', 'queues', 'persist', 'owner', 'group', 'mac',
+  'netns', 'ring',
+])
+const KNOWN_RING_OPTIONS = new Set(['ringBatches', 'batchPackets', 'slabBytes', 'memoryBudget', 'txRingBytes', 'closeFlushMs'])
+
+/** Default kernel queue length tunkit sets on devices it creates. */
+export const DEFAULT_TX_QUEUE_LENGTH = 4096
+
+function checkKeys(obj: unknown, known: Set<string>, what: string): void {
+  if (obj === undefined) return
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
+    throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${what} must be an object`)
+  }
+  for (const k of Object.keys(obj)) {
+    if (!known.has(k)) throw new TunError('ERR_TUN_INVALID_ARGUMENT', `unknown ${what} key '${k}'`)
+  }
+}
+
+/**
+ * A TUN or TAP device. Create one with {@link Tun.create}; read with {@link Tun.packets} or {@link Tun.batches};
+ * write with {@link Tun.write}; close with {@link Tun.close} or `await using`.
+ *
+ * Packets come from a reader thread in batches, each batch one native buffer; the `Buffer`s you receive are views
+ * into it, made without copying. A view stays valid for as long as you keep it.
+ *
+ * @example
+ * ```ts
+ * await using tun = await Tun.create({ addresses: ['10.7.0.1/24'] })
+ * for await (const pkt of tun.packets()) console.log(pkt.length)
+ * ```
+ */
+export class Tun implements AsyncDisposable {
+  readonly #dev: DeviceHandle
+  readonly #queues: PacketQueue[]
+  readonly #name: string
+  readonly #index: number
+  readonly #mode: 'tun' | 'tap'
+  #closed = false
+
+  private constructor(dev: DeviceHandle, ring: RingOptions) {
+    this.#dev = dev
+    const info = native(() => binding.deviceInfo(dev))
+    this.#name = info.name
+    this.#index = info.index
+    this.#mode = info.mode
+    this.#queues = []
+    try {
+      for (let i = 0; i < info.queues; i++) this.#queues.push(new PacketQueue(dev, i, ring, info.name))
+    } catch (e) {
+      for (const q of this.#queues) q.close()
+      binding.closeDevice(dev)
+      throw e
+    }
+  }
+
+  /**
+   * Creates a device, configures it (addresses, MTU, routes, link up) and starts its packet threads. Packets that
+   * arrive before you iterate wait in the ring.
+   *
+   * @throws {TunError} `ERR_TUN_INVALID_NAME`, `ERR_TUN_INVALID_ADDRESS`, `ERR_TUN_EXISTS`, `ERR_TUN_INVALID_MTU`,
+   *   `ERR_TUN_INVALID_ARGUMENT`, `ERR_TUN_NO_DRIVER`, `ERR_TUN_PERMISSION`, `ERR_TUN_BUSY`.
+   */
+  static async create(options: TunOptions = {}): Promise<Tun> {
+    checkKeys(options, KNOWN_OPTIONS, 'option')
+    const { ring, ...rest } = options
+    checkKeys(ring, KNOWN_RING_OPTIONS, 'ring option')
+    const opts: NativeDeviceOptions = { txQueueLength: DEFAULT_TX_QUEUE_LENGTH, ...rest }
+    return new Tun(native(() => binding.createDevice(opts)), ring ?? {})
+  }
+
+  /**
+   * Attaches to an existing persistent device (one created with `persist: true`), for example by a process that
+   * has no privileges when the device's `owner`/`group` allow it.
+   *
+   * @throws {TunError} `ERR_TUN_NOT_FOUND` when there is no such device.
+   */
+  static async open(name: string, options: Pick<TunOptions, 'mode' | 'queues' | 'netns' | 'ring'> = {}): Promise<Tun> {
+    checkKeys(options, new Set(['mode', 'queues', 'netns', 'ring']), 'option')
+    const { ring, ...rest } = options
+    checkKeys(ring, KNOWN_RING_OPTIONS, 'ring option')
+    return new Tun(native(() => binding.createDevice({ ...rest, name, openExisting: true })), ring ?? {})
+  }
+
+  /**
+   * Adopts a file descriptor already attached to a TUN/TAP device, such as one an Android `VpnService` or a
+   * privileged parent process opened. tunkit owns it afterwards and closes it on `close()`.
+   */
+  static fromFd(fd: number, options: { mode?: 'tun' | 'tap'; ring?: RingOptions } = {}): Tun {
+    checkKeys(options, new Set(['mode', 'ring']), 'option')
+    checkKeys(options.ring, KNOWN_RING_OPTIONS, 'ring option')
+    return new Tun(native(() => binding.fromFd(fd, options.mode)), options.ring ?? {})
+  }
+
+  /**
+   * Two connected in-memory devices: what one writes, the other reads. Lossless (a full peer makes the writer
+   * wait), no privileges needed: for tests and benchmarks of code built on tunkit.
+   */
+  static createMemoryPair(options: { mtu?: number; capacity?: number; ring?: RingOptions } = {}): [Tun, Tun] {
+    checkKeys(options, new Set(['mtu', 'capacity', 'ring']), 'option')
+    checkKeys(options.ring, KNOWN_RING_OPTIONS, 'ring option')
+    const [a, b] = native(() => binding.createMemoryPair(options.mtu ?? 1500, options.capacity ?? 1024))
+    return [new Tun(a, options.ring ?? {}), new Tun(b, options.ring ?? {})]
+  }
+
+  /** Interface name, as the kernel assigned it. */
+  get name(): string {
+    return this.#name
+  }
+
+  /** Interface index. */
+  get index(): number {
+    return this.#index
+  }
+
+  /** `'tun'` or `'tap'`. */
+  get mode(): 'tun' | 'tap' {
+    return this.#mode
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The MTU, read from the kernel now. */
+  get mtu(): number {
+    return this.link().mtu
+  }
+
+  /** Link state (name, index, MTU, up, txqueuelen, MAC), read from the kernel now. */
+  link(): LinkState {
+    const { stats: _stats, ...l } = native(() => binding.link(this.#dev))
+    return l
+  }
+
+  /**
+   * Iterates over incoming packets, one zero-copy `Buffer` each. Ends when the device is closed; throws an
+   * `AbortError` when `signal` aborts. Leaving the loop early does not close the device unless `closeOnReturn`.
+   * One reader at a time per device (a second concurrent one gets `ERR_TUN_CONCURRENT_READ`).
+   */
+  packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer> {
+    return new PacketIterator(this.#queue(), options, () => this.close())
+  }
+
+  /** Iterates over incoming batches: one `Buffer[]` per batch, for forwarders that handle packets in bulk. */
+  async *batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
+    const q = this.#queue()
+    let finished = false
+    try {
+      for (;;) {
+        const b = await q.readBatch(options.signal)
+        if (b === null) {
+          finished = true
+          return
+        }
+        yield batchBuffers(b)
+      }
+    } catch (e) {
+      finished = true
+      throw e
+    } finally {
+      if (!finished && options.closeOnReturn) await this.close()
+    }
+  }
+
+  /** Same as `packets()`. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    return this.packets()
+  }
+
+  /**
+   * Sends one packet or an array of packets (IP packets for TUN, Ethernet frames for TAP). The packets are copied
+   * before this returns, so their buffers may be reused at once. The promise resolves as soon as they are queued
+   * for the device, at once unless the transmit ring is full: awaiting it is the backpressure.
+   *
+   * Every packet is checked first; if one is empty, not IPv4/IPv6 (TUN), shorter than an Ethernet header (TAP), or
+   * larger than the MTU allows, the promise rejects (`ERR_TUN_INVALID_PACKET`, `ERR_TUN_PACKET_TOO_LARGE`) and none of
+   * the packets is sent.
+   */
+  write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    return this.#queue().write(packets)
+  }
+
+  /** Counters of the rings and of the kernel. */
+  stats(): TunStats {
+    const q = this.#queue().stats()
+    for (const other of this.#queues.slice(1)) {
+      const s = other.stats()
+      for (const k of Object.keys(s) as (keyof QueueStats)[]) if (typeof s[k] === 'number') q[k] += s[k]
+    }
+    const kernel = this.#closed
+      ? { rxPackets: 0, txPackets: 0, rxBytes: 0, txBytes: 0, rxDropped: 0, txDropped: 0, rxErrors: 0, txErrors: 0 }
+      : native(() => binding.link(this.#dev)).stats
+    return { ...q, kernel }
+  }
+
+  /** Sets the MTU (68..65535, at least 1280 with IPv6 addresses). */
+  async setMtu(mtu: number): Promise<void> {
+    native(() => binding.setMtu(this.#dev, mtu))
+  }
+
+  /** Brings the link up. */
+  async up(): Promise<void> {
+    native(() => binding.setUp(this.#dev, true))
+  }
+
+  /** Takes the link down. */
+  async down(): Promise<void> {
+    native(() => binding.setUp(this.#dev, false))
+  }
+
+  /** Sets the kernel's queue length for the device. */
+  async setTxQueueLength(length: number): Promise<void> {
+    native(() => binding.setTxQueueLength(this.#dev, length))
+  }
+
+  /** Sets the MAC address of a TAP device. */
+  async setMac(mac: string): Promise<void> {
+    native(() => binding.setMac(this.#dev, mac))
+  }
+
+  /** Adds an address in CIDR form; `peer` makes it point-to-point. */
+  async addAddress(cidr: string, options: { peer?: string } = {}): Promise<void> {
+    native(() => binding.addAddress(this.#dev, cidr, options))
+  }
+
+  /** Removes an address (`ERR_TUN_NOT_FOUND` when absent). */
+  async removeAddress(cidr: string): Promise<void> {
+    native(() => binding.removeAddress(this.#dev, cidr))
+  }
+
+  /** The addresses on the device, read from the kernel. */
+  async addresses(): Promise<AddressInfo[]> {
+    return native(() => binding.addresses(this.#dev))
+  }
+
+  /** Adds a route through the device. */
+  async addRoute(route: RouteSpec): Promise<void> {
+    native(() => binding.addRoute(this.#dev, route))
+  }
+
+  /** Removes a route (`ERR_TUN_NOT_FOUND` when absent). */
+  async removeRoute(route: RouteSpec): Promise<void> {
+    native(() => binding.removeRoute(this.#dev, route))
+  }
+
+  /** The routes through the device, read from the kernel (all tables). */
+  async routes(): Promise<RouteSpec[]> {
+    return native(() => binding.routes(this.#dev))
+  }
+
+  /** Makes the device persistent, or not: a non-persistent device disappears when its last user closes it. */
+  async setPersist(persist: boolean): Promise<void> {
+    native(() => binding.setPersist(this.#dev, persist))
+  }
+
+  #queue(): PacketQueue {
+    if (this.#closed) throw new TunError('ERR_TUN_CLOSED', `${this.#name} is closed`)
+    return this.#queues[0]!
+  }
+
+  /**
+   * Closes the device: outgoing packets already queued are written (for up to `ring.closeFlushMs`), waiting reads and
+   * iterators end, writes still waiting for room reject with `ERR_TUN_CLOSED`, and a non-persistent device is
+   * removed. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    for (const q of this.#queues) q.close()
+    binding.closeDevice(this.#dev)
+  }
+
+  /** `await using tun = await Tun.create(...)` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+}
