@@ -139,8 +139,10 @@ impl SlabPool {
     }
   }
 
-  /// A cleared slab; waits while the budget is spent. `None` once closing. `stalled` is set when it had to wait.
-  fn take(&self, stalled: &mut bool) -> Option<Vec<u8>> {
+  /// A cleared slab; waits while the budget is spent (counting one stall in `stalls` as the wait begins). `None`
+  /// once closing.
+  fn take(&self, stalls: &AtomicU64) -> Option<Vec<u8>> {
+    let mut stalled = false;
     let mut free = lock(&self.free);
     loop {
       if self.closing.load(Relaxed) {
@@ -153,7 +155,10 @@ impl SlabPool {
         self.live_bytes.fetch_add(self.slab_capacity, Relaxed);
         return Some(Vec::with_capacity(self.slab_capacity));
       }
-      *stalled = true;
+      if !stalled {
+        stalled = true;
+        stalls.fetch_add(1, Relaxed);
+      }
       free = self.returned.wait_timeout(free, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
     }
   }
@@ -460,12 +465,8 @@ impl Drop for PacketRing {
 
 fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
   let end_error = loop {
-    let mut stalled = false;
-    let Some(data) = s.pool.take(&mut stalled) else { break None };
+    let Some(data) = s.pool.take(&s.counters.rx_stalls) else { break None };
     let mut batch = Batch { data, lens: Vec::with_capacity(s.cfg.batch_packets) };
-    if stalled {
-      s.counters.rx_stalls.fetch_add(1, Relaxed);
-    }
     match queue.read_batch(&mut batch, s.cfg.batch_packets) {
       Ok(_) => {}
       Err(e) => {
@@ -479,13 +480,11 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     c.rx_batches.fetch_add(1, Relaxed);
 
     let mut rx = lock(&s.rx);
-    let mut stalled = false;
-    while rx.batches.len() >= s.cfg.ring_batches && !s.closing.load(Relaxed) {
-      stalled = true;
-      rx = s.rx_space.wait_timeout(rx, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
-    }
-    if stalled {
+    if rx.batches.len() >= s.cfg.ring_batches {
       c.rx_stalls.fetch_add(1, Relaxed);
+    }
+    while rx.batches.len() >= s.cfg.ring_batches && !s.closing.load(Relaxed) {
+      rx = s.rx_space.wait_timeout(rx, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
     }
     if s.closing.load(Relaxed) {
       drop(rx);

@@ -135,8 +135,15 @@ mod tests {
   fn ring(q: Box<dyn Queue>) -> (PacketRing, mpsc::Receiver<RingEvent>) {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
-    let cfg = RingConfig { memory_budget: 8 << 20, slab_bytes: 64 << 10, ..RingConfig::default() };
-    let r = PacketRing::start(q, cfg, Box::new(move |e| drop(tx.lock().unwrap().send(e)))).unwrap();
+    let cfg = RingConfig {
+      memory_budget: 8 << 20,
+      slab_bytes: 64 << 10,
+      close_flush: Duration::from_millis(300),
+      ..RingConfig::default()
+    };
+    let r = PacketRing::start(q, cfg, Box::new(move |e| {
+      let _ = tx.lock().unwrap().send(e);
+    })).unwrap();
     (r, rx)
   }
 
@@ -180,6 +187,11 @@ mod tests {
     let got = pull_all(&rb, &eb, pkts.len());
     assert_eq!(got.len(), pkts.len());
     assert!(got == pkts, "packets differ or are out of order");
+    // The writer counts a batch after write_batch returns, which can be after the peer has read it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ra.stats().tx_packets < 5000 && Instant::now() < deadline {
+      std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(ra.stats().tx_packets, 5000);
     assert_eq!(rb.stats().rx_packets, 5000);
     ra.close();
@@ -210,18 +222,21 @@ mod tests {
       assert!(slab.data().iter().all(|&b| b == 7));
     }
     drop(held);
-    // Once slabs return, reading resumes.
+    // Once slabs return, reading resumes: the reader takes more from the inbox.
     let before = rb.stats().rx_packets;
-    let got = pull_all(&rb, &eb, 10);
-    assert!(got.len() >= 10 && rb.stats().rx_packets > before);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rb.stats().rx_packets == before && Instant::now() < deadline {
+      let _ = ra.send(std::iter::repeat_n(pkt.as_slice(), 64), 64 * 1400);
+      drop(pull_all(&rb, &eb, 1));
+    }
+    assert!(rb.stats().rx_packets > before, "reading did not resume after the slabs came back");
     ra.close();
     rb.close();
   }
 
   #[test]
-  fn close_wakes_a_waiting_consumer_and_backpressure_releases() {
-    let (a, b) = pair(1500, 4).unwrap();
-    let (ra, ea) = ring(a.queues.into_iter().next().unwrap());
+  fn close_wakes_a_waiting_consumer() {
+    let (_a, b) = pair(1500, 4).unwrap();
     let (rb, eb) = ring(b.queues.into_iter().next().unwrap());
     assert!(matches!(rb.pull(), Pull::Empty));
     let t = Instant::now();
@@ -229,7 +244,14 @@ mod tests {
     assert_eq!(eb.recv_timeout(Duration::from_secs(1)).unwrap(), RingEvent::Ended);
     assert!(t.elapsed() < Duration::from_millis(500));
     assert!(matches!(rb.pull(), Pull::Ended(None)));
-    // Nobody reads b any more: a's writer blocks on the full inbox, the tx ring fills, send refuses.
+  }
+
+  #[test]
+  fn backpressure_when_nobody_reads_and_close_still_returns() {
+    let (a, b) = pair(1500, 4).unwrap();
+    let (ra, ea) = ring(a.queues.into_iter().next().unwrap());
+    let (rb, _eb) = ring(b.queues.into_iter().next().unwrap());
+    // Nobody pulls from b: its ring fills, then its inbox, then a's writer waits, a's tx ring fills, send refuses.
     let big = vec![1u8; 1400];
     let mut refused = false;
     for _ in 0..20_000 {
@@ -240,8 +262,20 @@ mod tests {
     }
     assert!(refused, "backpressure never applied");
     assert!(ra.stats().tx_backpressure >= 1);
+    // Draining b lets a's writer go on, and the armed Writable event comes.
+    let t = Instant::now();
+    let mut writable = false;
+    while !writable && t.elapsed() < Duration::from_secs(10) {
+      while let Pull::Batch(..) = rb.pull() {}
+      writable = ea.recv_timeout(Duration::from_millis(10)) == Ok(RingEvent::Writable);
+    }
+    assert!(writable, "no Writable event after the peer drained");
+    // With the peer stuck again, close gives up flushing after close_flush and still returns.
+    while ra.send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400).unwrap() {}
+    let t = Instant::now();
     ra.close();
+    assert!(t.elapsed() < Duration::from_secs(3));
     assert!(ra.send(std::iter::once(big.as_slice()), 1400).is_err());
-    let _ = ea.try_recv();
+    rb.close();
   }
 }

@@ -1,10 +1,11 @@
-//! rtnetlink (`NETLINK_ROUTE`) configuration of a Linux interface: link state, MTU, queue length, MAC, addresses
-//! and routes, read back from the kernel on demand, and a subscription to the link's changes ([`LinkEvents`]).
+//! rtnetlink (`NETLINK_ROUTE`) configuration of a Linux interface: link state, MTU, queue length, MAC,
+//! addresses and routes, read back from the kernel on demand, and a subscription to the link's changes
+//! ([`LinkEvents`]).
 //!
 //! Requests are built and replies parsed here as plain byte buffers (safe code); the socket and the message
-//! layouts live in [`super::sys::netlink`]. Every request asks for an ack (`NLM_F_ACK`) and waits for the reply
-//! with its sequence number, so a failure always comes back as the kernel's errno, together with the kernel's own
-//! explanation when it gives one (extended ack, `NETLINK_EXT_ACK`).
+//! layouts live in [`super::sys::netlink`]. Every request asks for an ack (`NLM_F_ACK`) and waits for the
+//! reply with its sequence number, so a failure always comes back as the kernel's errno, together with the
+//! kernel's own explanation when it gives one (extended ack, `NETLINK_EXT_ACK`).
 
 use std::collections::HashSet;
 use std::io;
@@ -27,7 +28,8 @@ const RECV_BUF: usize = 32 * 1024;
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound on a whole request, however many datagrams its reply spans.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(20);
-/// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried before its result is used.
+/// How often a dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried before its result is
+/// used.
 const DUMP_RETRIES: usize = 3;
 /// How many times a syscall interrupted by a signal is retried.
 const EINTR_RETRIES: usize = 100;
@@ -44,10 +46,10 @@ fn pad(buf: &mut Vec<u8>) {
   buf.resize(align(buf.len()), 0);
 }
 
-// ---- building requests ---------------------------------------------------------------------------------------------
+// ---- building requests ------------------------------------------------------------------------------------
 
-/// One netlink request under construction: the `nlmsghdr` (filled in by [`Request::finish`]), the fixed family
-/// header, then attributes, each padded to 4 bytes.
+/// One netlink request under construction: the `nlmsghdr` (filled in by [`Request::finish`]), the fixed
+/// family header, then attributes, each padded to 4 bytes.
 #[derive(Debug, Clone)]
 struct Request {
   ty: u16,
@@ -107,7 +109,7 @@ impl Request {
   }
 }
 
-// ---- parsing replies -----------------------------------------------------------------------------------------------
+// ---- parsing replies --------------------------------------------------------------------------------------
 
 /// One message of a received datagram.
 #[derive(Debug, Clone, Copy)]
@@ -117,8 +119,8 @@ struct Message<'a> {
   payload: &'a [u8],
 }
 
-/// Splits a datagram into its messages (each aligned to 4 bytes). A malformed length is an error: nothing after it
-/// can be trusted.
+/// Splits a datagram into its messages (each aligned to 4 bytes). A malformed length is an error: nothing
+/// after it can be trusted.
 fn messages(mut buf: &[u8]) -> std::result::Result<Vec<Message<'_>>, String> {
   let mut out = Vec::new();
   while !buf.is_empty() {
@@ -140,8 +142,8 @@ fn messages(mut buf: &[u8]) -> std::result::Result<Vec<Message<'_>>, String> {
   Ok(out)
 }
 
-/// Iterator over the attributes of a buffer: `(type without the nested/byte-order flags, payload)`. It stops at
-/// the first malformed attribute (the kernel never sends one).
+/// Iterator over the attributes of a buffer: `(type without the nested/byte-order flags, payload)`. It stops
+/// at the first malformed attribute (the kernel never sends one).
 #[derive(Debug, Clone)]
 struct Attrs<'a> {
   buf: &'a [u8],
@@ -275,10 +277,10 @@ fn parse_address(payload: &[u8]) -> Option<(u32, IpCidr)> {
   ))
 }
 
-/// Parses the payload of an `RTM_NEWROUTE` message into `(output ifindex, route)`, or `None` for routes a caller
-/// did not configure: non-unicast ones (local, broadcast, multicast, unreachable…), cloned cache entries, routes
-/// without a single output interface (multipath), and the IPv6 link-local `fe80::/64` and multicast `ff00::/8`
-/// routes the kernel adds to every IPv6 link.
+/// Parses the payload of an `RTM_NEWROUTE` message into `(output ifindex, route)`, or `None` for routes a
+/// caller did not configure: non-unicast ones (local, broadcast, multicast, unreachable…), cloned cache
+/// entries, routes without a single output interface (multipath), and the IPv6 link-local `fe80::/64` and
+/// multicast `ff00::/8` routes the kernel adds to every IPv6 link.
 fn parse_route(payload: &[u8]) -> Option<(u32, RouteSpec)> {
   let rtm = RtMsg::decode(payload)?;
   if rtm.ty != sys::RTN_UNICAST || rtm.flags & sys::RTM_F_CLONED != 0 {
@@ -322,22 +324,24 @@ fn parse_route(payload: &[u8]) -> Option<(u32, RouteSpec)> {
   Some((oif?, route))
 }
 
-/// Parses the payload of `NLMSG_ERROR` into `(errno, kernel's message)`; errno 0 is a plain ack.
-fn parse_error(flags: u16, payload: &[u8]) -> std::result::Result<(i32, Option<String>), String> {
+/// Parses the payload of `NLMSG_ERROR` (`ack`) or `NLMSG_DONE` (not `ack`) into `(errno, kernel's message)`;
+/// errno 0 is success. Both start with the (negative) error code; extended-ack attributes come next in
+/// `NLMSG_DONE`, and after the echoed request in `NLMSG_ERROR` (only its header when `NLM_F_CAPPED`).
+fn parse_error(ack: bool, flags: u16, payload: &[u8]) -> std::result::Result<(i32, Option<String>), String> {
   let code = payload
     .get(..sys::NLMSGERR_ERROR_SIZE)
-    .ok_or("NLMSG_ERROR without an error code")?;
+    .ok_or("error message without an error code")?;
   let errno = -i32::from_ne_bytes(code.try_into().unwrap_or_default());
   let mut msg = None;
   if flags & sys::NLM_F_ACK_TLVS != 0 {
-    // After the error code comes the request: its header only when capped, else the whole request.
-    let echoed = &payload[sys::NLMSGERR_ERROR_SIZE..];
-    let skip = match NlMsgHdr::decode(echoed) {
+    let rest = &payload[sys::NLMSGERR_ERROR_SIZE..];
+    let skip = match NlMsgHdr::decode(rest) {
+      _ if !ack => 0,
       Some(_) if flags & sys::NLM_F_CAPPED != 0 => NlMsgHdr::SIZE,
       Some(h) => align(h.len as usize),
-      None => echoed.len(),
+      None => rest.len(),
     };
-    for (ty, p) in attrs(echoed.get(skip..).unwrap_or_default()) {
+    for (ty, p) in attrs(rest.get(skip..).unwrap_or_default()) {
       if ty == sys::NLMSGERR_ATTR_MSG {
         msg = Some(attr_str(p)).filter(|m| !m.is_empty());
       }
@@ -346,7 +350,7 @@ fn parse_error(flags: u16, payload: &[u8]) -> std::result::Result<(i32, Option<S
   Ok((errno, msg))
 }
 
-// ---- requests and errors -------------------------------------------------------------------------------------------
+// ---- requests and errors ----------------------------------------------------------------------------------
 
 /// Why a request failed, before it is turned into an [`Error`] with the operation's context.
 #[derive(Debug)]
@@ -367,9 +371,9 @@ type Refine = (i32, ErrorKind, &'static str);
 const GONE: Refine = (sys::ENODEV, ErrorKind::NotFound, "device gone");
 
 impl Failure {
-  /// The error for operation `context` (such as `"set mtu 1400 on ifindex 3"`). The kernel's explanation (extended
-  /// ack) and the note of the matching `refine` entry are added to the message; `ENODEV` reads as "device gone"
-  /// unless `refine` says otherwise.
+  /// The error for operation `context` (such as `"set mtu 1400 on ifindex 3"`). The kernel's explanation
+  /// (extended ack) and the note of the matching `refine` entry are added to the message; `ENODEV` reads as
+  /// "device gone" unless `refine` says otherwise.
   fn into_error(self, context: &str, refine: &[Refine]) -> Error {
     match self {
       Failure::Sys(syscall, e) => Error::os(syscall, &e, context),
@@ -409,8 +413,8 @@ struct Inner {
   buf: Vec<u8>,
 }
 
-/// A `NETLINK_ROUTE` socket for configuration requests, bound in the network namespace of the thread that opened
-/// it. Requests are serialised, so one `Netlink` can be shared between threads.
+/// A `NETLINK_ROUTE` socket for configuration requests, bound in the network namespace of the thread that
+/// opened it. Requests are serialised, so one `Netlink` can be shared between threads.
 #[derive(Debug)]
 pub struct Netlink {
   sock: NlSocket,
@@ -418,8 +422,8 @@ pub struct Netlink {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-  // A panic while holding the lock leaves nothing half-done that matters here (a stale reply is skipped by its
-  // sequence number), so a poisoned lock is still usable.
+  // A panic while holding the lock leaves nothing half-done that matters here (a stale reply is skipped by
+  // its sequence number), so a poisoned lock is still usable.
   m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -528,9 +532,9 @@ impl Netlink {
     })
   }
 
-  /// Sends `req` and collects its reply: every message up to the ack (`NLMSG_ERROR` with error 0) or the end of a
-  /// dump (`NLMSG_DONE`). Datagrams not from the kernel, and messages of another sequence number (the late reply of
-  /// an earlier request that timed out), are skipped.
+  /// Sends `req` and collects its reply: every message up to the ack (`NLMSG_ERROR` with error 0) or the end
+  /// of a dump (`NLMSG_DONE`). Datagrams not from the kernel, and messages of another sequence number (the
+  /// late reply of an earlier request that timed out), are skipped.
   fn transact(&self, req: &Request) -> std::result::Result<Reply, Failure> {
     let mut inner = lock(&self.inner);
     inner.seq = inner.seq.wrapping_add(1).max(1);
@@ -563,7 +567,7 @@ impl Netlink {
         match m.hdr.ty {
           sys::NLMSG_NOOP => {}
           sys::NLMSG_ERROR => {
-            let (errno, message) = parse_error(m.hdr.flags, m.payload).map_err(Failure::Protocol)?;
+            let (errno, message) = parse_error(true, m.hdr.flags, m.payload).map_err(Failure::Protocol)?;
             return if errno == 0 {
               Ok(reply)
             } else {
@@ -573,7 +577,7 @@ impl Netlink {
           sys::NLMSG_DONE => {
             // A dump ends with NLMSG_DONE, which may carry the dump's error (and extended ack) too.
             if m.payload.len() >= sys::NLMSGERR_ERROR_SIZE {
-              let (errno, message) = parse_error(m.hdr.flags, m.payload).map_err(Failure::Protocol)?;
+              let (errno, message) = parse_error(false, m.hdr.flags, m.payload).map_err(Failure::Protocol)?;
               if errno > 0 {
                 return Err(Failure::Kernel { errno, message });
               }
@@ -717,8 +721,8 @@ impl Netlink {
     self.execute(&req, &format!("set mac {text} on {}", ifindex(index)), &[])
   }
 
-  /// The `RTM_NEWADDR`/`RTM_DELADDR` request for `a`: `IFA_LOCAL` is the address, `IFA_ADDRESS` the peer (or the
-  /// address again). With `IFA_ADDRESS` present the kernel also matches the prefix length on delete.
+  /// The `RTM_NEWADDR`/`RTM_DELADDR` request for `a`: `IFA_LOCAL` is the address, `IFA_ADDRESS` the peer (or
+  /// the address again). With `IFA_ADDRESS` present the kernel also matches the prefix length on delete.
   fn address_request(ty: u16, flags: u16, index: u32, a: &IpCidr) -> Request {
     // As iproute2 does: IPv4 loopback addresses get host scope; IPv6 scopes are derived by the kernel.
     let scope = match a.addr {
@@ -764,7 +768,10 @@ impl Netlink {
     self.execute(
       &req,
       &context,
-      &[(sys::EADDRNOTAVAIL, ErrorKind::NotFound, ""), (sys::ENOENT, ErrorKind::NotFound, "")],
+      &[
+        (sys::EADDRNOTAVAIL, ErrorKind::NotFound, ""),
+        (sys::ENOENT, ErrorKind::NotFound, ""),
+      ],
     )
   }
 
@@ -834,14 +841,22 @@ impl Netlink {
     let req = Self::route_request(sys::RTM_NEWROUTE, sys::NLM_F_CREATE | sys::NLM_F_EXCL, index, r);
     let refine = [
       (sys::EEXIST, ErrorKind::AlreadyExists, "the route exists"),
-      (sys::ENETUNREACH, ErrorKind::Unreachable, "no route to the gateway"),
-      (sys::EHOSTUNREACH, ErrorKind::Unreachable, "the gateway is not reachable through this interface"),
+      (
+        sys::ENETUNREACH,
+        ErrorKind::Unreachable,
+        "no route to the gateway",
+      ),
+      (
+        sys::EHOSTUNREACH,
+        ErrorKind::Unreachable,
+        "the gateway is not reachable through this interface",
+      ),
     ];
     self.execute(&req, &context, &refine)
   }
 
-  /// Removes a route through the interface; an absent one is `NotFound`. Unset metric or table match any metric
-  /// and the main table.
+  /// Removes a route through the interface; an absent one is `NotFound`. Unset metric or table match any
+  /// metric and the main table.
   pub fn remove_route(&self, index: u32, r: &RouteSpec) -> Result<()> {
     let context = format!("remove {} on {}", describe_route(r), ifindex(index));
     check_index(index, &context)?;
@@ -850,7 +865,10 @@ impl Netlink {
     self.execute(
       &req,
       &context,
-      &[(sys::ESRCH, ErrorKind::NotFound, "no such route"), (sys::ENOENT, ErrorKind::NotFound, "no such route")],
+      &[
+        (sys::ESRCH, ErrorKind::NotFound, "no such route"),
+        (sys::ENOENT, ErrorKind::NotFound, "no such route"),
+      ],
     )
   }
 
@@ -883,9 +901,10 @@ impl Netlink {
   }
 }
 
-// ---- link events ---------------------------------------------------------------------------------------------------
+// ---- link events ------------------------------------------------------------------------------------------
 
-/// What [`LinkEvents`] last knew of the link, to turn notifications (which carry the whole state) into changes.
+/// What [`LinkEvents`] last knew of the link, to turn notifications (which carry the whole state) into
+/// changes.
 #[derive(Debug)]
 struct LinkState {
   up: bool,
@@ -946,8 +965,8 @@ impl LinkState {
     }
   }
 
-  /// Replaces the state with a fresh read of the link, pushing the differences as events (used after the socket
-  /// overran and notifications were lost).
+  /// Replaces the state with a fresh read of the link, pushing the differences as events (used after the
+  /// socket overran and notifications were lost).
   fn resync(&mut self, query: &Netlink, index: u32, events: &mut Vec<LinkEvent>) -> Result<()> {
     let info = match query.link(index) {
       Ok(info) => info,
@@ -993,8 +1012,8 @@ pub struct LinkEvents {
 }
 
 impl LinkEvents {
-  /// Subscribes to changes of the link `index` in the calling thread's network namespace. The state is read right
-  /// after subscribing, so every later change is reported; `NotFound` when there is no such link.
+  /// Subscribes to changes of the link `index` in the calling thread's network namespace. The state is read
+  /// right after subscribing, so every later change is reported; `NotFound` when there is no such link.
   pub fn subscribe(index: u32) -> Result<LinkEvents> {
     let context = format!("subscribe to events of {}", ifindex(index));
     check_index(index, &context)?;
@@ -1044,8 +1063,11 @@ impl LinkEvents {
           Ok(_) => {}
           Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
           Err(e) if e.raw_os_error() == Some(sys::EINTR) => {}
-          // The socket overran and notifications were dropped: re-read the state instead.
+          // The socket overran and notifications were dropped. The kernel reports that before the
+          // notifications still queued, which are older than anything lost: discard them (applied after a
+          // fresh read they would roll the state back), then re-read the state and report the difference.
           Err(e) if e.raw_os_error() == Some(sys::ENOBUFS) => {
+            self.discard_queued(&mut buf);
             state.resync(&self.query, self.index, events)?
           }
           Err(e) => return Err(Error::os("recvfrom", &e, self.context())),
@@ -1056,11 +1078,22 @@ impl LinkEvents {
     state.buf = buf;
     result
   }
+
+  /// Throws away every queued notification (bounded, in case of a flood).
+  fn discard_queued(&self, buf: &mut Vec<u8>) {
+    for _ in 0..EVENTS_DRAIN_MAX {
+      match self.sock.recv(buf, true) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+        // Another overrun, an interruption or a datagram: keep discarding.
+        _ => {}
+      }
+    }
+  }
 }
 
 impl EventSource for LinkEvents {
-  /// Blocks until the link changed (at least one event), the link is deleted (`NotFound`, after a last `Down`) or
-  /// [`EventSource::wake`] is called (`Closed`).
+  /// Blocks until the link changed (at least one event), the link is deleted (`NotFound`, after a last
+  /// `Down`) or [`EventSource::wake`] is called (`Closed`).
   fn next(&self) -> Result<Vec<LinkEvent>> {
     let mut state = lock(&self.state);
     loop {
@@ -1100,7 +1133,7 @@ impl EventSource for LinkEvents {
 mod tests {
   use super::*;
 
-  // ---- pure tests: message building and parsing --------------------------------------------------------------------
+  // ---- pure tests: message building and parsing -----------------------------------------------------------
 
   fn attr_bytes(ty: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = RtAttr {
@@ -1222,7 +1255,7 @@ mod tests {
       }
     );
     assert_eq!(
-      parse_error(msgs[1].hdr.flags, msgs[1].payload).unwrap(),
+      parse_error(true, msgs[1].hdr.flags, msgs[1].payload).unwrap(),
       (0, None)
     );
     // A TUN device has no hardware address; a short stats attribute is ignored.
@@ -1270,7 +1303,7 @@ mod tests {
     ));
     let flags = sys::NLM_F_CAPPED | sys::NLM_F_ACK_TLVS;
     assert_eq!(
-      parse_error(flags, &body).unwrap(),
+      parse_error(true, flags, &body).unwrap(),
       (22, Some("mtu greater than device maximum".into()))
     );
     // Uncapped: the whole 24-byte request is echoed before the TLVs.
@@ -1286,10 +1319,21 @@ mod tests {
     body.extend([0xaa; 8]);
     body.extend(attr_bytes(sys::NLMSGERR_ATTR_MSG, b"exists\0"));
     assert_eq!(
-      parse_error(sys::NLM_F_ACK_TLVS, &body).unwrap(),
+      parse_error(true, sys::NLM_F_ACK_TLVS, &body).unwrap(),
       (17, Some("exists".into()))
     );
-    assert!(parse_error(0, &[0, 0]).is_err());
+    assert!(parse_error(true, 0, &[0, 0]).is_err());
+    // NLMSG_DONE of a failed dump: the error code, then the attributes directly.
+    let mut body = (-95i32).to_ne_bytes().to_vec();
+    body.extend(attr_bytes(sys::NLMSGERR_ATTR_MSG, b"dump not supported\0"));
+    assert_eq!(
+      parse_error(false, sys::NLM_F_ACK_TLVS, &body).unwrap(),
+      (95, Some("dump not supported".into()))
+    );
+    assert_eq!(
+      parse_error(false, sys::NLM_F_MULTI, &0i32.to_ne_bytes()).unwrap(),
+      (0, None)
+    );
 
     let e = Failure::Kernel {
       errno: 22,
@@ -1550,10 +1594,10 @@ mod tests {
     assert!(st.gone);
   }
 
-  // ---- privileged tests: a private network namespace's `lo` ------------------------------------------------------
+  // ---- privileged tests: a private network namespace's `lo` -----------------------------------------------
 
-  /// Runs `f` on a thread moved into a new network namespace (whose `lo` has index 1). Skips, with a message, when
-  /// namespaces cannot be created (EPERM) unless `TUNKIT_REQUIRE_DEVICE=1`.
+  /// Runs `f` on a thread moved into a new network namespace (whose `lo` has index 1). Skips, with a message,
+  /// when namespaces cannot be created (EPERM) unless `TUNKIT_REQUIRE_DEVICE=1`.
   fn in_netns(name: &str, f: impl FnOnce() + Send + 'static) {
     let name = name.to_string();
     let handle = std::thread::spawn(move || {
@@ -1581,6 +1625,7 @@ mod tests {
       assert_eq!(nl.link_index("lo").unwrap(), LO);
       let e = nl.link_index("nosuchdev0").unwrap_err();
       assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+      assert!(e.message().contains("no such interface"), "{e}");
       assert_eq!(
         nl.link_index("bad/name").unwrap_err().kind(),
         ErrorKind::InvalidName
@@ -1828,6 +1873,37 @@ mod tests {
       assert_eq!(
         LinkEvents::subscribe(4242).unwrap_err().kind(),
         ErrorKind::NotFound
+      );
+    });
+  }
+
+  #[test]
+  fn netns_link_events_recover_from_an_overrun() {
+    in_netns("netns_link_events_recover_from_an_overrun", || {
+      let nl = Netlink::open().unwrap();
+      nl.set_up(LO, true).unwrap();
+      let events = LinkEvents::subscribe(LO).unwrap();
+      // The smallest receive buffer the kernel allows holds a handful of RTM_NEWLINK notifications at most.
+      events.sock.set_recv_buffer(0).unwrap();
+      let changes = 60u32;
+      for mtu in 1300..1300 + changes {
+        nl.set_mtu(LO, mtu).unwrap();
+      }
+      let last = LinkEvent::Mtu(1300 + changes - 1);
+      let mut seen = Vec::new();
+      while !seen.contains(&last) {
+        assert!(seen.len() <= changes as usize, "{seen:?}");
+        // The notifications are already queued (or lost), so `next` cannot block here.
+        seen.extend(events.next().unwrap());
+      }
+      assert!(
+        seen.len() < changes as usize,
+        "the socket did not overrun, nothing tested: {seen:?}"
+      );
+      assert_eq!(
+        seen.last(),
+        Some(&last),
+        "the state was rolled back after the resync: {seen:?}"
       );
     });
   }

@@ -1,11 +1,11 @@
-//! Raw rtnetlink plumbing: the `NETLINK_ROUTE` socket (`socket`, `bind`, `setsockopt`, `sendto`, `recvfrom`) with
-//! safe wrappers returning `io::Result`, plus the kernel's message layouts and constants (`<linux/netlink.h>`,
-//! `<linux/rtnetlink.h>`, `<linux/if_link.h>`, `<linux/if_addr.h>`). `poll`, `eventfd` and `unshare` are shared
-//! with the tun code in the parent module.
+//! Raw rtnetlink plumbing: the `NETLINK_ROUTE` socket (`socket`, `bind`, `setsockopt`, `sendto`, `recvfrom`)
+//! with safe wrappers returning `io::Result`, plus the kernel's message layouts and constants
+//! (`<linux/netlink.h>`, `<linux/rtnetlink.h>`, `<linux/if_link.h>`, `<linux/if_addr.h>`). `poll`, `eventfd`
+//! and `unshare` are shared with the tun code in the parent module.
 //!
-//! The layouts are declared as `#[repr(C)]` structs whose sizes are checked at compile time against the kernel's,
-//! and are encoded to and decoded from byte buffers field by field (netlink is host-endian), so building and
-//! parsing messages above this module needs no `unsafe`.
+//! The layouts are declared as `#[repr(C)]` structs whose sizes are checked at compile time against the
+//! kernel's, and are encoded to and decoded from byte buffers field by field (netlink is host-endian), so
+//! building and parsing messages above this module needs no `unsafe`.
 
 use std::ffi::{c_int, c_void};
 use std::io;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::{poll_fds, PollFd, POLLIN};
 
-// ---- errno values (asm-generic) ----------------------------------------------------------------------------------
+// ---- errno values (asm-generic) ---------------------------------------------------------------------------
 
 pub const EPERM: i32 = 1;
 pub const ENOENT: i32 = 2;
@@ -29,7 +29,7 @@ pub const ENETUNREACH: i32 = 101;
 pub const ENOBUFS: i32 = 105;
 pub const EHOSTUNREACH: i32 = 113;
 
-// ---- sockets ---------------------------------------------------------------------------------------------------------
+// ---- sockets ----------------------------------------------------------------------------------------------
 
 const AF_NETLINK: c_int = 16;
 const SOCK_RAW: c_int = 3;
@@ -58,7 +58,7 @@ pub const RTMGRP_LINK: u32 = 0x1;
 pub const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 pub const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
-// ---- netlink messages ----------------------------------------------------------------------------------------------
+// ---- netlink messages -------------------------------------------------------------------------------------
 
 pub const NLMSG_NOOP: u16 = 1;
 pub const NLMSG_ERROR: u16 = 2;
@@ -84,7 +84,7 @@ pub const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Attribute type bits that are flags, not type.
 pub const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
 
-// ---- rtnetlink -----------------------------------------------------------------------------------------------------
+// ---- rtnetlink --------------------------------------------------------------------------------------------
 
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_DELLINK: u16 = 17;
@@ -129,7 +129,7 @@ pub const RTN_UNICAST: u8 = 1;
 /// `rtm_flags`: a cloned (cached) route, not a configured one.
 pub const RTM_F_CLONED: u32 = 0x200;
 
-// ---- layouts -------------------------------------------------------------------------------------------------------
+// ---- layouts ----------------------------------------------------------------------------------------------
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
   u16::from_ne_bytes([b[off], b[off + 1]])
@@ -334,8 +334,8 @@ impl RtAttr {
 /// Size of the `int error` that starts the payload of `NLMSG_ERROR` (and, optionally, `NLMSG_DONE`).
 pub const NLMSGERR_ERROR_SIZE: usize = 4;
 
-/// Number of leading `u64` counters of `struct rtnl_link_stats64` (and `u32` ones of `rtnl_link_stats`) we read:
-/// rx/tx packets, rx/tx bytes, rx/tx errors, rx/tx dropped, in that order.
+/// Number of leading `u64` counters of `struct rtnl_link_stats64` (and `u32` ones of `rtnl_link_stats`) we
+/// read: rx/tx packets, rx/tx bytes, rx/tx errors, rx/tx dropped, in that order.
 pub const LINK_STATS_FIELDS: usize = 8;
 
 /// Netlink alignment of messages and attributes.
@@ -463,8 +463,8 @@ impl NlSocket {
     self.set_opt(SOL_SOCKET, SO_RCVTIMEO, &tv)
   }
 
-  /// Asks for a larger receive buffer (`SO_RCVBUF`, capped by `net.core.rmem_max`), so bursts of notifications
-  /// do not overrun the socket.
+  /// Asks for a larger receive buffer (`SO_RCVBUF`, capped by `net.core.rmem_max`), so bursts of
+  /// notifications do not overrun the socket.
   pub fn set_recv_buffer(&self, bytes: i32) -> io::Result<()> {
     self.set_opt(SOL_SOCKET, SO_RCVBUF, &bytes)
   }
@@ -477,8 +477,8 @@ impl NlSocket {
       pid: 0,
       groups: 0,
     };
-    // SAFETY: `msg` is a live slice of `msg.len()` bytes and `kernel` a valid `sockaddr_nl` of the size passed;
-    // the kernel only reads both during the call.
+    // SAFETY: `msg` is a live slice of `msg.len()` bytes and `kernel` a valid `sockaddr_nl` of the size
+    // passed; the kernel only reads both during the call.
     let sent = check_size(unsafe {
       sendto(
         self.fd.as_raw_fd(),
@@ -498,13 +498,14 @@ impl NlSocket {
     Ok(())
   }
 
-  /// Receives one datagram whole into `buf`, growing `buf` first when the datagram is larger (it is peeked with
-  /// `MSG_PEEK | MSG_TRUNC` to learn its size, so nothing is ever cut off). Returns the datagram's length and the
-  /// sender's port id (0 for the kernel). With `nonblocking`, fails with `WouldBlock` when nothing is queued.
+  /// Receives one datagram whole into `buf`, growing `buf` first when the datagram is larger (it is peeked
+  /// with `MSG_PEEK | MSG_TRUNC` to learn its size, so nothing is ever cut off). Returns the datagram's
+  /// length and the sender's port id (0 for the kernel). With `nonblocking`, fails with `WouldBlock` when
+  /// nothing is queued.
   pub fn recv(&self, buf: &mut Vec<u8>, nonblocking: bool) -> io::Result<(usize, u32)> {
     let base = if nonblocking { MSG_DONTWAIT } else { 0 };
-    // SAFETY: a zero-length receive into a valid pointer; the kernel writes nothing and reports the size of the
-    // next datagram (MSG_TRUNC) without dequeuing it (MSG_PEEK).
+    // SAFETY: a zero-length receive into a valid pointer; the kernel writes nothing and reports the size of
+    // the next datagram (MSG_TRUNC) without dequeuing it (MSG_PEEK).
     let size = check_size(unsafe {
       recvfrom(
         self.fd.as_raw_fd(),
@@ -525,8 +526,8 @@ impl NlSocket {
       groups: 0,
     };
     let mut from_len = size_of::<SockaddrNl>() as u32;
-    // SAFETY: `buf` is initialised memory of `buf.len()` bytes the kernel may write; `from`/`from_len` describe a
-    // writable `sockaddr_nl` of the size given. All outlive the call.
+    // SAFETY: `buf` is initialised memory of `buf.len()` bytes the kernel may write; `from`/`from_len`
+    // describe a writable `sockaddr_nl` of the size given. All outlive the call.
     let got = check_size(unsafe {
       recvfrom(
         self.fd.as_raw_fd(),
