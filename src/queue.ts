@@ -54,9 +54,10 @@ export interface QueueStats {
   txQueuedBytes: number
 }
 
-/** One batch as the ring hands it over: one buffer with packets back to back, and their lengths. */
+/** One batch as the ring hands it over: one buffer with packets back to back from `offset`, and their lengths. */
 interface RawBatch {
   ab: ArrayBuffer
+  offset: number
   lens: Uint32Array
 }
 
@@ -76,6 +77,8 @@ export class PacketQueue {
   readonly #lens: Uint32Array
   readonly #label: string
   #readWaiter: (() => void) | null = null
+  /** Packets an iterator left unread when its loop ended early; the next read returns them first. */
+  #leftover: RawBatch | null = null
   #reading = false
   #closed = false
   #writes: PendingWrite[] = []
@@ -123,9 +126,14 @@ export class PacketQueue {
       for (;;) {
         if (signal?.aborted) throw abortError(signal)
         if (this.#closed) return null
+        if (this.#leftover) {
+          const b = this.#leftover
+          this.#leftover = null
+          return b
+        }
         const ab = native(() => binding.pull(this.#h, this.#lens))
         if (ab) {
-          const batch = { ab, lens: this.#lens.slice(1, this.#lens[0]! + 1) }
+          const batch = { ab, offset: 0, lens: this.#lens.slice(1, this.#lens[0]! + 1) }
           // A flood can keep this loop busy on microtasks alone; let timers, I/O and the finalizers that return
           // batch buffers run now and then.
           const now = performance.now()
@@ -142,6 +150,11 @@ export class PacketQueue {
     } finally {
       this.#reading = false
     }
+  }
+
+  /** Gives back the unread rest of a batch (an iterator's loop ended early); the next read returns it first. */
+  unread(b: RawBatch): void {
+    if (b.lens.length > 0 && !this.#closed) this.#leftover = b
   }
 
   #waitReadable(signal?: AbortSignal): Promise<void> {
@@ -273,14 +286,17 @@ export class PacketIterator implements AsyncIterableIterator<Buffer> {
     }
     this.#batch = b
     this.#i = 1
-    this.#off = b.lens[0]!
-    return { value: Buffer.from(b.ab, 0, this.#off), done: false }
+    this.#off = b.offset + b.lens[0]!
+    return { value: Buffer.from(b.ab, b.offset, b.lens[0]!), done: false }
   }
 
   async return(): Promise<IteratorResult<Buffer>> {
     const early = !this.#done
     this.#done = true
+    const b = this.#batch
     this.#batch = null
+    // Packets of the current batch not yet yielded stay readable by the next loop.
+    if (b !== null && this.#i < b.lens.length) this.#queue.unread({ ab: b.ab, offset: this.#off, lens: b.lens.subarray(this.#i) })
     if (early && this.#opts.closeOnReturn) await this.#onReturn()
     return { value: undefined, done: true }
   }
@@ -293,7 +309,7 @@ export class PacketIterator implements AsyncIterableIterator<Buffer> {
 /** Cuts one batch into zero-copy `Buffer`s. */
 export function batchBuffers(b: RawBatch): Buffer[] {
   const out = new Array<Buffer>(b.lens.length)
-  let off = 0
+  let off = b.offset
   for (let i = 0; i < b.lens.length; i++) {
     const len = b.lens[i]!
     out[i] = Buffer.from(b.ab, off, len)

@@ -266,7 +266,8 @@ export class Tun implements AsyncDisposable {
    * the packets is sent.
    */
   write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    return this.#queue().write(packets)
+    if (this.#closed) return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#name}: the device is closed`))
+    return this.#queues[0]!.write(packets)
   }
 
   /** Counters of the rings and of the kernel. */

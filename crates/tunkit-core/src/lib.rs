@@ -5,6 +5,7 @@ pub mod backend;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod packet;
 pub mod platform;
 pub mod ring;
 

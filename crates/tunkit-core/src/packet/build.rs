@@ -1,9 +1,11 @@
-//! Packet builders for tests, examples and simple responders: IPv4/IPv6 with TCP, UDP or ICMP echo, every checksum
-//! filled in, and [`echo_reply`] which answers a ping.
+//! Packet builders for tests, examples and simple responders: IPv4/IPv6 with TCP, UDP or ICMP echo, every
+//! checksum filled in, and [`echo_reply`] which answers a ping.
 
 use std::net::IpAddr;
 
-use super::ip::{transport_checksum, Family, IcmpHeader, Ipv4Header, Ipv6Header, Packet, TcpHeader, Transport};
+use super::ip::{
+  transport_checksum, Family, IcmpHeader, Ipv4Header, Ipv6Header, Packet, TcpHeader, Transport,
+};
 use super::{checksum, invalid, proto, put16, put32};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -27,7 +29,15 @@ pub struct IpFields {
 impl IpFields {
   /// TTL 64, TOS 0, id 0, DF set, flow label 0.
   pub fn new(src: IpAddr, dst: IpAddr) -> IpFields {
-    IpFields { src, dst, ttl: 64, tos: 0, id: 0, dont_fragment: true, flow_label: 0 }
+    IpFields {
+      src,
+      dst,
+      ttl: 64,
+      tos: 0,
+      id: 0,
+      dont_fragment: true,
+      flow_label: 0,
+    }
   }
 }
 
@@ -47,10 +57,13 @@ pub struct TcpFields<'a> {
 
 /// Builds an IP packet carrying a TCP segment.
 pub fn tcp(ip: &IpFields, tcp: &TcpFields, payload: &[u8]) -> Result<Vec<u8>> {
-  if tcp.options.len() % 4 != 0 || tcp.options.len() > 40 {
+  if tcp.options.len() & 3 != 0 || tcp.options.len() > 40 {
     return Err(Error::new(
       ErrorKind::InvalidArgument,
-      format!("TCP options must be a multiple of 4 bytes up to 40, not {}", tcp.options.len()),
+      format!(
+        "TCP options must be a multiple of 4 bytes up to 40, not {}",
+        tcp.options.len()
+      ),
     ));
   }
   let hlen = TcpHeader::MIN_LEN + tcp.options.len();
@@ -98,9 +111,9 @@ pub fn icmp_echo(ip: &IpFields, reply: bool, ident: u16, seq: u16, payload: &[u8
 }
 
 /// Answers an ICMP/ICMPv6 echo request: a new packet from the request's destination to its source, type 0
-/// (IPv4) or 129 (IPv6), same identifier, sequence and data, TTL/hop limit 64, checksums computed. IPv4 options
-/// and IPv6 extension headers of the request are not echoed. Errors if `request` is not a valid, unfragmented echo
-/// request with correct checksums.
+/// (IPv4) or 129 (IPv6), same identifier, sequence and data, TTL/hop limit 64, checksums computed. IPv4
+/// options and IPv6 extension headers of the request are not echoed. Errors if `request` is not a valid,
+/// unfragmented echo request with correct checksums.
 pub fn echo_reply(request: &[u8]) -> Result<Vec<u8>> {
   let p = Packet::parse(request)?;
   let msg = &request[p.l4_offset..p.ip_len];
@@ -132,7 +145,10 @@ pub fn echo_reply(request: &[u8]) -> Result<Vec<u8>> {
 }
 
 fn too_large(len: usize) -> Error {
-  Error::new(ErrorKind::PacketTooLarge, format!("a {len}-byte packet does not fit a 16-bit length field"))
+  Error::new(
+    ErrorKind::PacketTooLarge,
+    format!("a {len}-byte packet does not fit a 16-bit length field"),
+  )
 }
 
 /// Prepends the IP header to `seg` (whose checksum field is zero) and fills every checksum.
@@ -157,7 +173,11 @@ fn ip_packet(ip: &IpFields, protocol: u8, seg: &[u8]) -> Result<Vec<u8>> {
       let payload = u16::try_from(seg.len()).map_err(|_| too_large(40 + seg.len()))?;
       pkt = Vec::with_capacity(40 + seg.len());
       pkt.extend_from_slice(&[0; 4]);
-      put32(&mut pkt, 0, 6 << 28 | (ip.tos as u32) << 20 | (ip.flow_label & 0xf_ffff));
+      put32(
+        &mut pkt,
+        0,
+        6 << 28 | (ip.tos as u32) << 20 | (ip.flow_label & 0xf_ffff),
+      );
       pkt.extend_from_slice(&payload.to_be_bytes());
       pkt.extend_from_slice(&[protocol, ip.ttl]);
       pkt.extend_from_slice(&src.octets());
@@ -167,13 +187,19 @@ fn ip_packet(ip: &IpFields, protocol: u8, seg: &[u8]) -> Result<Vec<u8>> {
     _ => {
       return Err(Error::new(
         ErrorKind::InvalidAddress,
-        format!("source {} and destination {} are of different families", ip.src, ip.dst),
+        format!(
+          "source {} and destination {} are of different families",
+          ip.src, ip.dst
+        ),
       ))
     }
   };
   let l4 = pkt.len();
   pkt.extend_from_slice(seg);
-  if let (Some(c), Some(off)) = (transport_checksum(&pkt, family, l4, protocol), super::ip::checksum_offset(protocol)) {
+  if let (Some(c), Some(off)) = (
+    transport_checksum(&pkt, family, l4, protocol),
+    super::ip::checksum_offset(protocol),
+  ) {
     put16(&mut pkt, l4 + off, c);
   }
   Ok(pkt)
@@ -198,14 +224,23 @@ mod tests {
       let p = Packet::parse(&rep).unwrap();
       assert_eq!((p.src, p.dst), (ip.dst, ip.src));
       let want_type = if p.family == Family::V4 { 0 } else { 129 };
-      assert_eq!(p.transport, Transport::Icmp { icmp_type: want_type, code: 0 });
+      assert_eq!(
+        p.transport,
+        Transport::Icmp {
+          icmp_type: want_type,
+          code: 0
+        }
+      );
       let h = IcmpHeader::parse(&rep[p.l4_offset..]).unwrap();
       assert_eq!((h.echo_id(), h.echo_seq()), (0x4242, 9));
       assert_eq!(&rep[p.payload.clone()], b"abcdefghijklmnopq");
       // Same as building the reply directly.
       let mut rip = IpFields::new(ip.dst, ip.src);
       rip.id = 77;
-      assert_eq!(rep, icmp_echo(&rip, true, 0x4242, 9, b"abcdefghijklmnopq").unwrap());
+      assert_eq!(
+        rep,
+        icmp_echo(&rip, true, 0x4242, 9, b"abcdefghijklmnopq").unwrap()
+      );
     }
   }
 
@@ -225,13 +260,30 @@ mod tests {
   fn builder_errors() {
     let v4: IpAddr = "10.0.0.1".parse().unwrap();
     let v6: IpAddr = "::1".parse().unwrap();
-    assert_eq!(udp(&IpFields::new(v4, v6), 1, 2, b"").unwrap_err().kind(), ErrorKind::InvalidAddress);
-    let t = TcpFields { options: &[1, 1, 1], ..Default::default() };
-    assert_eq!(tcp(&IpFields::new(v4, v4), &t, b"").unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+      udp(&IpFields::new(v4, v6), 1, 2, b"").unwrap_err().kind(),
+      ErrorKind::InvalidAddress
+    );
+    let t = TcpFields {
+      options: &[1, 1, 1],
+      ..Default::default()
+    };
+    assert_eq!(
+      tcp(&IpFields::new(v4, v4), &t, b"").unwrap_err().kind(),
+      ErrorKind::InvalidArgument
+    );
     let big = vec![0; 65_536 - 28];
-    assert_eq!(udp(&IpFields::new(v4, v4), 1, 2, &big).unwrap_err().kind(), ErrorKind::PacketTooLarge);
+    let err = udp(&IpFields::new(v4, v4), 1, 2, &big)
+      .map(|p| p.len())
+      .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PacketTooLarge);
     assert!(udp(&IpFields::new(v4, v4), 1, 2, &big[1..]).is_ok());
-    assert_eq!(udp(&IpFields::new(v6, v6), 1, 2, &big[1..]).unwrap_err().kind(), ErrorKind::PacketTooLarge);
+    // IPv6's payload length excludes the fixed header: 65527 bytes of UDP payload still fit, 65528 do not.
+    assert!(udp(&IpFields::new(v6, v6), 1, 2, &vec![0; 65_527]).is_ok());
+    let err = udp(&IpFields::new(v6, v6), 1, 2, &vec![0; 65_528])
+      .map(|p| p.len())
+      .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PacketTooLarge);
   }
 
   #[test]
@@ -241,8 +293,19 @@ mod tests {
       for (s, d) in [("10.1.2.3", "10.3.2.1"), ("fe80::1", "ff02::1:2")] {
         let ip = IpFields::new(s.parse().unwrap(), d.parse().unwrap());
         let payload = rng.bytes(len);
-        let t = TcpFields { src_port: 9, dst_port: 10, seq: rng.next() as u32, flags: 0x10, options: &[1, 1, 1, 0], ..Default::default() };
-        for pkt in [tcp(&ip, &t, &payload).unwrap(), udp(&ip, 3, 4, &payload).unwrap(), icmp_echo(&ip, false, 1, 2, &payload).unwrap()] {
+        let t = TcpFields {
+          src_port: 9,
+          dst_port: 10,
+          seq: rng.next() as u32,
+          flags: 0x10,
+          options: &[1, 1, 1, 0],
+          ..Default::default()
+        };
+        for pkt in [
+          tcp(&ip, &t, &payload).unwrap(),
+          udp(&ip, 3, 4, &payload).unwrap(),
+          icmp_echo(&ip, false, 1, 2, &payload).unwrap(),
+        ] {
           assert_checksums_ok(&pkt);
           assert!(checksums_valid(&pkt).unwrap());
         }

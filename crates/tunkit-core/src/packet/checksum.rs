@@ -1,9 +1,9 @@
 //! The Internet checksum (RFC 1071): the ones'-complement of the ones'-complement sum of the data taken as
 //! big-endian 16-bit words, an odd trailing byte padded with a zero byte.
 //!
-//! Partial sums are carried *unfolded* in a `u64` (see [`sum`]) so pieces (pseudo-header, header, payload) can be
-//! added cheaply and folded once with [`fold`]. A partial sum is always in the big-endian word domain: adding
-//! `0x0102` to it means the bytes `01 02`.
+//! Partial sums are carried *unfolded* in a `u64` (see [`sum`]) so pieces (pseudo-header, header, payload)
+//! can be added cheaply and folded once with [`fold`]. A partial sum is always in the big-endian word domain:
+//! adding `0x0102` to it means the bytes `01 02`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -17,9 +17,9 @@ pub fn add(a: u64, b: u64) -> u64 {
 /// Adds `data` to the running partial sum `initial`. `data` is taken to start at an even offset of the
 /// checksummed message (as every header and payload does); an odd trailing byte is padded with zero.
 ///
-/// The bulk is summed as native-endian 32-bit words into a 64-bit accumulator (which the compiler vectorizes) and
-/// byte-swapped once at the end: the ones'-complement sum is independent of byte order up to that final swap
-/// (RFC 1071 section 2(B)).
+/// The bulk is summed as native-endian 32-bit words into a 64-bit accumulator (which the compiler vectorizes)
+/// and byte-swapped once at the end: the ones'-complement sum is independent of byte order up to that final
+/// swap (RFC 1071 section 2(B)).
 pub fn sum(data: &[u8], initial: u64) -> u64 {
   let body_len = data.len() & !3;
   let (body, tail) = data.split_at(body_len);
@@ -29,7 +29,11 @@ pub fn sum(data: &[u8], initial: u64) -> u64 {
     acc += u32::from_ne_bytes([word[0], word[1], word[2], word[3]]) as u64;
   }
   let native = fold(acc);
-  let be = if cfg!(target_endian = "little") { native.swap_bytes() } else { native };
+  let be = if cfg!(target_endian = "little") {
+    native.swap_bytes()
+  } else {
+    native
+  };
   let mut total = add(initial, be as u64);
   let mut rest = tail;
   if rest.len() >= 2 {
@@ -58,8 +62,9 @@ pub fn finish(sum: u64) -> u16 {
   !fold(sum)
 }
 
-/// Like [`finish`] but never 0: a computed 0 is sent as 0xFFFF (the same number in ones'-complement). UDP needs
-/// this because a 0 UDP checksum means "none"; the kernel does the same when it completes any partial checksum.
+/// Like [`finish`] but never 0: a computed 0 is sent as 0xFFFF (the same number in ones'-complement). UDP
+/// needs this because a 0 UDP checksum means "none"; the kernel does the same when it completes any partial
+/// checksum.
 #[inline]
 pub fn finish_nonzero(sum: u64) -> u16 {
   match finish(sum) {
@@ -78,8 +83,8 @@ pub fn verify(data: &[u8], initial: u64) -> bool {
   fold(sum(data, initial)) == 0xffff
 }
 
-/// Incremental update (RFC 1624, equation 3: `HC' = ~(~HC + ~m + m')`) of checksum `csum` when a 16-bit word at
-/// an even offset changes from `old` to `new`.
+/// Incremental update (RFC 1624, equation 3: `HC' = ~(~HC + ~m + m')`) of checksum `csum` when a 16-bit word
+/// at an even offset changes from `old` to `new`.
 #[inline]
 pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
   !fold((!csum) as u64 + (!old) as u64 + new as u64)
@@ -112,8 +117,8 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) ->
   pseudo_header(&src.octets(), &dst.octets(), protocol, len as u32)
 }
 
-/// Partial sum of the IPv6 pseudo-header (RFC 8200 section 8.1): source, destination, 32-bit upper-layer length,
-/// three zero bytes, next header.
+/// Partial sum of the IPv6 pseudo-header (RFC 8200 section 8.1): source, destination, 32-bit upper-layer
+/// length, three zero bytes, next header.
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, protocol: u8, len: u32) -> u64 {
   pseudo_header(&src.octets(), &dst.octets(), protocol, len)
 }
@@ -135,8 +140,8 @@ mod tests {
   fn known_ipv4_header() {
     // A textbook header (Wikipedia "IPv4 header checksum"): checksum 0xb861.
     let mut h = [
-      0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00,
-      0xc7,
+      0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
+      0xa8, 0x00, 0xc7,
     ];
     assert_eq!(checksum(&h), 0xb861);
     h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
@@ -165,7 +170,11 @@ mod tests {
         let data = rng.bytes(len);
         let initial = rng.next() >> rng.below(64);
         let slow = slow_checksum(&data, initial);
-        assert_eq!(finish(sum(&data, initial)), slow, "len {len} initial {initial:#x}");
+        assert_eq!(
+          finish(sum(&data, initial)),
+          slow,
+          "len {len} initial {initial:#x}"
+        );
       }
     }
     // All-ones data exercises the carries.

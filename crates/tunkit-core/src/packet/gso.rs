@@ -1,19 +1,20 @@
-//! GSO split: turns what a TUN device with `IFF_VNET_HDR` hands to a read (a [`VirtioNetHdr`] and a packet, maybe
-//! a super-packet of up to 64 KiB) into ordinary packets with complete checksums, the way the kernel's own
-//! `tcp_gso_segment`/`__udp_gso_segment` would have put them on the wire.
+//! GSO split: turns what a TUN device with `IFF_VNET_HDR` hands to a read (a [`VirtioNetHdr`] and a packet,
+//! maybe a super-packet of up to 64 KiB) into ordinary packets with complete checksums, the way the kernel's
+//! own `tcp_gso_segment`/`__udp_gso_segment` would have put them on the wire.
 //!
 //! - `GSO_NONE` without `NEEDS_CSUM`: the packet as is.
-//! - `GSO_NONE` with `NEEDS_CSUM`: the packet with its checksum completed (sum from `csum_start` to the end, the
-//!   field already holding the pseudo-header sum, stored at `csum_start + csum_offset`).
-//! - `GSO_TCPV4`/`GSO_TCPV6`: the headers (IP, IPv6 extension headers, TCP with options) are copied in front of
-//!   every `gso_size` bytes of payload. Per segment: sequence number advanced by the payload before it; FIN and
-//!   PSH kept only on the last segment and CWR only on the first; IPv4 total length, identification (first id +
-//!   index, or 0 throughout when the first is 0 with DF set, RFC 6864 atomic datagrams) and header checksum;
-//!   IPv6 payload length; a full TCP checksum.
+//! - `GSO_NONE` with `NEEDS_CSUM`: the packet with its checksum completed (sum from `csum_start` to the end,
+//!   the field already holding the pseudo-header sum, stored at `csum_start + csum_offset`).
+//! - `GSO_TCPV4`/`GSO_TCPV6`: the headers (IP, IPv6 extension headers, TCP with options) are copied in front
+//!   of every `gso_size` bytes of payload. Per segment: sequence number advanced by the payload before it;
+//!   FIN and PSH kept only on the last segment and CWR only on the first; IPv4 total length, identification
+//!   (first id + index, or 0 throughout when the first is 0 with DF set, RFC 6864 atomic datagrams) and
+//!   header checksum; IPv6 payload length; a full TCP checksum.
 //! - `GSO_UDP_L4` (USO): every segment is a datagram of its own with its UDP length and checksum.
 //!
 //! The header's `hdr_len` is only checked to be within the packet: the kernel fills it with the length of the
-//! linear part of its buffer, not always the header length, so the headers are measured from the packet itself.
+//! linear part of its buffer, not always the header length, so the headers are measured from the packet
+//! itself.
 
 use super::ip::{ipv6_upper_layer, transport_checksum, Family, Ipv4Header, Ipv6Header, TcpHeader, UdpHeader};
 use super::virtio::{self, Endian, VirtioNetHdr};
@@ -21,7 +22,8 @@ use super::{checksum, get16, get32, invalid, proto, put16, put32};
 use crate::backend::Batch;
 use crate::error::Result;
 
-/// What [`split`] will append: number of packets and bytes. Lets a reader check the room left in its slab first.
+/// What [`split`] will append: number of packets and bytes. Lets a reader check the room left in its slab
+/// first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitPlan {
   pub segments: usize,
@@ -54,13 +56,20 @@ struct Seg {
 /// Computes what [`split`] would produce, validating everything it would.
 pub fn plan(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<SplitPlan> {
   Ok(match analyze(hdr, pkt)? {
-    Job::Whole | Job::Csum { .. } => SplitPlan { segments: 1, bytes: pkt.len() },
-    Job::Segment(s) => SplitPlan { segments: s.segments, bytes: s.segments * s.hdr_len + pkt.len() - s.hdr_len },
+    Job::Whole | Job::Csum { .. } => SplitPlan {
+      segments: 1,
+      bytes: pkt.len(),
+    },
+    Job::Segment(s) => SplitPlan {
+      segments: s.segments,
+      bytes: s.segments * s.hdr_len + pkt.len() - s.hdr_len,
+    },
   })
 }
 
-/// Splits `pkt` as `hdr` describes and appends the resulting packets to `out`. Returns the number appended. On
-/// error (`InvalidPacket`: inconsistent header or packet) nothing is appended.
+/// Splits `pkt` as `hdr` describes and appends the resulting packets to `out`. Returns the number appended.
+/// On error (`InvalidPacket`: inconsistent header or packet) nothing is appended. `out.data` grows if it must;
+/// a reader filling a fixed-capacity slab checks [`plan`] first.
 pub fn split(hdr: &VirtioNetHdr, pkt: &[u8], out: &mut Batch) -> Result<usize> {
   match analyze(hdr, pkt)? {
     Job::Whole => {
@@ -93,7 +102,11 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
     return Err(invalid("empty packet after the virtio header"));
   }
   if hdr.hdr_len as usize > pkt.len() {
-    return Err(invalid(format!("virtio hdr_len {} is beyond the {}-byte packet", hdr.hdr_len, pkt.len())));
+    return Err(invalid(format!(
+      "virtio hdr_len {} is beyond the {}-byte packet",
+      hdr.hdr_len,
+      pkt.len()
+    )));
   }
   let tcp = match hdr.gso_kind() {
     virtio::VIRTIO_NET_HDR_GSO_NONE => {
@@ -116,11 +129,14 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
     }
     virtio::VIRTIO_NET_HDR_GSO_TCPV4 | virtio::VIRTIO_NET_HDR_GSO_TCPV6 => true,
     virtio::VIRTIO_NET_HDR_GSO_UDP_L4 if hdr.gso_type & virtio::VIRTIO_NET_HDR_GSO_ECN == 0 => false,
-    virtio::VIRTIO_NET_HDR_GSO_UDP => return Err(invalid("UDP fragmentation offload (UFO) is not supported")),
+    virtio::VIRTIO_NET_HDR_GSO_UDP => {
+      return Err(invalid("UDP fragmentation offload (UFO) is not supported"))
+    }
     _ => return Err(invalid(format!("unknown virtio gso_type {:#04x}", hdr.gso_type))),
   };
 
-  let family = Family::of(pkt).ok_or_else(|| invalid(format!("IP version {} is neither 4 nor 6", pkt[0] >> 4)))?;
+  let family =
+    Family::of(pkt).ok_or_else(|| invalid(format!("IP version {} is neither 4 nor 6", pkt[0] >> 4)))?;
   match (hdr.gso_kind(), family) {
     (virtio::VIRTIO_NET_HDR_GSO_TCPV4, Family::V6) => return Err(invalid("GSO_TCPV4 on an IPv6 packet")),
     (virtio::VIRTIO_NET_HDR_GSO_TCPV6, Family::V4) => return Err(invalid("GSO_TCPV6 on an IPv4 packet")),
@@ -130,7 +146,11 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
     Family::V4 => {
       let h = Ipv4Header::parse(pkt)?;
       if h.total_len() as usize != pkt.len() {
-        return Err(invalid(format!("IPv4 total length {} is not the {}-byte packet", h.total_len(), pkt.len())));
+        return Err(invalid(format!(
+          "IPv4 total length {} is not the {}-byte packet",
+          h.total_len(),
+          pkt.len()
+        )));
       }
       if h.is_fragment() {
         return Err(invalid("cannot segment an IPv4 fragment"));
@@ -140,14 +160,20 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
     Family::V6 => {
       let h = Ipv6Header::parse(pkt)?;
       if h.total_len() != pkt.len() {
-        return Err(invalid(format!("IPv6 payload length {} is not the {}-byte packet", h.payload_len(), pkt.len())));
+        return Err(invalid(format!(
+          "IPv6 payload length {} is not the {}-byte packet",
+          h.payload_len(),
+          pkt.len()
+        )));
       }
       let up = ipv6_upper_layer(pkt)?;
       if up.fragment {
         return Err(invalid("cannot segment an IPv6 fragment"));
       }
       if up.routed {
-        return Err(invalid("cannot segment through an IPv6 routing header with segments left"));
+        return Err(invalid(
+          "cannot segment through an IPv6 routing header with segments left",
+        ));
       }
       (up.offset, up.protocol)
     }
@@ -158,7 +184,10 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
     (proto::UDP, UdpHeader::CHECKSUM_OFFSET)
   };
   if protocol != want {
-    return Err(invalid(format!("gso_type {:#04x} on a packet of protocol {protocol}", hdr.gso_type)));
+    return Err(invalid(format!(
+      "gso_type {:#04x} on a packet of protocol {protocol}",
+      hdr.gso_type
+    )));
   }
   if hdr.needs_csum() && (hdr.csum_start as usize != l4 || hdr.csum_offset as usize != field) {
     return Err(invalid(format!(
@@ -171,7 +200,11 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
   } else {
     let u = UdpHeader::parse(&pkt[l4..])?;
     if u.length() as usize != pkt.len() - l4 {
-      return Err(invalid(format!("UDP length {} is not the {}-byte datagram", u.length(), pkt.len() - l4)));
+      return Err(invalid(format!(
+        "UDP length {} is not the {}-byte datagram",
+        u.length(),
+        pkt.len() - l4
+      )));
     }
     UdpHeader::LEN
   };
@@ -181,7 +214,14 @@ fn analyze(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<Job> {
   let hdr_len = l4 + l4_hdr;
   let gso_size = hdr.gso_size as usize;
   let segments = (pkt.len() - hdr_len).div_ceil(gso_size).max(1);
-  Ok(Job::Segment(Seg { family, tcp, l4, hdr_len, gso_size, segments }))
+  Ok(Job::Segment(Seg {
+    family,
+    tcp,
+    l4,
+    hdr_len,
+    gso_size,
+    segments,
+  }))
 }
 
 fn write_segments(s: &Seg, pkt: &[u8], out: &mut Batch) {
@@ -189,9 +229,18 @@ fn write_segments(s: &Seg, pkt: &[u8], out: &mut Batch) {
   let v4 = s.family == Family::V4;
   let first_id = get16(pkt, 4);
   let fixed_id = v4 && get16(pkt, 6) & Ipv4Header::DF != 0 && first_id == 0;
-  let (seq0, flags0) = if s.tcp { (get32(pkt, s.l4 + 4), pkt[s.l4 + 13]) } else { (0, 0) };
+  let (seq0, flags0) = if s.tcp {
+    (get32(pkt, s.l4 + 4), pkt[s.l4 + 13])
+  } else {
+    (0, 0)
+  };
   let protocol = if s.tcp { proto::TCP } else { proto::UDP };
-  let field = s.l4 + if s.tcp { TcpHeader::CHECKSUM_OFFSET } else { UdpHeader::CHECKSUM_OFFSET };
+  let field = s.l4
+    + if s.tcp {
+      TcpHeader::CHECKSUM_OFFSET
+    } else {
+      UdpHeader::CHECKSUM_OFFSET
+    };
 
   out.data.reserve(s.segments * s.hdr_len + data.len());
   out.lens.reserve(s.segments);
@@ -204,7 +253,15 @@ fn write_segments(s: &Seg, pkt: &[u8], out: &mut Batch) {
     let len = p.len();
     if v4 {
       put16(p, 2, len as u16);
-      put16(p, 4, if fixed_id { 0 } else { first_id.wrapping_add(i as u16) });
+      put16(
+        p,
+        4,
+        if fixed_id {
+          0
+        } else {
+          first_id.wrapping_add(i as u16)
+        },
+      );
       put16(p, 10, 0);
       let c = checksum::checksum(&p[..s.l4]);
       put16(p, 10, c);
@@ -248,7 +305,12 @@ pub(crate) mod tests {
     let field = if tcp { 16 } else { 6 };
     let mut sp = pkt.to_vec();
     let (src, dst) = addr_bytes(pkt, p.family);
-    let partial = checksum::fold(checksum::pseudo_header(src, dst, p.protocol, (pkt.len() - p.l4_offset) as u32));
+    let partial = checksum::fold(checksum::pseudo_header(
+      src,
+      dst,
+      p.protocol,
+      (pkt.len() - p.l4_offset) as u32,
+    ));
     put16(&mut sp, p.l4_offset + field, partial);
     let hdr_len = match p.transport {
       crate::packet::Transport::Tcp { header_len, .. } => p.l4_offset + header_len,
@@ -294,14 +356,29 @@ pub(crate) mod tests {
   const TS: &[u8] = &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
 
   fn base(name: &'static str) -> TcpCase {
-    TcpCase { name, v6: false, payload: 3000, gso: 1000, flags: 0x10, options: &[], id: 100, df: true, seq: 1, ecn: false }
+    TcpCase {
+      name,
+      v6: false,
+      payload: 3000,
+      gso: 1000,
+      flags: 0x10,
+      options: &[],
+      id: 100,
+      df: true,
+      seq: 1,
+      ecn: false,
+    }
   }
 
   /// The expected i-th segment, built independently with the builder.
   fn expected_tcp(c: &TcpCase, payload: &[u8], i: usize, n: usize) -> Vec<u8> {
     let mut ipf = ip(c.v6);
     ipf.dont_fragment = c.df;
-    ipf.id = if c.df && c.id == 0 { 0 } else { c.id.wrapping_add(i as u16) };
+    ipf.id = if c.df && c.id == 0 {
+      0
+    } else {
+      c.id.wrapping_add(i as u16)
+    };
     let mut flags = c.flags;
     if i + 1 < n {
       flags &= !(TcpHeader::FIN | TcpHeader::PSH);
@@ -328,18 +405,67 @@ pub(crate) mod tests {
   fn tcp_segmentation_table() {
     let cases = [
       base("tcp4 even"),
-      TcpCase { payload: 2501, options: TS, ..base("tcp4 odd last + options") },
-      TcpCase { v6: true, payload: 4000, gso: 1440, ..base("tcp6") },
-      TcpCase { v6: true, payload: 999, gso: 1440, options: TS, ..base("tcp6 single segment") },
-      TcpCase { flags: 0x19, ..base("FIN|PSH only on last") },
-      TcpCase { flags: 0xd0, ecn: true, ..base("CWR only on first, ECE on all") },
-      TcpCase { payload: 0, ..base("no payload") },
-      TcpCase { payload: 1, gso: 1, ..base("one byte") },
-      TcpCase { payload: 7, gso: 1, id: 0xfffd, ..base("tiny segments, id wraps") },
-      TcpCase { id: 0, ..base("DF with id 0 keeps ids 0") },
-      TcpCase { id: 0, df: false, ..base("no DF, id 0 increments") },
-      TcpCase { seq: 0xffff_fc00, ..base("seq wraps") },
-      TcpCase { payload: 65535 - 20 - 32, gso: 1448, options: TS, ..base("64k super-packet") },
+      TcpCase {
+        payload: 2501,
+        options: TS,
+        ..base("tcp4 odd last + options")
+      },
+      TcpCase {
+        v6: true,
+        payload: 4000,
+        gso: 1440,
+        ..base("tcp6")
+      },
+      TcpCase {
+        v6: true,
+        payload: 999,
+        gso: 1440,
+        options: TS,
+        ..base("tcp6 single segment")
+      },
+      TcpCase {
+        flags: 0x19,
+        ..base("FIN|PSH only on last")
+      },
+      TcpCase {
+        flags: 0xd0,
+        ecn: true,
+        ..base("CWR only on first, ECE on all")
+      },
+      TcpCase {
+        payload: 0,
+        ..base("no payload")
+      },
+      TcpCase {
+        payload: 1,
+        gso: 1,
+        ..base("one byte")
+      },
+      TcpCase {
+        payload: 7,
+        gso: 1,
+        id: 0xfffd,
+        ..base("tiny segments, id wraps")
+      },
+      TcpCase {
+        id: 0,
+        ..base("DF with id 0 keeps ids 0")
+      },
+      TcpCase {
+        id: 0,
+        df: false,
+        ..base("no DF, id 0 increments")
+      },
+      TcpCase {
+        seq: 0xffff_fc00,
+        ..base("seq wraps")
+      },
+      TcpCase {
+        payload: 65535 - 20 - 32,
+        gso: 1448,
+        options: TS,
+        ..base("64k super-packet")
+      },
     ];
     let mut rng = Rng::new(42);
     for c in cases {
@@ -358,7 +484,12 @@ pub(crate) mod tests {
       assert_eq!(out.data.len(), 4 + plan.bytes, "{}", c.name);
       let segs: Vec<&[u8]> = out.iter().skip(1).collect();
       for (i, s) in segs.iter().enumerate() {
-        assert_eq!(*s, &expected_tcp(&c, &payload, i, n)[..], "{} segment {i}", c.name);
+        assert_eq!(
+          *s,
+          &expected_tcp(&c, &payload, i, n)[..],
+          "{} segment {i}",
+          c.name
+        );
         assert_checksums_ok(s);
       }
     }
@@ -367,9 +498,14 @@ pub(crate) mod tests {
   #[test]
   fn udp_segmentation_table() {
     let mut rng = Rng::new(9);
-    for (v6, payload_len, gso, id, df) in
-      [(false, 3000, 1200, 5, true), (true, 3000, 1200, 0, true), (false, 1, 1200, 0, true), (true, 2401, 1200, 0, false), (false, 0, 10, 9, false), (false, 65_507, 1472, 7, false)]
-    {
+    for (v6, payload_len, gso, id, df) in [
+      (false, 3000, 1200, 5, true),
+      (true, 3000, 1200, 0, true),
+      (false, 1, 1200, 0, true),
+      (true, 2401, 1200, 0, false),
+      (false, 0, 10, 9, false),
+      (false, 65_507, 1472, 7, false),
+    ] {
       let payload = rng.bytes(payload_len);
       let mut ipf = ip(v6);
       ipf.id = id;
@@ -381,8 +517,18 @@ pub(crate) mod tests {
       let g = gso as usize;
       assert_eq!(n, payload_len.div_ceil(g).max(1));
       for (i, s) in out.iter().enumerate() {
-        ipf.id = if df && id == 0 { 0 } else { id.wrapping_add(i as u16) };
-        let want = build::udp(&ipf, 4242, 53, &payload[(i * g).min(payload_len)..((i + 1) * g).min(payload_len)]).unwrap();
+        ipf.id = if df && id == 0 {
+          0
+        } else {
+          id.wrapping_add(i as u16)
+        };
+        let want = build::udp(
+          &ipf,
+          4242,
+          53,
+          &payload[(i * g).min(payload_len)..((i + 1) * g).min(payload_len)],
+        )
+        .unwrap();
         assert_eq!(s, &want[..], "udp v6={v6} len={payload_len} segment {i}");
         assert_checksums_ok(s);
       }
@@ -394,7 +540,17 @@ pub(crate) mod tests {
     let mut rng = Rng::new(5);
     let payload = rng.bytes(2500);
     // IPv6 + hop-by-hop (8 bytes of PadN) + TCP.
-    let plain = build::tcp(&ip(true), &TcpFields { src_port: 1, dst_port: 2, flags: 0x10, ..Default::default() }, &payload).unwrap();
+    let plain = build::tcp(
+      &ip(true),
+      &TcpFields {
+        src_port: 1,
+        dst_port: 2,
+        flags: 0x10,
+        ..Default::default()
+      },
+      &payload,
+    )
+    .unwrap();
     let mut pkt = plain[..40].to_vec();
     pkt[6] = proto::HOPOPTS;
     put16(&mut pkt, 4, (plain.len() - 40 + 8) as u16);
@@ -411,8 +567,10 @@ pub(crate) mod tests {
     let c = checksum::checksum(&pkt4[..24]);
     put16(&mut pkt4, 10, c);
     // (packet, header length, byte ranges of the headers that legitimately change per segment)
-    let v6_changes = [4..6, 52..56, 64..66]; // payload length; TCP seq, checksum (TCP at 48)
-    let v4_changes = [2..6, 10..12, 28..32]; // total length, id; header checksum; UDP length, checksum (UDP at 24)
+    // IPv6: payload length; TCP (at 48) sequence number, checksum.
+    let v6_changes = [4..6, 52..56, 64..66];
+    // IPv4: total length and id; header checksum; UDP (at 24) length and checksum.
+    let v4_changes = [2..6, 10..12, 28..32];
     for (pkt, hdr_len, changes) in [(pkt, 68usize, &v6_changes[..]), (pkt4, 32, &v4_changes[..])] {
       let (hdr, sp) = make_super(&pkt, 1000);
       let mut out = Batch::default();
@@ -440,7 +598,18 @@ pub(crate) mod tests {
         for tcp in [false, true] {
           let payload = rng.bytes(len);
           let full = if tcp {
-            build::tcp(&ip(v6), &TcpFields { src_port: 1, dst_port: 2, flags: 0x18, options: TS, ..Default::default() }, &payload).unwrap()
+            build::tcp(
+              &ip(v6),
+              &TcpFields {
+                src_port: 1,
+                dst_port: 2,
+                flags: 0x18,
+                options: TS,
+                ..Default::default()
+              },
+              &payload,
+            )
+            .unwrap()
           } else {
             build::udp(&ip(v6), 1, 2, &payload).unwrap()
           };
@@ -476,7 +645,11 @@ pub(crate) mod tests {
       let field = start + offset;
       // The field held the partial (pseudo-header) sum; with it as the initial sum, the range now verifies.
       let partial = get16(&data, field) as u64;
-      assert_eq!(slow_checksum(&out.data[start..], partial), 0, "start {start} offset {offset}");
+      assert_eq!(
+        slow_checksum(&out.data[start..], partial),
+        0,
+        "start {start} offset {offset}"
+      );
       assert_ne!(get16(&out.data, field), 0);
       assert_eq!(&out.data[..field], &data[..field]);
       assert_eq!(&out.data[field + 2..], &data[field + 2..]);
@@ -488,7 +661,10 @@ pub(crate) mod tests {
     let pkt = build::udp(&ip(false), 1, 2, b"abc").unwrap();
     for flags in [0, VIRTIO_NET_HDR_F_DATA_VALID] {
       let mut out = Batch::default();
-      let hdr = VirtioNetHdr { flags, ..Default::default() };
+      let hdr = VirtioNetHdr {
+        flags,
+        ..Default::default()
+      };
       assert_eq!(split(&hdr, &pkt, &mut out).unwrap(), 1);
       assert_eq!(out.data, pkt);
       // The frame form decodes the header first.
@@ -504,8 +680,28 @@ pub(crate) mod tests {
   fn inconsistent_input_is_a_typed_error_and_appends_nothing() {
     let mut rng = Rng::new(1);
     let payload = rng.bytes(3000);
-    let tcp4 = build::tcp(&ip(false), &TcpFields { src_port: 1, dst_port: 2, flags: 0x10, ..Default::default() }, &payload).unwrap();
-    let tcp6 = build::tcp(&ip(true), &TcpFields { src_port: 1, dst_port: 2, flags: 0x10, ..Default::default() }, &payload).unwrap();
+    let tcp4 = build::tcp(
+      &ip(false),
+      &TcpFields {
+        src_port: 1,
+        dst_port: 2,
+        flags: 0x10,
+        ..Default::default()
+      },
+      &payload,
+    )
+    .unwrap();
+    let tcp6 = build::tcp(
+      &ip(true),
+      &TcpFields {
+        src_port: 1,
+        dst_port: 2,
+        flags: 0x10,
+        ..Default::default()
+      },
+      &payload,
+    )
+    .unwrap();
     let udp4 = build::udp(&ip(false), 1, 2, &payload).unwrap();
     let (h4, s4) = make_super(&tcp4, 1000);
     let (h6, s6) = make_super(&tcp6, 1000);
@@ -522,24 +718,68 @@ pub(crate) mod tests {
     };
     let cases: Vec<(&str, VirtioNetHdr, Vec<u8>)> = vec![
       ("gso_size 0", edit(h4, &|h| h.gso_size = 0), s4.clone()),
-      ("hdr_len beyond packet", edit(h4, &|h| h.hdr_len = 4000), s4.clone()),
+      (
+        "hdr_len beyond packet",
+        edit(h4, &|h| h.hdr_len = 4000),
+        s4.clone(),
+      ),
       ("TCPV4 on IPv6", h4, s6.clone()),
       ("TCPV6 on IPv4", h6, s4.clone()),
-      ("TCPV4 on UDP", edit(hu, &|h| h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4), su.clone()),
-      ("UDP_L4 on TCP", edit(h4, &|h| h.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4), s4.clone()),
-      ("UDP_L4 with ECN", edit(hu, &|h| h.gso_type |= VIRTIO_NET_HDR_GSO_ECN), su.clone()),
-      ("UFO", edit(hu, &|h| h.gso_type = VIRTIO_NET_HDR_GSO_UDP), su.clone()),
+      (
+        "TCPV4 on UDP",
+        edit(hu, &|h| h.gso_type = VIRTIO_NET_HDR_GSO_TCPV4),
+        su.clone(),
+      ),
+      (
+        "UDP_L4 on TCP",
+        edit(h4, &|h| h.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4),
+        s4.clone(),
+      ),
+      (
+        "UDP_L4 with ECN",
+        edit(hu, &|h| h.gso_type |= VIRTIO_NET_HDR_GSO_ECN),
+        su.clone(),
+      ),
+      (
+        "UFO",
+        edit(hu, &|h| h.gso_type = VIRTIO_NET_HDR_GSO_UDP),
+        su.clone(),
+      ),
       ("unknown gso type", edit(h4, &|h| h.gso_type = 2), s4.clone()),
-      ("ECN without GSO", VirtioNetHdr { gso_type: VIRTIO_NET_HDR_GSO_ECN, ..Default::default() }, s4.clone()),
+      (
+        "ECN without GSO",
+        VirtioNetHdr {
+          gso_type: VIRTIO_NET_HDR_GSO_ECN,
+          ..Default::default()
+        },
+        s4.clone(),
+      ),
       ("csum_start wrong", edit(h4, &|h| h.csum_start = 21), s4.clone()),
       ("csum_offset wrong", edit(h6, &|h| h.csum_offset = 6), s6.clone()),
-      ("csum beyond packet", VirtioNetHdr { flags: 1, csum_start: 2999, csum_offset: 30, ..Default::default() }, s4.clone()),
+      (
+        "csum beyond packet",
+        VirtioNetHdr {
+          flags: 1,
+          csum_start: 2999,
+          csum_offset: 60,
+          ..Default::default()
+        },
+        s4.clone(),
+      ),
       ("truncated", h4, s4[..2000].to_vec()),
       ("IPv4 total length short", h4, bytes(&s4, &|p| put16(p, 2, 2000))),
       ("IPv6 payload length long", h6, bytes(&s6, &|p| put16(p, 4, 4000))),
       ("IPv4 fragment", h4, bytes(&s4, &|p| p[6] |= 0x20)),
       ("UDP length wrong", hu, bytes(&su, &|p| put16(p, 24, 100))),
-      ("TCP data offset past packet", edit(h4, &|h| h.hdr_len = 0), bytes(&s4, &|p| { p.truncate(50); put16(p, 2, 50); p[32] = 0xf0 })),
+      (
+        "TCP data offset past packet",
+        edit(h4, &|h| h.hdr_len = 0),
+        bytes(&s4, &|p| {
+          p.truncate(50);
+          put16(p, 2, 50);
+          p[32] = 0xf0
+        }),
+      ),
       ("not IP", h4, bytes(&s4, &|p| p[0] = 0x75)),
       ("empty", VirtioNetHdr::default(), vec![]),
     ];
@@ -548,8 +788,16 @@ pub(crate) mod tests {
       out.push(b"x");
       let err = split(&hdr, &pkt, &mut out).expect_err(name);
       assert_eq!(err.kind(), ErrorKind::InvalidPacket, "{name}: {err}");
-      assert_eq!(plan(&hdr, &pkt).unwrap_err().kind(), ErrorKind::InvalidPacket, "{name}");
-      assert_eq!((out.data.as_slice(), out.lens.as_slice()), (&b"x"[..], &[1u32][..]), "{name}");
+      assert_eq!(
+        plan(&hdr, &pkt).unwrap_err().kind(),
+        ErrorKind::InvalidPacket,
+        "{name}"
+      );
+      assert_eq!(
+        (out.data.as_slice(), out.lens.as_slice()),
+        (&b"x"[..], &[1u32][..]),
+        "{name}"
+      );
     }
     // The header alone is checked too.
     assert!(split_frame(&[0; 9], Endian::Little, &mut Batch::default()).is_err());

@@ -1,8 +1,8 @@
-//! Zero-copy views of IPv4, IPv6, TCP, UDP and ICMP headers, and [`Packet::parse`], a one-call summary of a packet
-//! (family, protocol, addresses, ports, payload range).
+//! Zero-copy views of IPv4, IPv6, TCP, UDP and ICMP headers, and [`Packet::parse`], a one-call summary of a
+//! packet (family, protocol, addresses, ports, payload range).
 //!
-//! Each view's `parse` checks that the buffer holds the whole header and that the length fields are coherent, so
-//! its accessors never go out of bounds. Nothing is copied; the views borrow the packet.
+//! Each view's `parse` checks that the buffer holds the whole header and that the length fields are coherent,
+//! so its accessors never go out of bounds. Nothing is copied; the views borrow the packet.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
@@ -43,11 +43,14 @@ impl<'a> Ipv4Header<'a> {
   /// "More fragments" in the flags/fragment-offset word.
   pub const MF: u16 = 0x2000;
 
-  /// Checks version 4, IHL ≥ 5, the header inside `pkt`, and `IHL*4 ≤ total length ≤ pkt.len()` (trailing bytes
-  /// past the total length are allowed and ignored).
+  /// Checks version 4, IHL ≥ 5, the header inside `pkt`, and `IHL*4 ≤ total length ≤ pkt.len()` (trailing
+  /// bytes past the total length are allowed and ignored).
   pub fn parse(pkt: &'a [u8]) -> Result<Ipv4Header<'a>> {
     if pkt.len() < Self::MIN_LEN {
-      return Err(invalid(format!("IPv4 packet of {} bytes is shorter than its 20-byte header", pkt.len())));
+      return Err(invalid(format!(
+        "IPv4 packet of {} bytes is shorter than its 20-byte header",
+        pkt.len()
+      )));
     }
     if pkt[0] >> 4 != 4 {
       return Err(invalid(format!("IP version {} is not 4", pkt[0] >> 4)));
@@ -158,18 +161,24 @@ impl<'a> Ipv6Header<'a> {
   /// Length of the fixed header.
   pub const LEN: usize = 40;
 
-  /// Checks version 6 and `40 + payload length ≤ pkt.len()` (trailing bytes are allowed and ignored). A payload
-  /// length of 0 is taken literally (jumbograms are not supported).
+  /// Checks version 6 and `40 + payload length ≤ pkt.len()` (trailing bytes are allowed and ignored). A
+  /// payload length of 0 is taken literally (jumbograms are not supported).
   pub fn parse(pkt: &'a [u8]) -> Result<Ipv6Header<'a>> {
     if pkt.len() < Self::LEN {
-      return Err(invalid(format!("IPv6 packet of {} bytes is shorter than its 40-byte header", pkt.len())));
+      return Err(invalid(format!(
+        "IPv6 packet of {} bytes is shorter than its 40-byte header",
+        pkt.len()
+      )));
     }
     if pkt[0] >> 4 != 6 {
       return Err(invalid(format!("IP version {} is not 6", pkt[0] >> 4)));
     }
     let payload = get16(pkt, 4) as usize;
     if Self::LEN + payload > pkt.len() {
-      return Err(invalid(format!("IPv6 payload length {payload} exceeds the {}-byte buffer", pkt.len())));
+      return Err(invalid(format!(
+        "IPv6 payload length {payload} exceeds the {}-byte buffer",
+        pkt.len()
+      )));
     }
     Ok(Ipv6Header { b: &pkt[..Self::LEN] })
   }
@@ -218,11 +227,15 @@ pub fn ipv6_upper_layer(pkt: &[u8]) -> Result<Ipv6Upper> {
     match next {
       proto::HOPOPTS | proto::ROUTING | proto::DSTOPTS => {
         if off + 8 > end {
-          return Err(invalid(format!("IPv6 extension header {next} at {off} is truncated")));
+          return Err(invalid(format!(
+            "IPv6 extension header {next} at {off} is truncated"
+          )));
         }
         let len = (pkt[off + 1] as usize + 1) * 8;
         if off + len > end {
-          return Err(invalid(format!("IPv6 extension header {next} at {off} runs past the packet")));
+          return Err(invalid(format!(
+            "IPv6 extension header {next} at {off} runs past the packet"
+          )));
         }
         if next == proto::ROUTING && pkt[off + 3] != 0 {
           routed = true;
@@ -234,9 +247,21 @@ pub fn ipv6_upper_layer(pkt: &[u8]) -> Result<Ipv6Upper> {
         if off + 8 > end {
           return Err(invalid("IPv6 fragment header is truncated"));
         }
-        return Ok(Ipv6Upper { protocol: pkt[off], offset: off + 8, fragment: true, routed });
+        return Ok(Ipv6Upper {
+          protocol: pkt[off],
+          offset: off + 8,
+          fragment: true,
+          routed,
+        });
       }
-      _ => return Ok(Ipv6Upper { protocol: next, offset: off, fragment: false, routed }),
+      _ => {
+        return Ok(Ipv6Upper {
+          protocol: next,
+          offset: off,
+          fragment: false,
+          routed,
+        })
+      }
     }
   }
 }
@@ -263,11 +288,17 @@ impl<'a> TcpHeader<'a> {
   /// Checks that `seg` holds a header of at least 20 bytes and its whole data offset.
   pub fn parse(seg: &'a [u8]) -> Result<TcpHeader<'a>> {
     if seg.len() < Self::MIN_LEN {
-      return Err(invalid(format!("TCP segment of {} bytes is shorter than its 20-byte header", seg.len())));
+      return Err(invalid(format!(
+        "TCP segment of {} bytes is shorter than its 20-byte header",
+        seg.len()
+      )));
     }
     let hlen = (seg[12] >> 4) as usize * 4;
     if hlen < Self::MIN_LEN || hlen > seg.len() {
-      return Err(invalid(format!("TCP data offset {hlen} does not fit the {}-byte segment", seg.len())));
+      return Err(invalid(format!(
+        "TCP data offset {hlen} does not fit the {}-byte segment",
+        seg.len()
+      )));
     }
     Ok(TcpHeader { b: &seg[..hlen] })
   }
@@ -332,11 +363,17 @@ impl<'a> UdpHeader<'a> {
   /// Checks that `seg` holds the header and that the length field covers the header and fits in `seg`.
   pub fn parse(seg: &'a [u8]) -> Result<UdpHeader<'a>> {
     if seg.len() < Self::LEN {
-      return Err(invalid(format!("UDP datagram of {} bytes is shorter than its 8-byte header", seg.len())));
+      return Err(invalid(format!(
+        "UDP datagram of {} bytes is shorter than its 8-byte header",
+        seg.len()
+      )));
     }
     let len = get16(seg, 4) as usize;
     if len < Self::LEN || len > seg.len() {
-      return Err(invalid(format!("UDP length {len} does not fit the {}-byte datagram", seg.len())));
+      return Err(invalid(format!(
+        "UDP length {len} does not fit the {}-byte datagram",
+        seg.len()
+      )));
     }
     Ok(UdpHeader { b: &seg[..Self::LEN] })
   }
@@ -371,7 +408,10 @@ impl<'a> IcmpHeader<'a> {
 
   pub fn parse(msg: &'a [u8]) -> Result<IcmpHeader<'a>> {
     if msg.len() < Self::LEN {
-      return Err(invalid(format!("ICMP message of {} bytes is shorter than 8 bytes", msg.len())));
+      return Err(invalid(format!(
+        "ICMP message of {} bytes is shorter than 8 bytes",
+        msg.len()
+      )));
     }
     Ok(IcmpHeader { b: &msg[..Self::LEN] })
   }
@@ -406,10 +446,23 @@ impl<'a> IcmpHeader<'a> {
 /// What [`Packet::parse`] found above the IP layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-  Tcp { src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8, header_len: usize },
-  Udp { src_port: u16, dst_port: u16 },
+  Tcp {
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    header_len: usize,
+  },
+  Udp {
+    src_port: u16,
+    dst_port: u16,
+  },
   /// ICMPv4 over IPv4 or ICMPv6 over IPv6.
-  Icmp { icmp_type: u8, code: u8 },
+  Icmp {
+    icmp_type: u8,
+    code: u8,
+  },
   /// An IP fragment: the transport header is not (wholly) here.
   Fragment,
   /// Another protocol; the payload range is the whole upper-layer part.
@@ -441,12 +494,28 @@ impl Packet {
       Some(Family::V4) => {
         let h = Ipv4Header::parse(pkt)?;
         let fragment = h.is_fragment();
-        (Family::V4, h.protocol(), h.src().into(), h.dst().into(), h.total_len() as usize, h.header_len(), fragment)
+        (
+          Family::V4,
+          h.protocol(),
+          h.src().into(),
+          h.dst().into(),
+          h.total_len() as usize,
+          h.header_len(),
+          fragment,
+        )
       }
       Some(Family::V6) => {
         let h = Ipv6Header::parse(pkt)?;
         let up = ipv6_upper_layer(&pkt[..h.total_len()])?;
-        (Family::V6, up.protocol, h.src().into(), h.dst().into(), h.total_len(), up.offset, up.fragment)
+        (
+          Family::V6,
+          up.protocol,
+          h.src().into(),
+          h.dst().into(),
+          h.total_len(),
+          up.offset,
+          up.fragment,
+        )
       }
       None if pkt.is_empty() => return Err(invalid("empty packet")),
       None => return Err(invalid(format!("IP version {} is neither 4 nor 6", pkt[0] >> 4))),
@@ -471,15 +540,33 @@ impl Packet {
       (tr, l4_offset + t.header_len()..ip_len)
     } else if protocol == proto::UDP {
       let u = UdpHeader::parse(l4)?;
-      let tr = Transport::Udp { src_port: u.src_port(), dst_port: u.dst_port() };
+      let tr = Transport::Udp {
+        src_port: u.src_port(),
+        dst_port: u.dst_port(),
+      };
       (tr, l4_offset + UdpHeader::LEN..l4_offset + u.length() as usize)
     } else if protocol == icmp {
       let i = IcmpHeader::parse(l4)?;
-      (Transport::Icmp { icmp_type: i.icmp_type(), code: i.code() }, l4_offset + IcmpHeader::LEN..ip_len)
+      (
+        Transport::Icmp {
+          icmp_type: i.icmp_type(),
+          code: i.code(),
+        },
+        l4_offset + IcmpHeader::LEN..ip_len,
+      )
     } else {
       (Transport::Other, l4_offset..ip_len)
     };
-    Ok(Packet { family, protocol, src, dst, ip_len, l4_offset, transport, payload })
+    Ok(Packet {
+      family,
+      protocol,
+      src,
+      dst,
+      ip_len,
+      l4_offset,
+      transport,
+      payload,
+    })
   }
 
   /// Source port of a TCP or UDP packet.
@@ -517,8 +604,9 @@ pub(crate) fn checksum_offset(protocol: u8) -> Option<usize> {
   }
 }
 
-/// The transport checksum `pkt[l4..]` should carry, computed as if its checksum field were zero. The pseudo-header
-/// uses the addresses in the IP header (ICMPv4 has none). UDP's is never 0. `None` for other protocols.
+/// The transport checksum `pkt[l4..]` should carry, computed as if its checksum field were zero. The
+/// pseudo-header uses the addresses in the IP header (ICMPv4 has none). UDP's is never 0. `None` for other
+/// protocols.
 pub(crate) fn transport_checksum(pkt: &[u8], family: Family, l4: usize, protocol: u8) -> Option<u16> {
   let field = checksum_offset(protocol)?;
   let seg = &pkt[l4..];
@@ -533,11 +621,16 @@ pub(crate) fn transport_checksum(pkt: &[u8], family: Family, l4: usize, protocol
   };
   // The field sits at an even offset, so the two halves sum as they would with a zero field in between.
   let s = checksum::sum(&seg[field + 2..], checksum::sum(&seg[..field], initial));
-  Some(if protocol == proto::UDP { checksum::finish_nonzero(s) } else { checksum::finish(s) })
+  Some(if protocol == proto::UDP {
+    checksum::finish_nonzero(s)
+  } else {
+    checksum::finish(s)
+  })
 }
 
-/// Checks the checksums of a packet: the IPv4 header checksum, and the TCP, UDP (a zero IPv4 UDP checksum means
-/// "none" and passes), ICMP or ICMPv6 checksum. Fragments and other protocols are checked at the IP layer only.
+/// Checks the checksums of a packet: the IPv4 header checksum, and the TCP, UDP (a zero IPv4 UDP checksum
+/// means "none" and passes), ICMP or ICMPv6 checksum. Fragments and other protocols are checked at the IP
+/// layer only.
 pub fn checksums_valid(pkt: &[u8]) -> Result<bool> {
   let p = Packet::parse(pkt)?;
   if p.family == Family::V4 && !Ipv4Header::parse(pkt)?.checksum_valid() {
@@ -574,7 +667,16 @@ mod tests {
   #[test]
   fn parses_tcp_udp_icmp_of_both_families() {
     let opts = [2, 4, 0x05, 0xb4, 1, 1, 4, 2];
-    let tcp = TcpFields { src_port: 1234, dst_port: 80, seq: 7, ack: 9, flags: 0x18, window: 100, options: &opts, ..Default::default() };
+    let tcp = TcpFields {
+      src_port: 1234,
+      dst_port: 80,
+      seq: 7,
+      ack: 9,
+      flags: 0x18,
+      window: 100,
+      options: &opts,
+      ..Default::default()
+    };
     struct Case {
       name: &'static str,
       pkt: Vec<u8>,
@@ -585,12 +687,60 @@ mod tests {
       payload: Range<usize>,
     }
     let cases = [
-      Case { name: "tcp4+opts", pkt: build::tcp(&v4(), &tcp, b"hello").unwrap(), family: Family::V4, protocol: 6, ports: Some((1234, 80)), l4: 20, payload: 48..53 },
-      Case { name: "tcp6+opts", pkt: build::tcp(&v6(), &tcp, b"hello").unwrap(), family: Family::V6, protocol: 6, ports: Some((1234, 80)), l4: 40, payload: 68..73 },
-      Case { name: "udp4", pkt: build::udp(&v4(), 53, 5353, b"abc").unwrap(), family: Family::V4, protocol: 17, ports: Some((53, 5353)), l4: 20, payload: 28..31 },
-      Case { name: "udp6 empty", pkt: build::udp(&v6(), 1, 2, b"").unwrap(), family: Family::V6, protocol: 17, ports: Some((1, 2)), l4: 40, payload: 48..48 },
-      Case { name: "icmp4", pkt: build::icmp_echo(&v4(), false, 1, 2, b"ping").unwrap(), family: Family::V4, protocol: 1, ports: None, l4: 20, payload: 28..32 },
-      Case { name: "icmp6", pkt: build::icmp_echo(&v6(), false, 1, 2, b"ping").unwrap(), family: Family::V6, protocol: 58, ports: None, l4: 40, payload: 48..52 },
+      Case {
+        name: "tcp4+opts",
+        pkt: build::tcp(&v4(), &tcp, b"hello").unwrap(),
+        family: Family::V4,
+        protocol: 6,
+        ports: Some((1234, 80)),
+        l4: 20,
+        payload: 48..53,
+      },
+      Case {
+        name: "tcp6+opts",
+        pkt: build::tcp(&v6(), &tcp, b"hello").unwrap(),
+        family: Family::V6,
+        protocol: 6,
+        ports: Some((1234, 80)),
+        l4: 40,
+        payload: 68..73,
+      },
+      Case {
+        name: "udp4",
+        pkt: build::udp(&v4(), 53, 5353, b"abc").unwrap(),
+        family: Family::V4,
+        protocol: 17,
+        ports: Some((53, 5353)),
+        l4: 20,
+        payload: 28..31,
+      },
+      Case {
+        name: "udp6 empty",
+        pkt: build::udp(&v6(), 1, 2, b"").unwrap(),
+        family: Family::V6,
+        protocol: 17,
+        ports: Some((1, 2)),
+        l4: 40,
+        payload: 48..48,
+      },
+      Case {
+        name: "icmp4",
+        pkt: build::icmp_echo(&v4(), false, 1, 2, b"ping").unwrap(),
+        family: Family::V4,
+        protocol: 1,
+        ports: None,
+        l4: 20,
+        payload: 28..32,
+      },
+      Case {
+        name: "icmp6",
+        pkt: build::icmp_echo(&v6(), false, 1, 2, b"ping").unwrap(),
+        family: Family::V6,
+        protocol: 58,
+        ports: None,
+        l4: 40,
+        payload: 48..52,
+      },
     ];
     for c in cases {
       let p = Packet::parse(&c.pkt).unwrap_or_else(|e| panic!("{}: {e}", c.name));
@@ -611,15 +761,40 @@ mod tests {
     ip.id = 0x1234;
     ip.ttl = 17;
     ip.tos = 0xb8;
-    let tcp = TcpFields { src_port: 1, dst_port: 2, seq: 0xdead_beef, ack: 0x0102_0304, flags: 0x12, window: 0xffff, urgent: 0, options: &[1, 1, 1, 1] };
+    let tcp = TcpFields {
+      src_port: 1,
+      dst_port: 2,
+      seq: 0xdead_beef,
+      ack: 0x0102_0304,
+      flags: 0x12,
+      window: 0xffff,
+      urgent: 0,
+      options: &[1, 1, 1, 1],
+    };
     let pkt = build::tcp(&ip, &tcp, b"xyz").unwrap();
     let h = Ipv4Header::parse(&pkt).unwrap();
-    assert_eq!((h.version(), h.ihl(), h.tos(), h.total_len(), h.id()), (4, 5, 0xb8, 47, 0x1234));
+    assert_eq!(
+      (h.version(), h.ihl(), h.tos(), h.total_len(), h.id()),
+      (4, 5, 0xb8, 47, 0x1234)
+    );
     assert!(h.dont_fragment() && !h.more_fragments() && !h.is_fragment());
-    assert_eq!((h.ttl(), h.protocol(), h.src(), h.dst()), (17, 6, ip_v4(1), ip_v4(2)));
+    assert_eq!(
+      (h.ttl(), h.protocol(), h.src(), h.dst()),
+      (17, 6, ip_v4(1), ip_v4(2))
+    );
     assert!(h.checksum_valid());
     let t = TcpHeader::parse(&pkt[20..]).unwrap();
-    assert_eq!((t.seq(), t.ack(), t.data_offset(), t.flags(), t.window(), t.options_len()), (0xdead_beef, 0x0102_0304, 6, 0x12, 0xffff, 4));
+    assert_eq!(
+      (
+        t.seq(),
+        t.ack(),
+        t.data_offset(),
+        t.flags(),
+        t.window(),
+        t.options_len()
+      ),
+      (0xdead_beef, 0x0102_0304, 6, 0x12, 0xffff, 4)
+    );
 
     let mut ip6 = v6();
     ip6.tos = 0xa5;
@@ -627,7 +802,16 @@ mod tests {
     ip6.ttl = 3;
     let pkt = build::udp(&ip6, 9, 10, &[0; 11]).unwrap();
     let h = Ipv6Header::parse(&pkt).unwrap();
-    assert_eq!((h.traffic_class(), h.flow_label(), h.payload_len(), h.next_header(), h.hop_limit()), (0xa5, 0xabcde, 19, 17, 3));
+    assert_eq!(
+      (
+        h.traffic_class(),
+        h.flow_label(),
+        h.payload_len(),
+        h.next_header(),
+        h.hop_limit()
+      ),
+      (0xa5, 0xabcde, 19, 17, 3)
+    );
     assert_eq!(h.src(), "fd00::1".parse::<Ipv6Addr>().unwrap());
     let u = UdpHeader::parse(&pkt[40..]).unwrap();
     assert_eq!((u.src_port(), u.dst_port(), u.length()), (9, 10, 19));
@@ -644,7 +828,11 @@ mod tests {
     let mut first = proto::UDP;
     for (i, (ty, bytes)) in exts.iter().enumerate().rev() {
       let mut e = bytes.clone();
-      e[0] = if i + 1 == exts.len() { proto::UDP } else { exts[i + 1].0 };
+      e[0] = if i + 1 == exts.len() {
+        proto::UDP
+      } else {
+        exts[i + 1].0
+      };
       e[1] = (bytes.len() / 8 - 1) as u8;
       body.splice(0..0, e);
       first = *ty;
@@ -659,7 +847,14 @@ mod tests {
 
   #[test]
   fn ipv6_extension_headers_are_walked() {
-    let pkt = v6_with_ext(&[(proto::HOPOPTS, vec![0; 8]), (proto::ROUTING, vec![0; 24]), (proto::DSTOPTS, vec![0; 16])], b"data");
+    let pkt = v6_with_ext(
+      &[
+        (proto::HOPOPTS, vec![0; 8]),
+        (proto::ROUTING, vec![0; 24]),
+        (proto::DSTOPTS, vec![0; 16]),
+      ],
+      b"data",
+    );
     let p = Packet::parse(&pkt).unwrap();
     assert_eq!((p.protocol, p.l4_offset), (proto::UDP, 40 + 8 + 24 + 16));
     assert_eq!(p.src_port(), Some(5));
@@ -675,7 +870,10 @@ mod tests {
 
     let pkt = v6_with_ext(&[(proto::FRAGMENT, vec![0; 8])], b"x");
     let p = Packet::parse(&pkt).unwrap();
-    assert_eq!((p.transport, p.protocol, p.l4_offset), (Transport::Fragment, proto::UDP, 48));
+    assert_eq!(
+      (p.transport, p.protocol, p.l4_offset),
+      (Transport::Fragment, proto::UDP, 48)
+    );
   }
 
   #[test]
@@ -692,7 +890,17 @@ mod tests {
 
   #[test]
   fn malformed_packets_are_typed_errors() {
-    let tcp = build::tcp(&v4(), &TcpFields { src_port: 1, dst_port: 2, flags: 0x10, ..Default::default() }, b"p").unwrap();
+    let tcp = build::tcp(
+      &v4(),
+      &TcpFields {
+        src_port: 1,
+        dst_port: 2,
+        flags: 0x10,
+        ..Default::default()
+      },
+      b"p",
+    )
+    .unwrap();
     let udp6 = build::udp(&v6(), 1, 2, b"p").unwrap();
     let with = |base: &Vec<u8>, f: &dyn Fn(&mut Vec<u8>)| {
       let mut p = base.clone();
@@ -709,13 +917,25 @@ mod tests {
       ("total length below header", with(&tcp, &|p| p[3] = 10)),
       ("tcp data offset 4", with(&tcp, &|p| p[32] = 0x40)),
       ("tcp data offset past segment", with(&tcp, &|p| p[32] = 0xf0)),
-      ("tcp truncated", with(&tcp, &|p| { p.truncate(30); p[3] = 30 })),
+      (
+        "tcp truncated",
+        with(&tcp, &|p| {
+          p.truncate(30);
+          p[3] = 30
+        }),
+      ),
       ("short v6", udp6[..39].to_vec()),
       ("v6 payload past buffer", with(&udp6, &|p| p[5] = 100)),
       ("udp length past datagram", with(&udp6, &|p| p[45] = 100)),
       ("udp length below 8", with(&udp6, &|p| p[45] = 7)),
       ("v6 ext header truncated", with(&udp6, &|p| p[6] = proto::HOPOPTS)),
-      ("v6 ext header past packet", with(&udp6, &|p| { p[6] = proto::DSTOPTS; p[41] = 3 })),
+      (
+        "v6 ext header past packet",
+        with(&udp6, &|p| {
+          p[6] = proto::DSTOPTS;
+          p[41] = 3
+        }),
+      ),
     ];
     for (name, pkt) in cases {
       let err = Packet::parse(&pkt).expect_err(name);
@@ -736,7 +956,17 @@ mod tests {
 
   #[test]
   fn corrupted_checksums_are_detected() {
-    let tcp = build::tcp(&v6(), &TcpFields { src_port: 1, dst_port: 2, flags: 0x10, ..Default::default() }, b"payload").unwrap();
+    let tcp = build::tcp(
+      &v6(),
+      &TcpFields {
+        src_port: 1,
+        dst_port: 2,
+        flags: 0x10,
+        ..Default::default()
+      },
+      b"payload",
+    )
+    .unwrap();
     for i in 40..tcp.len() {
       let mut p = tcp.clone();
       p[i] ^= 0x01;

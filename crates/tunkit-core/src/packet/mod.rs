@@ -1,31 +1,32 @@
-//! Pure packet logic: parsing, checksums, and the offload transforms (GSO split, GRO coalesce). No syscalls, no
-//! `unsafe`, no allocation beyond the output buffers the caller hands in.
+//! Pure packet logic: parsing, checksums, and the offload transforms (GSO split, GRO coalesce). No syscalls,
+//! no `unsafe`, no allocation beyond the output buffers the caller hands in.
 //!
 //! # Formats
 //!
 //! A TUN device moves bare IP packets; the first nibble is the IP version. All multi-byte packet fields are
 //! big-endian (network order).
 //!
-//! - **IPv4** header, 20 to 60 bytes: version/IHL (IHL = header length in 32-bit words), TOS, total length (the
-//!   whole packet), identification, flags (DF = 0x4000, MF = 0x2000) with the fragment offset, TTL, protocol,
-//!   header checksum (over the header only), source, destination, options.
+//! - **IPv4** header, 20 to 60 bytes: version/IHL (IHL = header length in 32-bit words), TOS, total length
+//!   (the whole packet), identification, flags (DF = 0x4000, MF = 0x2000) with the fragment offset, TTL,
+//!   protocol, header checksum (over the header only), source, destination, options.
 //! - **IPv6** header, 40 bytes: version/traffic class/flow label, payload length (everything after these 40
 //!   bytes), next header, hop limit, source, destination. Extension headers (hop-by-hop 0, routing 43,
 //!   destination options 60: length in 8-byte units, plus 8; fragment 44: 8 bytes) may sit between it and the
 //!   transport header.
-//! - **TCP** header, 20 to 60 bytes: ports, sequence, acknowledgment, data offset (header length in words) and
-//!   flags, window, checksum, urgent pointer, options. **UDP** header, 8 bytes: ports, length (header and payload),
-//!   checksum. **ICMP/ICMPv6**: type, code, checksum, then for echo an identifier and sequence number.
-//! - TCP, UDP and ICMPv6 checksums cover a *pseudo-header* (source, destination, protocol, transport length) plus
-//!   the transport header and payload; ICMPv4 covers only its message. A UDP checksum that computes to 0 is sent
-//!   as 0xFFFF, because 0 means "no checksum" over IPv4.
+//! - **TCP** header, 20 to 60 bytes: ports, sequence, acknowledgment, data offset (header length in words)
+//!   and flags, window, checksum, urgent pointer, options. **UDP** header, 8 bytes: ports, length (header and
+//!   payload), checksum. **ICMP/ICMPv6**: type, code, checksum, then for echo an identifier and sequence
+//!   number.
+//! - TCP, UDP and ICMPv6 checksums cover a *pseudo-header* (source, destination, protocol, transport length)
+//!   plus the transport header and payload; ICMPv4 covers only its message. A UDP checksum that computes to 0
+//!   is sent as 0xFFFF, because 0 means "no checksum" over IPv4.
 //!
-//! With `IFF_VNET_HDR` every read and write on the device carries a 10-byte [`virtio::VirtioNetHdr`] in front of
-//! the packet. On reads the kernel may hand over a *super-packet* of up to 64 KiB: one set of headers followed by
-//! the payload of many segments, with `gso_type`/`gso_size` saying how to cut it and `NEEDS_CSUM` saying the
-//! transport checksum field holds only the pseudo-header sum. [`gso::split`] turns it back into MTU-sized packets
-//! with complete checksums. On writes, [`gro::Coalescer`] does the inverse: consecutive segments of one flow become
-//! one super-packet, so a single `write()` carries many packets.
+//! With `IFF_VNET_HDR` every read and write on the device carries a 10-byte [`virtio::VirtioNetHdr`] in front
+//! of the packet. On reads the kernel may hand over a *super-packet* of up to 64 KiB: one set of headers
+//! followed by the payload of many segments, with `gso_type`/`gso_size` saying how to cut it and `NEEDS_CSUM`
+//! saying the transport checksum field holds only the pseudo-header sum. [`gso::split`] turns it back into
+//! MTU-sized packets with complete checksums. On writes, [`gro::Coalescer`] does the inverse: consecutive
+//! segments of one flow become one super-packet, so a single `write()` carries many packets.
 //!
 //! Submodules: [`checksum`] (RFC 1071/1624), [`ip`] (zero-copy header views and [`Packet::parse`]), [`build`]
 //! (packet builders and ICMP echo replies), [`virtio`], [`gso`], [`gro`].
@@ -74,8 +75,8 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Error {
   Error::new(ErrorKind::InvalidPacket, msg)
 }
 
-// Big-endian field access. Callers check bounds first; these index directly so a logic error shows up as a test
-// failure (the fuzz tests run every path) rather than as silently wrong data.
+// Big-endian field access. Callers check bounds first; these index directly so a logic error shows up as a
+// test failure (the fuzz tests run every path) rather than as silently wrong data.
 
 #[inline]
 pub(crate) fn get16(b: &[u8], off: usize) -> u16 {

@@ -55,7 +55,8 @@ pub fn slow_checksum(data: &[u8], initial: u64) -> u16 {
   !(s as u16)
 }
 
-/// The pseudo-header built byte by byte, then summed slowly; returns the sum as an `initial` for [`slow_checksum`].
+/// The pseudo-header built byte by byte, then summed slowly; returns the sum as an `initial` for
+/// [`slow_checksum`].
 fn slow_pseudo(pkt: &[u8], family: Family, protocol: u8, len: usize) -> u64 {
   let mut ph = Vec::new();
   match family {
@@ -88,10 +89,19 @@ pub fn assert_checksums_ok(pkt: &[u8]) {
         return; // IPv4 UDP without checksum
       }
       let init = slow_pseudo(pkt, p.family, p.protocol, l4.len());
-      assert_eq!(slow_checksum(l4, init), 0, "transport checksum of {:?}", p.transport);
+      assert_eq!(
+        slow_checksum(l4, init),
+        0,
+        "transport checksum of {:?}",
+        p.transport
+      );
     }
     Transport::Icmp { .. } => {
-      let init = if p.family == Family::V6 { slow_pseudo(pkt, p.family, proto::ICMPV6, l4.len()) } else { 0 };
+      let init = if p.family == Family::V6 {
+        slow_pseudo(pkt, p.family, proto::ICMPV6, l4.len())
+      } else {
+        0
+      };
       assert_eq!(slow_checksum(l4, init), 0, "ICMP checksum");
     }
     _ => {}

@@ -12,9 +12,10 @@
 //! offset 8  u16 csum_offset  where the checksum field is, relative to csum_start (TCP 16, UDP 6)
 //! ```
 //!
-//! The 16-bit fields are in the device's virtio byte order. For the legacy header a TUN device uses by default,
-//! that is the host's native order (little-endian on x86 and arm); `TUNSETVNETLE` forces little-endian and
-//! `TUNSETVNETBE` (kernels built with `CONFIG_TUN_VNET_CROSS_LE`) big-endian. [`Endian::NATIVE`] is the default.
+//! The 16-bit fields are in the device's virtio byte order. For the legacy header a TUN device uses by
+//! default, that is the host's native order (little-endian on x86 and arm); `TUNSETVNETLE` forces
+//! little-endian and `TUNSETVNETBE` (kernels built with `CONFIG_TUN_VNET_CROSS_LE`) big-endian.
+//! [`Endian::NATIVE`] is the default.
 
 use super::invalid;
 use crate::error::Result;
@@ -49,7 +50,11 @@ pub enum Endian {
 
 impl Endian {
   /// The host's order: what a TUN device uses unless `TUNSETVNETLE`/`TUNSETVNETBE` says otherwise.
-  pub const NATIVE: Endian = if cfg!(target_endian = "big") { Endian::Big } else { Endian::Little };
+  pub const NATIVE: Endian = if cfg!(target_endian = "big") {
+    Endian::Big
+  } else {
+    Endian::Little
+  };
 
   fn get(self, b: [u8; 2]) -> u16 {
     match self {
@@ -95,7 +100,10 @@ impl VirtioNetHdr {
   /// Decodes the first 10 bytes of `buf` in the given order.
   pub fn decode_with(buf: &[u8], endian: Endian) -> Result<VirtioNetHdr> {
     if buf.len() < Self::LEN {
-      return Err(invalid(format!("{} bytes are too short for a 10-byte virtio_net_hdr", buf.len())));
+      return Err(invalid(format!(
+        "{} bytes are too short for a 10-byte virtio_net_hdr",
+        buf.len()
+      )));
     }
     let w = |i: usize| endian.get([buf[i], buf[i + 1]]);
     Ok(VirtioNetHdr {
@@ -118,7 +126,10 @@ impl VirtioNetHdr {
     let mut out = [0u8; VIRTIO_NET_HDR_LEN];
     out[0] = self.flags;
     out[1] = self.gso_type;
-    for (i, v) in [self.hdr_len, self.gso_size, self.csum_start, self.csum_offset].into_iter().enumerate() {
+    for (i, v) in [self.hdr_len, self.gso_size, self.csum_start, self.csum_offset]
+      .into_iter()
+      .enumerate()
+    {
       out[2 + 2 * i..4 + 2 * i].copy_from_slice(&endian.put(v));
     }
     out

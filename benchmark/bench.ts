@@ -1,0 +1,712 @@
+/**
+ * `npm run bench`: tunkit against a plain C baseline, side by side, in one run and one network namespace.
+ *
+ * Receive (the kernel transmits into the TUN what the host routes to it): `c/flood` sends UDP datagrams to
+ * 10.7.0.2 with sendmmsg, and the device, 10.7.0.1/24, gets them. Three readers take turns on the same offered
+ * load: the C `read()` loop (`c/tunread`), tunkit `batches()` and tunkit `packets()` (`reader.ts`), each in its own
+ * process so that CPU time and memory are its own. First at the sender's maximum rate, then at a fixed rate of 0.9×
+ * what the C reader received, where all readers see exactly the same load. tunkit `packets()` also runs with the
+ * kernel's default queue length (500) next to tunkit's (4096).
+ *
+ * Transmit: `c/tunwrite` (one write() per packet) against tunkit `write()` of batches of 64 (`writer.ts`), the same
+ * prebuilt UDP packet to 10.7.0.3, which the host drops after counting it (forwarding is off in the namespace).
+ *
+ * Every measurement repeats BENCH_REPS times (default 3) in rotating order; rows show medians. BENCH_SECONDS
+ * (default 3) is the length of one measurement. The table goes to stdout and, with the machine and the verdict on
+ * the targets, to benchmark/RESULTS.md.
+ *
+ * Safety: it refuses to run unless the network namespace holds nothing but `lo` (`npm run bench` makes one).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { packet } from '../index.js'
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+const ROOT = join(HERE, '..')
+const BIN = join(HERE, 'bin')
+
+/** Length of one measurement, in seconds. */
+const SECONDS = positive('BENCH_SECONDS', 3)
+/** Repetitions of every measurement; rows report the median. */
+const REPS = Math.round(positive('BENCH_REPS', 3))
+const PAYLOADS = [64, 1400] as const
+/** The fixed-rate runs offer this fraction of what the C reader received at the maximum rate. */
+const FIXED_FRACTION = 0.9
+/** Time given to the readers to drain the queues after the sender stops, before they are stopped. */
+const SETTLE_MS = 300
+/** Bound on every wait for a child's answer beyond the measurement itself. */
+const CHILD_TIMEOUT_MS = 20_000
+const TUNKIT_TXQLEN = 4096
+const KERNEL_DEFAULT_TXQLEN = 500
+const UDP_PORT = 9000
+
+function positive(env: string, dflt: number): number {
+  const v = Number(process.env[env] ?? dflt)
+  if (!Number.isFinite(v) || v <= 0 || v > 60) throw new Error(`${env} must be a number of 0..60`)
+  return v
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Environment checks and the C baseline build
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Interfaces in this network namespace, with their counters, from /proc/net/dev (which is per namespace). */
+interface DevCounters {
+  rxPackets: number
+  rxDropped: number
+  txPackets: number
+  txDropped: number
+}
+
+function readNetDev(): Map<string, DevCounters> {
+  const out = new Map<string, DevCounters>()
+  for (const line of readFileSync('/proc/net/dev', 'utf8').split('\n').slice(2)) {
+    const m = /^\s*([^:\s]+):\s*(.*)$/.exec(line)
+    if (!m) continue
+    const f = m[2]!.trim().split(/\s+/).map(Number)
+    // Receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets errs drop ...
+    out.set(m[1]!, { rxPackets: f[1]!, rxDropped: f[3]!, txPackets: f[9]!, txDropped: f[11]! })
+  }
+  return out
+}
+
+function devCounters(name: string): DevCounters {
+  const c = readNetDev().get(name)
+  if (!c) throw new Error(`device ${name} is not in /proc/net/dev`)
+  return c
+}
+
+function checkNamespace(): void {
+  const others = [...readNetDev().keys()].filter((n) => n !== 'lo')
+  if (others.length > 0) {
+    throw new Error(
+      `refusing to run: this network namespace has interfaces besides lo (${others.join(', ')}). ` +
+        'Run `npm run bench`, which makes a private namespace.',
+    )
+  }
+}
+
+/** Compiles the C programs into benchmark/bin unless they are newer than their sources. */
+function buildC(): void {
+  mkdirSync(BIN, { recursive: true })
+  const header = statSync(join(HERE, 'c', 'tun.h')).mtimeMs
+  for (const prog of ['flood', 'tunread', 'tunwrite']) {
+    const src = join(HERE, 'c', `${prog}.c`)
+    const out = join(BIN, prog)
+    const newest = Math.max(statSync(src).mtimeMs, header)
+    if (existsSync(out) && statSync(out).mtimeMs >= newest) continue
+    console.log(`cc -O2 -o benchmark/bin/${prog} benchmark/c/${prog}.c`)
+    execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-o', out, src], { stdio: 'inherit' })
+  }
+}
+
+/** Busy and total jiffies of all CPUs, from /proc/stat. */
+function cpuJiffies(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  // user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user)
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0)
+  return { busy: total - f[3]! - f[4]!, total }
+}
+const JIFFY_US = 10_000 // USER_HZ is 100 on Linux
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child processes: line protocol on stdout ("READY", then one JSON line), bounded waits, cleanup by pid
+// ---------------------------------------------------------------------------------------------------------------
+
+class Child {
+  readonly #proc: ChildProcess
+  readonly #label: string
+  readonly #lines: string[] = []
+  #wake: (() => void) | null = null
+  #stderr = ''
+  #exit: { code: number | null; signal: NodeJS.Signals | null } | null = null
+  readonly #exited: Promise<void>
+
+  constructor(cmd: string, args: string[], label: string) {
+    this.#label = label
+    this.#proc = spawn(cmd, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
+    createInterface({ input: this.#proc.stdout! }).on('line', (l) => {
+      this.#lines.push(l)
+      this.#notify()
+    })
+    this.#proc.stderr!.on('data', (d: Buffer) => {
+      if (this.#stderr.length < 16_384) this.#stderr += d.toString()
+    })
+    this.#proc.stdin!.on('error', () => {}) // EPIPE when the child is gone; its exit status tells the story
+    this.#exited = new Promise((resolve) => {
+      this.#proc.on('error', (e) => {
+        this.#stderr += String(e)
+        this.#exit ??= { code: null, signal: null }
+        this.#notify()
+        resolve()
+      })
+      this.#proc.on('exit', (code, signal) => {
+        this.#exit = { code, signal }
+        this.#notify()
+        resolve()
+      })
+    })
+  }
+
+  #notify(): void {
+    const w = this.#wake
+    this.#wake = null
+    w?.()
+  }
+
+  #fail(what: string): Error {
+    const how = this.#exit ? `it exited (code ${this.#exit.code}, signal ${this.#exit.signal})` : 'timed out'
+    return new Error(`${this.#label}: waiting for ${what}, ${how}\n${this.#stderr.trim()}`)
+  }
+
+  /** The next line of stdout, within `timeoutMs`. */
+  async line(what: string, timeoutMs = CHILD_TIMEOUT_MS): Promise<string> {
+    const deadline = performance.now() + timeoutMs
+    while (this.#lines.length === 0) {
+      // Lines still in the pipe arrive after 'exit'; give them a moment before giving up.
+      if (this.#exit) await sleep(50)
+      if (this.#lines.length > 0) break
+      const left = deadline - performance.now()
+      if (this.#exit || left <= 0) throw this.#fail(what)
+      await Promise.race([new Promise<void>((r) => (this.#wake = r)), sleep(Math.min(left, 1000))])
+    }
+    return this.#lines.shift()!
+  }
+
+  async ready(): Promise<void> {
+    const l = await this.line('READY')
+    if (l !== 'READY') throw new Error(`${this.#label}: expected READY, got ${l}\n${this.#stderr}`)
+  }
+
+  async json<T>(what: string, timeoutMs?: number): Promise<T> {
+    const l = await this.line(what, timeoutMs)
+    try {
+      return JSON.parse(l) as T
+    } catch {
+      throw new Error(`${this.#label}: ${what} is not JSON: ${l}`)
+    }
+  }
+
+  send(line: string): void {
+    this.#proc.stdin!.write(line + '\n')
+  }
+
+  endInput(): void {
+    this.#proc.stdin!.end()
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (!this.#exit) this.#proc.kill(sig)
+  }
+
+  /** Waits for the child to exit; kills it (SIGKILL, by its pid) if it does not within `timeoutMs`. */
+  async reap(timeoutMs = 10_000): Promise<void> {
+    const exited = await Promise.race([this.#exited.then(() => true), sleep(timeoutMs).then(() => false)])
+    if (!exited) {
+      this.#proc.kill('SIGKILL')
+      await this.#exited
+      throw new Error(`${this.#label} did not exit within ${timeoutMs} ms and was killed\n${this.#stderr}`)
+    }
+    if (this.#exit?.code !== 0) throw this.#fail('a clean exit')
+  }
+
+  /** For cleanup after an error: kill if still running, wait briefly. */
+  async kill(): Promise<void> {
+    if (this.#exit) return
+    this.#proc.kill('SIGKILL')
+    await Promise.race([this.#exited, sleep(2000)])
+  }
+}
+
+/** Runs `body` with the children it starts, and kills those still running if it throws. */
+async function withChildren<T>(body: (start: (cmd: string, args: string[], label: string) => Child) => Promise<T>) {
+  const started: Child[] = []
+  try {
+    return await body((cmd, args, label) => {
+      const c = new Child(cmd, args, label)
+      started.push(c)
+      return c
+    })
+  } finally {
+    for (const c of started) await c.kill()
+  }
+}
+
+/** What the C programs and the tunkit children print at the end. */
+interface ChildReport {
+  packets: number
+  bytes?: number
+  errors?: number
+  queued?: number
+  seconds: number
+  userUs: number
+  sysUs: number
+  maxRssKiB: number
+  stats?: { rxStalls: number; rxBatches: number; txBackpressure: number; txErrors: number }
+}
+
+interface FloodReport {
+  sent: number
+  errors: number
+  seconds: number
+  userUs: number
+  sysUs: number
+}
+
+let deviceSeq = 0
+const nextName = () => `bk${++deviceSeq}`
+
+/** Configures a device the C baseline created, as tunkit configures its own: address, MTU, txqueuelen, up. */
+function configureC(name: string, txqlen: number): void {
+  execFileSync('ip', ['addr', 'add', '10.7.0.1/24', 'dev', name])
+  execFileSync('ip', ['link', 'set', 'dev', name, 'mtu', '1500', 'txqueuelen', String(txqlen), 'up'])
+}
+
+const NODE_CHILD = [process.execPath, '--import', 'tsx']
+
+// ---------------------------------------------------------------------------------------------------------------
+// Receive runs
+// ---------------------------------------------------------------------------------------------------------------
+
+type RxImpl = 'C read()' | 'tunkit batches()' | 'tunkit packets()' | 'tunkit packets() qlen 500'
+
+interface RxSample {
+  impl: RxImpl
+  payload: number
+  /** Offered rate in packets/s, or 0 for the sender's maximum. */
+  rate: number
+  sent: number
+  received: number
+  offeredPps: number
+  receivedPps: number
+  dropPct: number
+  /** Reader CPU time (user + system, all threads) per packet received, in ns. */
+  nsPerPacket: number
+  /** Reader, sender and everything else on the machine, in % of one core over the run. */
+  readerCore: number
+  senderCore: number
+  otherCore: number
+  kernelTxDropped: number
+  rxStalls: number
+  packetsPerBatch: number
+  rssMiB: number
+}
+
+async function rxRun(impl: RxImpl, payload: number, rate: number): Promise<RxSample> {
+  const name = nextName()
+  const txqlen = impl === 'tunkit packets() qlen 500' ? KERNEL_DEFAULT_TXQLEN : TUNKIT_TXQLEN
+  const maxSeconds = String(Math.ceil(SECONDS) + 30)
+  return withChildren(async (start) => {
+    const reader =
+      impl === 'C read()'
+        ? start(join(BIN, 'tunread'), [name, maxSeconds], impl)
+        : start(
+            NODE_CHILD[0]!,
+            [...NODE_CHILD.slice(1), join(HERE, 'reader.ts'), impl === 'tunkit batches()' ? 'batches' : 'packets', name,
+              String(txqlen), maxSeconds],
+            impl,
+          )
+    await reader.ready()
+    if (impl === 'C read()') configureC(name, txqlen)
+
+    const floodArgs = ['-d', '10.7.0.2', '-p', String(UDP_PORT), '-s', String(payload), '-t', String(SECONDS)]
+    if (rate > 0) floodArgs.push('-r', String(Math.round(rate)))
+    const cpu0 = cpuJiffies()
+    const flood = start(join(BIN, 'flood'), floodArgs, 'flood')
+    const f = await flood.json<FloodReport>('the sender report', SECONDS * 1000 + CHILD_TIMEOUT_MS)
+    const cpu1 = cpuJiffies()
+    await flood.reap()
+
+    await sleep(SETTLE_MS)
+    const dev = devCounters(name)
+    reader.signal('SIGTERM')
+    const r = await reader.json<ChildReport>('the reader report')
+    await reader.reap()
+
+    const readerUs = r.userUs + r.sysUs
+    const senderUs = f.userUs + f.sysUs
+    const windowUs = f.seconds * 1e6
+    const busyUs = (cpu1.busy - cpu0.busy) * JIFFY_US
+    return {
+      impl,
+      payload,
+      rate,
+      sent: f.sent,
+      received: r.packets,
+      offeredPps: f.sent / f.seconds,
+      receivedPps: r.packets / f.seconds,
+      dropPct: f.sent > 0 ? (100 * (f.sent - r.packets)) / f.sent : 0,
+      nsPerPacket: r.packets > 0 ? (readerUs * 1000) / r.packets : NaN,
+      readerCore: (100 * readerUs) / windowUs,
+      senderCore: (100 * senderUs) / windowUs,
+      otherCore: Math.max(0, (100 * (busyUs - readerUs - senderUs)) / windowUs),
+      kernelTxDropped: dev.txDropped,
+      rxStalls: r.stats?.rxStalls ?? NaN,
+      packetsPerBatch: r.stats && r.stats.rxBatches > 0 ? r.packets / r.stats.rxBatches : NaN,
+      rssMiB: r.maxRssKiB / 1024,
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Transmit runs
+// ---------------------------------------------------------------------------------------------------------------
+
+type TxImpl = 'C write()' | 'tunkit write() ×64'
+
+interface TxSample {
+  impl: TxImpl
+  payload: number
+  written: number
+  writtenPps: number
+  nsPerPacket: number
+  writerCore: number
+  otherCore: number
+  /** Packets the kernel counted as received on the device when the writer was done (a cross-check). */
+  kernelRx: number
+  txErrors: number
+  backpressure: number
+  rssMiB: number
+}
+
+/** The packet both writers send: UDP from 10.7.0.2 to 10.7.0.3, dropped by the host (not local, no forwarding). */
+function txPacket(payload: number): Buffer {
+  const body = Buffer.alloc(payload)
+  for (let i = 0; i < payload; i++) body[i] = i & 0xff
+  return packet.udp({ src: '10.7.0.2', dst: '10.7.0.3', srcPort: UDP_PORT, dstPort: UDP_PORT + 1, payload: body })
+}
+
+async function txRun(impl: TxImpl, payload: number): Promise<TxSample> {
+  const name = nextName()
+  const hex = txPacket(payload).toString('hex')
+  return withChildren(async (start) => {
+    const writer =
+      impl === 'C write()'
+        ? start(join(BIN, 'tunwrite'), [name, String(SECONDS), hex], impl)
+        : start(NODE_CHILD[0]!, [...NODE_CHILD.slice(1), join(HERE, 'writer.ts'), name, String(SECONDS), hex], impl)
+    await writer.ready()
+    if (impl === 'C write()') configureC(name, TUNKIT_TXQLEN)
+    const cpu0 = cpuJiffies()
+    writer.send('GO')
+    const w = await writer.json<ChildReport>('the writer report', SECONDS * 1000 + CHILD_TIMEOUT_MS)
+    const cpu1 = cpuJiffies()
+    const dev = devCounters(name)
+    writer.endInput()
+    await writer.reap()
+    const us = w.userUs + w.sysUs
+    const busyUs = (cpu1.busy - cpu0.busy) * JIFFY_US
+    return {
+      impl,
+      payload,
+      written: w.packets,
+      writtenPps: w.packets / w.seconds,
+      nsPerPacket: w.packets > 0 ? (us * 1000) / w.packets : NaN,
+      writerCore: (100 * us) / (w.seconds * 1e6),
+      otherCore: Math.max(0, (100 * (busyUs - us)) / (w.seconds * 1e6)),
+      kernelRx: dev.rxPackets,
+      txErrors: w.errors ?? 0,
+      backpressure: w.stats?.txBackpressure ?? NaN,
+      rssMiB: w.maxRssKiB / 1024,
+    }
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Statistics and formatting
+// ---------------------------------------------------------------------------------------------------------------
+
+function median(xs: number[]): number {
+  const v = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b)
+  if (v.length === 0) return NaN
+  const mid = v.length >> 1
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2
+}
+
+/** The median of every numeric field over samples of one row. */
+function medians<T extends object>(samples: T[]): T {
+  const first = samples[0]!
+  const out = { ...first }
+  for (const k of Object.keys(first) as (keyof T)[]) {
+    if (typeof first[k] === 'number') out[k] = median(samples.map((s) => s[k] as number)) as T[keyof T]
+  }
+  return out
+}
+
+/** `order` rotated by `rep`, so that no implementation always runs first or last. */
+function rotate<T>(order: readonly T[], rep: number): T[] {
+  const r = rep % order.length
+  return [...order.slice(r), ...order.slice(0, r)]
+}
+
+const fmt = (x: number, digits = 0) => (Number.isNaN(x) ? '–' : x.toFixed(digits))
+const kpps = (x: number) => fmt(x / 1000, 1)
+
+function table(header: string[], rows: string[][]): string {
+  const lines = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`)
+  return lines.join('\n')
+}
+
+/** Prints a markdown table with aligned columns to stdout. */
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (r: string[]) => '  ' + r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+  console.log(line(header))
+  for (const r of rows) console.log(line(r))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  checkNamespace()
+  buildC()
+  const started = new Date()
+  const load0 = loadavg()
+  const machine = {
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
+    node: process.version,
+  }
+  const totalRuns = REPS * (2 * (4 + 3) + 2 * 2)
+  console.log(
+    `tunkit benchmark: ${SECONDS} s per measurement, ${REPS} repetitions, ${totalRuns} runs; ` +
+      `${machine.nproc} CPUs, Linux ${machine.kernel}, Node ${machine.node}; load average ${load0.map((l) => l.toFixed(2)).join(' ')}`,
+  )
+  let done = 0
+  const progress = (what: string) => process.stdout.write(`\r  ${++done}/${totalRuns} ${what}`.padEnd(60))
+
+  const rx: RxSample[] = []
+  const rxImpls = (payload: number): RxImpl[] =>
+    payload === 64
+      ? ['C read()', 'tunkit batches()', 'tunkit packets()', 'tunkit packets() qlen 500']
+      : ['C read()', 'tunkit batches()', 'tunkit packets()']
+  const fixedRate = new Map<number, number>()
+
+  for (const phase of ['max', 'fixed'] as const) {
+    for (const payload of PAYLOADS) {
+      let rate = 0
+      if (phase === 'fixed') {
+        const c = rx.filter((s) => s.payload === payload && s.rate === 0 && s.impl === 'C read()')
+        rate = Math.round(FIXED_FRACTION * median(c.map((s) => s.receivedPps)))
+        fixedRate.set(payload, rate)
+      }
+      for (let rep = 0; rep < REPS; rep++) {
+        for (const impl of rotate(rxImpls(payload), rep)) {
+          progress(`rx ${payload} B ${phase} ${impl}`)
+          rx.push(await rxRun(impl, payload, rate))
+        }
+      }
+    }
+  }
+  const tx: TxSample[] = []
+  for (const payload of PAYLOADS) {
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const impl of rotate(['C write()', 'tunkit write() ×64'] as const, rep)) {
+        progress(`tx ${payload} B ${impl}`)
+        tx.push(await txRun(impl, payload))
+      }
+    }
+  }
+  process.stdout.write('\r'.padEnd(61) + '\r')
+  const elapsed = (Date.now() - started.getTime()) / 1000
+
+  // Rows: medians per (payload, load, implementation); ratios against the C row of the same payload and load.
+  const rxRows: { m: RxSample; ratio: number }[] = []
+  for (const phase of ['max', 'fixed'] as const) {
+    for (const payload of PAYLOADS) {
+      const rate = phase === 'max' ? 0 : fixedRate.get(payload)!
+      const cRow = medians(rx.filter((s) => s.payload === payload && s.rate === rate && s.impl === 'C read()'))
+      for (const impl of rxImpls(payload)) {
+        const m = medians(rx.filter((s) => s.payload === payload && s.rate === rate && s.impl === impl))
+        rxRows.push({ m, ratio: m.receivedPps / cRow.receivedPps })
+      }
+    }
+  }
+  const rxHeader = [
+    'payload', 'reader', 'offered kpps', 'received kpps', 'drop %', '× C', 'CPU ns/pkt', 'reader % core',
+    'sender % core', 'other % core', 'kernel drops', 'rxStalls', 'pkts/batch', 'RSS MiB',
+  ]
+  const rxTable = (phase: 'max' | 'fixed') =>
+    rxRows
+      .filter(({ m }) => (phase === 'max') === (m.rate === 0))
+      .map(({ m, ratio }) => [
+        `${m.payload} B`, m.impl, kpps(m.offeredPps), kpps(m.receivedPps), fmt(m.dropPct, 2), fmt(ratio, 2),
+        fmt(m.nsPerPacket), fmt(m.readerCore), fmt(m.senderCore), fmt(m.otherCore), fmt(m.kernelTxDropped),
+        fmt(m.rxStalls), fmt(m.packetsPerBatch, 1), fmt(m.rssMiB, 1),
+      ])
+
+  const txRows: string[][] = []
+  const txMed = new Map<string, TxSample>()
+  for (const payload of PAYLOADS) {
+    const c = medians(tx.filter((s) => s.payload === payload && s.impl === 'C write()'))
+    for (const impl of ['C write()', 'tunkit write() ×64'] as const) {
+      const m = medians(tx.filter((s) => s.payload === payload && s.impl === impl))
+      txMed.set(`${payload}/${impl}`, m)
+      txRows.push([
+        `${payload} B`, impl, kpps(m.writtenPps), fmt(m.writtenPps / c.writtenPps, 2), fmt(m.nsPerPacket),
+        fmt(m.writerCore), fmt(m.otherCore), fmt(m.txErrors), fmt(m.backpressure), fmt(m.rssMiB, 1),
+      ])
+    }
+  }
+  const txHeader = ['payload', 'writer', 'written kpps', '× C', 'CPU ns/pkt', 'writer % core', 'other % core',
+    'errors', 'backpressure', 'RSS MiB']
+
+  const fixedDesc = PAYLOADS.map((p) => `${p} B: ${kpps(fixedRate.get(p)!)} kpps`).join(', ')
+  console.log(`\nReceive, sender at its maximum rate (medians of ${REPS}):`)
+  printTable(rxHeader, rxTable('max'))
+  console.log(`\nReceive, fixed offered load = ${FIXED_FRACTION} × C received at max (${fixedDesc}):`)
+  printTable(rxHeader, rxTable('fixed'))
+  console.log(`\nTransmit into the device (medians of ${REPS}):`)
+  printTable(txHeader, txRows)
+
+  const verdicts = targetVerdicts(rxRows)
+  console.log('\nTargets:')
+  for (const v of verdicts) console.log(`  ${v}`)
+  const notes = analysis(rxRows, txMed)
+  console.log('\nWhere the time goes:')
+  for (const n of notes) console.log(`  - ${n}`)
+
+  const md = [
+    '# tunkit benchmark results',
+    '',
+    `Produced by \`npm run bench\` (benchmark/bench.ts) on ${started.toISOString()}, in ${elapsed.toFixed(0)} s.`,
+    '',
+    `- Machine: ${machine.nproc} CPUs (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}`,
+    `- Load average when it started: ${load0.map((l) => l.toFixed(2)).join(' ')} (the CPUs are shared; see "other % core")`,
+    `- ${SECONDS} s per measurement, ${REPS} repetitions in rotating order, medians shown; one private network namespace`,
+    `- Sender: \`benchmark/c/flood\`, UDP with sendmmsg (64 per call) to 10.7.0.2:${UDP_PORT} through the device`,
+    '- Readers, each its own process: `benchmark/c/tunread` (blocking `read()` loop), `benchmark/reader.ts` ' +
+      '(tunkit `batches()` / `packets()`, counting packets and bytes)',
+    `- Devices: 10.7.0.1/24, MTU 1500, txqueuelen ${TUNKIT_TXQLEN} (tunkit's default; the C device gets the same with ` +
+      '`ip`), except the "qlen 500" row',
+    '',
+    'Columns: *offered* is what the sender got into the stack per second; *received* what the reader counted; ' +
+      '*drop %* = 1 − received/sent; *× C* = received pps over the C reader\'s in the same block; *CPU ns/pkt* = the ' +
+      'reader process\'s CPU time (user + system, all threads) per received packet; *% core* = CPU time over the run ' +
+      'in % of one core (*other* = the rest of the machine: other jobs, the driver, interrupts); *kernel drops* = the ' +
+      'device\'s tx_dropped (its queue to the reader was full); *rxStalls* = times tunkit\'s reader thread waited for ' +
+      'JavaScript; *pkts/batch* = packets per tunkit batch.',
+    '',
+    '## Receive, sender at its maximum rate',
+    '',
+    table(rxHeader, rxTable('max')),
+    '',
+    `## Receive, fixed offered load (${FIXED_FRACTION} × the C reader's maximum: ${fixedDesc})`,
+    '',
+    table(rxHeader, rxTable('fixed')),
+    '',
+    '## Transmit into the device',
+    '',
+    'The same UDP packet (to 10.7.0.3, which the host counts and drops) written for the whole run: one `write()` per ' +
+      'packet in C; `await tun.write(batch)` with 64 packets per call in tunkit, counted when its writer thread ' +
+      'had written them. *backpressure* = times `write()` had to wait for room.',
+    '',
+    table(txHeader, txRows),
+    '',
+    '## Targets',
+    '',
+    ...verdicts.map((v) => `- ${v}`),
+    '',
+    '## Where the time goes',
+    '',
+    ...notes.map((n) => `- ${n}`),
+    '',
+    '<details><summary>Every run</summary>',
+    '',
+    table(
+      ['payload', 'offered', 'reader', 'sent', 'received', 'drop %', 'ns/pkt', 'reader %', 'sender %', 'other %',
+        'kernel drops', 'rxStalls'],
+      rx.map((s) => [
+        `${s.payload} B`, s.rate ? `${kpps(s.rate)} kpps` : 'max', s.impl, String(s.sent), String(s.received),
+        fmt(s.dropPct, 2), fmt(s.nsPerPacket), fmt(s.readerCore), fmt(s.senderCore), fmt(s.otherCore),
+        String(s.kernelTxDropped), fmt(s.rxStalls),
+      ]),
+    ),
+    '',
+    table(
+      ['payload', 'writer', 'written', 'kpps', 'ns/pkt', 'writer %', 'other %', 'kernel rx at end'],
+      tx.map((s) => [
+        `${s.payload} B`, s.impl, String(s.written), kpps(s.writtenPps), fmt(s.nsPerPacket), fmt(s.writerCore),
+        fmt(s.otherCore), String(s.kernelRx),
+      ]),
+    ),
+    '',
+    '</details>',
+    '',
+  ].join('\n')
+  writeFileSync(join(HERE, 'RESULTS.md'), md)
+  console.log(`\nWrote benchmark/RESULTS.md (${elapsed.toFixed(0)} s).`)
+}
+
+/** The issue's targets: batches() ≥ 0.9× and packets() ≥ 0.8× the C loop's received pps at the same load. */
+function targetVerdicts(rows: { m: RxSample; ratio: number }[]): string[] {
+  const out: string[] = []
+  const goals: [RxImpl, number][] = [
+    ['tunkit batches()', 0.9],
+    ['tunkit packets()', 0.8],
+  ]
+  for (const { m, ratio } of rows) {
+    const goal = goals.find(([impl]) => impl === m.impl)
+    if (!goal) continue
+    const load = m.rate === 0 ? 'sender at max rate' : `fixed ${kpps(m.rate)} kpps`
+    const verdict =
+      ratio >= goal[1]
+        ? `met (${fmt(ratio, 2)}× ≥ ${goal[1]}×)`
+        : `MISSED by ${fmt((goal[1] - ratio) * 100, 0)} points (${fmt(ratio, 2)}× < ${goal[1]}×)`
+    out.push(`${m.impl}, ${m.payload} B, ${load}: ${verdict}`)
+  }
+  return out
+}
+
+/** Facts from the numbers that explain them: CPU budgets per packet and per core. */
+function analysis(rows: { m: RxSample; ratio: number }[], tx: Map<string, TxSample>): string[] {
+  const out: string[] = []
+  const find = (impl: RxImpl, payload: number, max: boolean) =>
+    rows.find(({ m }) => m.impl === impl && m.payload === payload && (m.rate === 0) === max)?.m
+  for (const payload of PAYLOADS) {
+    const c = find('C read()', payload, true)
+    const b = find('tunkit batches()', payload, true)
+    const p = find('tunkit packets()', payload, true)
+    if (!c || !b || !p) continue
+    out.push(
+      `${payload} B at max rate: the sender alone used ${fmt(c.senderCore)} % of a core with the C reader ` +
+        `(${kpps(c.offeredPps)} kpps offered) and ${fmt(b.senderCore)} / ${fmt(p.senderCore)} % with tunkit ` +
+        `batches() / packets() (${kpps(b.offeredPps)} / ${kpps(p.offeredPps)} kpps). Reader CPU per packet: C ` +
+        `${fmt(c.nsPerPacket)} ns, batches() ${fmt(b.nsPerPacket)} ns (${fmt(b.nsPerPacket / c.nsPerPacket, 2)}×), ` +
+        `packets() ${fmt(p.nsPerPacket)} ns (${fmt(p.nsPerPacket / c.nsPerPacket, 2)}×); reader + sender = ` +
+        `${fmt(c.readerCore + c.senderCore)} % (C), ${fmt(b.readerCore + b.senderCore)} % (batches), ` +
+        `${fmt(p.readerCore + p.senderCore)} % (packets) of the 200 % two cores give.`,
+    )
+  }
+  const q4096 = find('tunkit packets()', 64, true)
+  const q500 = find('tunkit packets() qlen 500', 64, true)
+  const f4096 = find('tunkit packets()', 64, false)
+  const f500 = find('tunkit packets() qlen 500', 64, false)
+  if (q4096 && q500 && f4096 && f500) {
+    out.push(
+      `Kernel queue length, tunkit packets() with 64 B: drops ${fmt(q500.dropPct, 2)} % with 500 against ` +
+        `${fmt(q4096.dropPct, 2)} % with 4096 at max rate, and ${fmt(f500.dropPct, 2)} % against ` +
+        `${fmt(f4096.dropPct, 2)} % at the fixed rate.`,
+    )
+  }
+  for (const payload of PAYLOADS) {
+    const c = tx.get(`${payload}/C write()`)
+    const t = tx.get(`${payload}/tunkit write() ×64`)
+    if (!c || !t) continue
+    out.push(
+      `Transmit ${payload} B: C ${kpps(c.writtenPps)} kpps at ${fmt(c.nsPerPacket)} ns/packet (${fmt(c.writerCore)} % ` +
+        `of a core), tunkit ${kpps(t.writtenPps)} kpps at ${fmt(t.nsPerPacket)} ns/packet (${fmt(t.writerCore)} %): ` +
+        'both pay one write() syscall per packet; tunkit adds a copy into its ring on the JavaScript thread.',
+    )
+  }
+  return out
+}
+
+await main()
