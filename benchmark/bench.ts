@@ -25,6 +25,7 @@ import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { packet } from '../index.js'
+import type { ThreadSplit } from './threads.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
@@ -44,6 +45,10 @@ const CHILD_TIMEOUT_MS = 20_000
 const TUNKIT_TXQLEN = 4096
 const KERNEL_DEFAULT_TXQLEN = 500
 const UDP_PORT = 9000
+/** Before each run, wait up to this long for the machine to be nearly idle (its CPUs are shared). */
+const QUIET_WAIT_MS = 2000
+/** "Nearly idle": less than this much CPU busy, in % of one core. */
+const QUIET_PCT = 20
 
 function positive(env: string, dflt: number): number {
   const v = Number(process.env[env] ?? dflt)
@@ -113,6 +118,19 @@ function cpuJiffies(): { busy: number; total: number } {
   return { busy: total - f[3]! - f[4]!, total }
 }
 const JIFFY_US = 10_000 // USER_HZ is 100 on Linux
+
+/** Waits, at most QUIET_WAIT_MS, for a 200 ms window in which the machine is nearly idle. */
+async function waitQuiet(): Promise<void> {
+  const deadline = performance.now() + QUIET_WAIT_MS
+  const ncpu = cpus().length
+  for (;;) {
+    const a = cpuJiffies()
+    await sleep(200)
+    const b = cpuJiffies()
+    const busyPct = (100 * (b.busy - a.busy)) / ((b.total - a.total) / ncpu || 1)
+    if (busyPct < QUIET_PCT || performance.now() >= deadline) return
+  }
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Child processes: line protocol on stdout ("READY", then one JSON line), bounded waits, cleanup by pid
@@ -247,6 +265,7 @@ interface ChildReport {
   userUs: number
   sysUs: number
   maxRssKiB: number
+  threads?: ThreadSplit
   stats?: { rxStalls: number; rxBatches: number; txBackpressure: number; txErrors: number }
 }
 
@@ -291,6 +310,10 @@ interface RxSample {
   readerCore: number
   senderCore: number
   otherCore: number
+  /** tunkit only: the reader's CPU split into its JavaScript thread, tunkit's reader thread and the rest (V8). */
+  jsCore: number
+  rxThreadCore: number
+  v8Core: number
   kernelTxDropped: number
   rxStalls: number
   packetsPerBatch: number
@@ -340,11 +363,15 @@ async function rxRun(impl: RxImpl, payload: number, rate: number): Promise<RxSam
       received: r.packets,
       offeredPps: f.sent / f.seconds,
       receivedPps: r.packets / f.seconds,
-      dropPct: f.sent > 0 ? (100 * (f.sent - r.packets)) / f.sent : 0,
+      // The reader may count a packet or two more than were sent: the kernel's own (IPv6 router solicitations).
+      dropPct: f.sent > 0 ? Math.max(0, (100 * (f.sent - r.packets)) / f.sent) : 0,
       nsPerPacket: r.packets > 0 ? (readerUs * 1000) / r.packets : NaN,
       readerCore: (100 * readerUs) / windowUs,
       senderCore: (100 * senderUs) / windowUs,
       otherCore: Math.max(0, (100 * (busyUs - readerUs - senderUs)) / windowUs),
+      jsCore: r.threads ? (100 * r.threads.jsUs) / windowUs : NaN,
+      rxThreadCore: r.threads ? (100 * r.threads.rxUs) / windowUs : NaN,
+      v8Core: r.threads ? (100 * (r.threads.otherUs + r.threads.txUs)) / windowUs : NaN,
       kernelTxDropped: dev.txDropped,
       rxStalls: r.stats?.rxStalls ?? NaN,
       packetsPerBatch: r.stats && r.stats.rxBatches > 0 ? r.packets / r.stats.rxBatches : NaN,
@@ -367,6 +394,9 @@ interface TxSample {
   nsPerPacket: number
   writerCore: number
   otherCore: number
+  /** tunkit only: the writer's CPU split into its JavaScript thread, tunkit's writer thread and the rest. */
+  jsCore: number
+  txThreadCore: number
   /** Packets the kernel counted as received on the device when the writer was done (a cross-check). */
   kernelRx: number
   txErrors: number
@@ -408,6 +438,8 @@ async function txRun(impl: TxImpl, payload: number): Promise<TxSample> {
       nsPerPacket: w.packets > 0 ? (us * 1000) / w.packets : NaN,
       writerCore: (100 * us) / (w.seconds * 1e6),
       otherCore: Math.max(0, (100 * (busyUs - us)) / (w.seconds * 1e6)),
+      jsCore: w.threads ? (100 * w.threads.jsUs) / (w.seconds * 1e6) : NaN,
+      txThreadCore: w.threads ? (100 * w.threads.txUs) / (w.seconds * 1e6) : NaN,
       kernelRx: dev.rxPackets,
       txErrors: w.errors ?? 0,
       backpressure: w.stats?.txBackpressure ?? NaN,
@@ -445,6 +477,7 @@ function rotate<T>(order: readonly T[], rep: number): T[] {
 
 const fmt = (x: number, digits = 0) => (Number.isNaN(x) ? '–' : x.toFixed(digits))
 const kpps = (x: number) => fmt(x / 1000, 1)
+const split = (...xs: number[]) => (xs.some(Number.isNaN) ? '–' : xs.map((x) => fmt(x)).join(' / '))
 
 function table(header: string[], rows: string[][]): string {
   const lines = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`)
@@ -500,6 +533,7 @@ async function main(): Promise<void> {
       for (let rep = 0; rep < REPS; rep++) {
         for (const impl of rotate(rxImpls(payload), rep)) {
           progress(`rx ${payload} B ${phase} ${impl}`)
+          await waitQuiet()
           rx.push(await rxRun(impl, payload, rate))
         }
       }
@@ -510,6 +544,7 @@ async function main(): Promise<void> {
     for (let rep = 0; rep < REPS; rep++) {
       for (const impl of rotate(['C write()', 'tunkit write() ×64'] as const, rep)) {
         progress(`tx ${payload} B ${impl}`)
+        await waitQuiet()
         tx.push(await txRun(impl, payload))
       }
     }
@@ -531,14 +566,14 @@ async function main(): Promise<void> {
   }
   const rxHeader = [
     'payload', 'reader', 'offered kpps', 'received kpps', 'drop %', '× C', 'CPU ns/pkt', 'reader % core',
-    'sender % core', 'other % core', 'kernel drops', 'rxStalls', 'pkts/batch', 'RSS MiB',
+    'JS / rx / V8 % core', 'sender % core', 'other % core', 'kernel drops', 'rxStalls', 'pkts/batch', 'RSS MiB',
   ]
   const rxTable = (phase: 'max' | 'fixed') =>
     rxRows
       .filter(({ m }) => (phase === 'max') === (m.rate === 0))
       .map(({ m, ratio }) => [
         `${m.payload} B`, m.impl, kpps(m.offeredPps), kpps(m.receivedPps), fmt(m.dropPct, 2), fmt(ratio, 2),
-        fmt(m.nsPerPacket), fmt(m.readerCore), fmt(m.senderCore), fmt(m.otherCore), fmt(m.kernelTxDropped),
+        fmt(m.nsPerPacket), fmt(m.readerCore), split(m.jsCore, m.rxThreadCore, m.v8Core), fmt(m.senderCore), fmt(m.otherCore), fmt(m.kernelTxDropped),
         fmt(m.rxStalls), fmt(m.packetsPerBatch, 1), fmt(m.rssMiB, 1),
       ])
 
@@ -551,11 +586,12 @@ async function main(): Promise<void> {
       txMed.set(`${payload}/${impl}`, m)
       txRows.push([
         `${payload} B`, impl, kpps(m.writtenPps), fmt(m.writtenPps / c.writtenPps, 2), fmt(m.nsPerPacket),
-        fmt(m.writerCore), fmt(m.otherCore), fmt(m.txErrors), fmt(m.backpressure), fmt(m.rssMiB, 1),
+        fmt(m.writerCore), split(m.jsCore, m.txThreadCore), fmt(m.otherCore), fmt(m.txErrors), fmt(m.backpressure), fmt(m.rssMiB, 1),
       ])
     }
   }
-  const txHeader = ['payload', 'writer', 'written kpps', '× C', 'CPU ns/pkt', 'writer % core', 'other % core',
+  const txHeader = ['payload', 'writer', 'written kpps', '× C', 'CPU ns/pkt', 'writer % core', 'JS / tx % core',
+    'other % core',
     'errors', 'backpressure', 'RSS MiB']
 
   const fixedDesc = PAYLOADS.map((p) => `${p} B: ${kpps(fixedRate.get(p)!)} kpps`).join(', ')

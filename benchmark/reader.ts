@@ -6,10 +6,11 @@
  *
  * Creates the device with tunkit (address 10.7.0.1/24, MTU 1500, the given kernel queue length, link up), starts
  * iterating, and prints `READY`. Counts packets and bytes until SIGTERM (or <max-seconds>), then prints one JSON
- * line with the counts, the CPU time of the whole process (all threads) since READY, its peak RSS and
- * `tun.stats()` taken before closing.
+ * line with the counts, the CPU time of the whole process (all threads) since READY and its split by thread, its
+ * peak RSS and `tun.stats()` taken before closing.
  */
 import { Tun, type TunStats } from '../index.js'
+import { threadSplit, threadTimes } from './threads.js'
 
 const [mode, name, qlenArg, maxArg] = process.argv.slice(2)
 if ((mode !== 'packets' && mode !== 'batches') || !name || !qlenArg || !maxArg) {
@@ -54,12 +55,14 @@ process.once('SIGINT', finish)
 const safety = setTimeout(finish, maxSeconds * 1000)
 safety.unref()
 
+const threads0 = threadTimes()
 const cpu0 = process.cpuUsage()
 const t0 = performance.now()
 const loop = consume(stop.signal)
 process.stdout.write('READY\n')
 await loop
 const cpu = process.cpuUsage(cpu0)
+const threads = threadSplit(threads0, threadTimes())
 const seconds = (performance.now() - t0) / 1000
 clearTimeout(safety)
 process.stdout.write(
@@ -70,6 +73,7 @@ process.stdout.write(
     userUs: cpu.user,
     sysUs: cpu.system,
     maxRssKiB: process.resourceUsage().maxRSS,
+    threads,
     stats,
   }) + '\n',
 )

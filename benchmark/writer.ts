@@ -12,6 +12,7 @@
 import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Tun } from '../index.js'
+import { threadSplit, threadTimes } from './threads.js'
 
 const [name, secondsArg, hex, maxArg] = process.argv.slice(2)
 if (!name || !secondsArg || !hex) {
@@ -31,6 +32,7 @@ const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
 process.stdout.write('READY\n')
 await lines.next()
 
+const threads0 = threadTimes()
 const cpu0 = process.cpuUsage()
 const t0 = performance.now()
 const deadline = t0 + seconds * 1000
@@ -42,6 +44,7 @@ while (writes < maxWrites && performance.now() < deadline) {
 const elapsed = (performance.now() - t0) / 1000
 const stats = tun.stats()
 const cpu = process.cpuUsage(cpu0)
+const threads = threadSplit(threads0, threadTimes())
 process.stdout.write(
   JSON.stringify({
     packets: stats.txPackets,
@@ -51,12 +54,15 @@ process.stdout.write(
     userUs: cpu.user,
     sysUs: cpu.system,
     maxRssKiB: process.resourceUsage().maxRSS,
+    threads,
     stats,
   }) + '\n',
 )
 // Hold the device until the caller has read its counters (stdin closes), for 30 s at most.
 const stdinEnd = (async () => {
-  while (!(await lines.next()).done);
+  while (!(await lines.next()).done) {
+    // Nothing more is expected; wait for the end.
+  }
 })()
 await Promise.race([stdinEnd, sleep(30_000)])
 await tun.close()
