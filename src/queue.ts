@@ -146,6 +146,9 @@ export class PacketQueue {
         }
         if (ab === undefined) return null
         await this.#waitReadable(signal)
+        // Waiting went through the event loop: that counts as a yield.
+        this.#batchesSinceYield = 0
+        this.#lastYield = performance.now()
       }
     } finally {
       this.#reading = false

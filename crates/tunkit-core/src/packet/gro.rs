@@ -279,6 +279,12 @@ impl Coalescer {
     let first = packet(input, &self.offsets, item.first as usize);
     let pkt = packet(input, &self.offsets, i);
     let count = item.count as usize;
+    // IPv4 identification that `split` would give this segment.
+    let want_id = if st.fixed_id {
+      0
+    } else {
+      f.id.wrapping_add(count as u16)
+    };
     let fits = c.tcp == f.tcp
       && c.hdr_len == f.hdr_len
       && c.payload <= st.gso_size
@@ -286,16 +292,7 @@ impl Coalescer {
       && (c.tcp || count < opts.max_udp_segments)
       && (!c.tcp || c.seq == st.next_seq)
       && match c.family {
-        Family::V4 => {
-          first[1] == pkt[1]
-            && first[6..9] == pkt[6..9]
-            && c.id
-              == if st.fixed_id {
-                0
-              } else {
-                f.id.wrapping_add(count as u16)
-              }
-        }
+        Family::V4 => first[1] == pkt[1] && first[6..9] == pkt[6..9] && c.id == want_id,
         Family::V6 => first[0..4] == pkt[0..4] && first[7] == pkt[7],
       }
       && (!c.tcp || same_tcp_fields(&first[f.l4..f.hdr_len], &pkt[f.l4..f.hdr_len]));
