@@ -9,6 +9,12 @@ pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod linux;
 
+#[cfg(windows)]
+pub mod windows;
+
+#[cfg(target_os = "macos")]
+pub mod macos;
+
 /// Creates (or, with `open_existing`, attaches to) the device `cfg` describes on this platform.
 pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
   cfg.validate()?;
@@ -16,7 +22,15 @@ pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
   {
     linux::open(cfg)
   }
-  #[cfg(not(target_os = "linux"))]
+  #[cfg(windows)]
+  {
+    windows::open(cfg)
+  }
+  #[cfg(target_os = "macos")]
+  {
+    macos::open(cfg)
+  }
+  #[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
   {
     Err(crate::error::Error::unsupported("creating a device"))
   }
