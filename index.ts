@@ -6,6 +6,7 @@
 export { Tun, DEFAULT_TX_QUEUE_LENGTH } from './src/tun.js'
 export type { TunOptions, RouteSpec, AddressInfo, TunStats, LinkState } from './src/tun.js'
 export type { RingOptions, IterateOptions, QueueStats } from './src/queue.js'
+export type { OffloadOptions } from './src/native.js'
 export { TunError } from './src/errors.js'
 export type { TunErrorCode } from './src/errors.js'
 export * as packet from './src/packet.js'

@@ -1,6 +1,6 @@
 // The iterator, ring, backpressure, close and error paths, on the in-memory device pair: no privileges needed.
 import test from 'ava'
-import { Tun, TunError } from '../index.ts'
+import { Tun, TunError, type TunErrorCode } from '../index.ts'
 
 function ipv4(len: number, tag: number): Buffer {
   const b = Buffer.alloc(len, tag & 0xff)
@@ -175,7 +175,7 @@ test('a second concurrent reader gets ERR_TUN_CONCURRENT_READ', async (t) => {
 test('bad packets reject with typed errors and nothing of their batch is sent; queued packets are not lost', async (t) => {
   const [a, b] = Tun.createMemoryPair({ mtu: 1000 })
   await a.write([ipv4(100, 1), ipv4(100, 2)])
-  const cases: [Uint8Array | Uint8Array[], string][] = [
+  const cases: [Uint8Array | Uint8Array[], TunErrorCode][] = [
     [Buffer.alloc(0), 'ERR_TUN_INVALID_PACKET'],
     [Buffer.from([0x70, 0, 0, 0]), 'ERR_TUN_INVALID_PACKET'],
     [[ipv4(100, 3), Buffer.from([0x10])], 'ERR_TUN_INVALID_PACKET'],
@@ -222,7 +222,7 @@ test('wrong argument types reject with ERR_TUN_INVALID_ARGUMENT', async (t) => {
 })
 
 test('configuration is validated before any syscall (no privileges needed)', async (t) => {
-  const cases: [Parameters<typeof Tun.create>[0], string][] = [
+  const cases: [Parameters<typeof Tun.create>[0], TunErrorCode][] = [
     [{ name: '' }, 'ERR_TUN_INVALID_NAME'],
     [{ name: 'a-very-long-name0' }, 'ERR_TUN_INVALID_NAME'],
     [{ name: 'bad/name' }, 'ERR_TUN_INVALID_NAME'],

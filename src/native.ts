@@ -21,6 +21,17 @@ export interface NativeDeviceOptions {
   mac?: string
   openExisting?: boolean
   netns?: string
+  offload?: boolean | OffloadOptions
+}
+
+/** Kernel offload switches (Linux). */
+export interface OffloadOptions {
+  /** TCP segmentation and checksum offload (TSO4/TSO6). Default true. */
+  tcp?: boolean
+  /** UDP segmentation offload (USO, Linux 6.2+). Default true where the kernel has it. */
+  udp?: boolean
+  /** Pass super-packets through with their 10-byte virtio-net header instead of splitting/coalescing. Default false. */
+  raw?: boolean
 }
 
 export interface NativeRoute {
@@ -79,12 +90,14 @@ export interface NativeRingStats {
   txErrors: number
   txBackpressure: number
   txQueuedBytes: number
+  backend: Record<string, number>
 }
 
 /** Event codes the ring sends to `onEvent`. */
 export const EVENT_READABLE = 1
 export const EVENT_WRITABLE = 2
 export const EVENT_ENDED = 3
+export const EVENT_NOTICE = 4
 
 export interface NativeBinding {
   triple: string
@@ -111,6 +124,7 @@ export interface NativeBinding {
   setRef(q: QueueHandle, ref: boolean): void
   queueStats(q: QueueHandle): NativeRingStats
   takeWriteError(q: QueueHandle): { code: string; message: string; errno?: number; syscall?: string } | undefined
+  takeNotices(q: QueueHandle): string[]
   closeQueue(q: QueueHandle): void
 }
 

@@ -3,7 +3,7 @@
  * queue that applies backpressure, and the iterators. Internal; `Tun` exposes it.
  */
 import { setImmediate as immediate } from 'node:timers/promises'
-import { binding, EVENT_WRITABLE, type DeviceHandle, type NativeRingOptions, type QueueHandle } from './native.js'
+import { binding, EVENT_NOTICE, EVENT_WRITABLE, type DeviceHandle, type NativeRingOptions, type QueueHandle } from './native.js'
 import { abortError, native, TunError } from './errors.js'
 
 /** Sizes and budgets of a queue's packet rings. Every field is optional; the defaults suit most uses. */
@@ -52,6 +52,8 @@ export interface QueueStats {
   txBackpressure: number
   /** Bytes queued for the device now. */
   txQueuedBytes: number
+  /** Counters of the platform backend, when it has any (offload on Linux: super-packets split and coalesced, fallbacks). */
+  backend: Record<string, number>
 }
 
 /** One batch as the ring hands it over: one buffer with packets back to back from `offset`, and their lengths. */
@@ -100,6 +102,9 @@ export class PacketQueue {
   #onEvent(code: number): void {
     if (code === EVENT_WRITABLE) {
       this.#pumpWrites()
+    } else if (code === EVENT_NOTICE) {
+      if (this.#closed) return
+      for (const msg of binding.takeNotices(this.#h)) process.emitWarning(`${this.#label}: ${msg}`, { code: 'TUNKIT_NOTICE' })
     } else {
       const w = this.#readWaiter
       this.#readWaiter = null

@@ -1,4 +1,4 @@
-import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink } from './native.js'
+import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink, type OffloadOptions } from './native.js'
 import { native, TunError } from './errors.js'
 import {
   batchBuffers,
@@ -63,6 +63,14 @@ export interface TunOptions {
   mac?: string
   /** Network namespace to create the device in: a path like `/run/netns/blue` or `/proc/<pid>/ns/net`. */
   netns?: string
+  /**
+   * Kernel offload (Linux, `IFF_VNET_HDR`): the kernel hands over TCP/UDP super-packets of up to 64 KiB, which the
+   * reader thread splits into ordinary packets, and the writer thread coalesces consecutive segments of a flow into
+   * super-packets, so one syscall carries many packets. `true` turns on TCP and UDP; `{ tcp, udp }` picks; `raw: true`
+   * passes super-packets through with their 10-byte virtio-net header. If the kernel refuses, tunkit turns the failing
+   * part off, keeps every packet, and emits one process warning (code `TUNKIT_NOTICE`).
+   */
+  offload?: boolean | OffloadOptions
   /** Ring sizes and budgets of every queue. */
   ring?: RingOptions
 }
@@ -87,7 +95,7 @@ export interface LinkState {
 
 const KNOWN_OPTIONS = new Set([
   'name', 'mode', 'addresses', 'routes', 'mtu', 'up', 'txQueueLength', 'queues', 'persist', 'owner', 'group', 'mac',
-  'netns', 'ring',
+  'netns', 'ring', 'offload',
 ])
 const KNOWN_RING_OPTIONS = new Set(['ringBatches', 'batchPackets', 'slabBytes', 'memoryBudget', 'txRingBytes', 'closeFlushMs'])
 
@@ -275,7 +283,11 @@ export class Tun implements AsyncDisposable {
     const q = this.#queue().stats()
     for (const other of this.#queues.slice(1)) {
       const s = other.stats()
-      for (const k of Object.keys(s) as (keyof QueueStats)[]) if (typeof s[k] === 'number') q[k] += s[k]
+      for (const k of Object.keys(s) as (keyof QueueStats)[]) {
+        const v = s[k]
+        if (typeof v === 'number') (q[k] as number) += v
+      }
+      for (const [k, v] of Object.entries(s.backend)) q.backend[k] = (q.backend[k] ?? 0) + v
     }
     const kernel = this.#closed
       ? { rxPackets: 0, txPackets: 0, rxBytes: 0, txBytes: 0, rxDropped: 0, txDropped: 0, rxErrors: 0, txErrors: 0 }

@@ -28,11 +28,12 @@ const reason = await probe()
 const required = process.env.TUNKIT_REQUIRE_DEVICE === '1'
 
 /** `test.serial` when devices can be created; otherwise a skip with the reason, or a failure when required. */
-export const deviceTest: typeof test.serial = ((title: string, impl: Parameters<typeof test.serial>[1]) => {
+type Impl = (t: import('ava').ExecutionContext) => Promise<void> | void
+export const deviceTest = (title: string, impl: Impl): void => {
   if (reason === null) return test.serial(title, impl)
   if (required) return test.serial(title, (t) => t.fail(`TUNKIT_REQUIRE_DEVICE=1 but ${reason}`))
   return test.serial.skip(`${title} (skipped: ${reason})`, impl)
-}) as never
+}
 
 export const canCreateDevices = reason === null
 

@@ -80,6 +80,18 @@ pub trait Queue: Send + Sync {
   /// Unblocks `read_batch` and `write_batch` for good (they then return `Closed`). Idempotent, callable from any
   /// thread.
   fn wake(&self);
+
+  /// Backend-specific counters (for example offload: super-packets split, segments coalesced, fallbacks), named in
+  /// camelCase as JavaScript shows them. Called from the consumer's thread; must be cheap.
+  fn counters(&self) -> Vec<(&'static str, u64)> {
+    Vec::new()
+  }
+
+  /// A one-time notice for the user (for example "offload turned off for writes: the kernel refused"). The ring
+  /// checks after every batch and forwards it; implementations return each notice once.
+  fn take_notice(&self) -> Option<String> {
+    None
+  }
 }
 
 /// Counters the OS keeps for the interface.

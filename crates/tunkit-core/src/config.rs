@@ -154,6 +154,24 @@ impl RouteSpec {
   }
 }
 
+/// Kernel offload (Linux `IFF_VNET_HDR`): the kernel hands over and accepts TCP/UDP super-packets of up to 64 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+  /// TCP segmentation offload (TSO4/TSO6) and checksum offload.
+  pub tcp: bool,
+  /// UDP segmentation offload (USO4/USO6, Linux 6.2 and later).
+  pub udp: bool,
+  /// Hand super-packets to the consumer as they are, each prefixed with its 10-byte virtio-net header, and expect
+  /// the same on write, instead of splitting on read and coalescing on write.
+  pub raw: bool,
+}
+
+impl Default for Offload {
+  fn default() -> Self {
+    Offload { tcp: true, udp: true, raw: false }
+  }
+}
+
 /// Everything `Tun.create` accepts.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceConfig {
@@ -181,6 +199,8 @@ pub struct DeviceConfig {
   /// Network namespace to create the device in or attach from: a path such as `/run/netns/NAME` or
   /// `/proc/PID/ns/net`.
   pub netns: Option<String>,
+  /// Kernel offload; `None` (the default) opens the device without virtio-net headers.
+  pub offload: Option<Offload>,
 }
 
 impl DeviceConfig {
@@ -207,6 +227,11 @@ impl DeviceConfig {
     }
     if self.mac.is_some() && self.mode != Mode::Tap {
       return Err(Error::new(ErrorKind::InvalidArgument, "mac is only for mode 'tap'"));
+    }
+    if let Some(o) = self.offload {
+      if self.mode == Mode::Tap && !o.raw {
+        return Err(Error::new(ErrorKind::Unsupported, "offload on TAP devices is only available with raw: true"));
+      }
     }
     if let Some(mac) = self.mac {
       if mac[0] & 1 == 1 {

@@ -85,6 +85,8 @@ pub enum RingEvent {
   Writable = 2,
   /// The reader stopped (close or a fatal error) while the consumer was waiting.
   Ended = 3,
+  /// The backend raised a notice ([`PacketRing::take_notices`]). Sent unarmed, once per notice.
+  Notice = 4,
 }
 
 /// The result of a non-blocking pull.
@@ -98,7 +100,7 @@ pub enum Pull {
 }
 
 /// Counters of one ring. All are monotonic except the `*_queued`/`*_live` gauges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RingStats {
   pub rx_packets: u64,
   pub rx_bytes: u64,
@@ -115,6 +117,8 @@ pub struct RingStats {
   /// Times `send` refused a batch for lack of room (backpressure).
   pub tx_backpressure: u64,
   pub tx_queued_bytes: u64,
+  /// The backend's own counters ([`Queue::counters`]).
+  pub backend: Vec<(&'static str, u64)>,
 }
 
 /// Free slabs, and the count of every slab not free, against the memory budget.
@@ -269,6 +273,7 @@ struct Shared {
   notify: Notify,
   closing: AtomicBool,
   last_tx_error: Mutex<Option<Error>>,
+  notices: Mutex<Vec<String>>,
 }
 
 /// One queue's ring and its two threads.
@@ -309,6 +314,7 @@ impl PacketRing {
       notify,
       closing: AtomicBool::new(false),
       last_tx_error: Mutex::new(None),
+      notices: Mutex::new(Vec::new()),
     });
     let spawn = |name: &str, f: fn(Arc<Shared>, Arc<dyn Queue>)| {
       let (s, q) = (shared.clone(), queue.clone());
@@ -391,6 +397,7 @@ impl PacketRing {
     let c = &s.counters;
     let queued = lock(&s.rx).batches.len() as u64;
     let tx_queued = lock(&s.tx).bytes as u64;
+    let backend = lock(&self.queue).as_ref().map(|q| q.counters()).unwrap_or_default();
     RingStats {
       rx_packets: c.rx_packets.load(Relaxed),
       rx_bytes: c.rx_bytes.load(Relaxed),
@@ -404,7 +411,13 @@ impl PacketRing {
       tx_errors: c.tx_errors.load(Relaxed),
       tx_backpressure: c.tx_backpressure.load(Relaxed),
       tx_queued_bytes: tx_queued,
+      backend,
     }
+  }
+
+  /// Notices the backend raised (each once), oldest first.
+  pub fn take_notices(&self) -> Vec<String> {
+    std::mem::take(&mut *lock(&self.shared.notices))
   }
 
   /// The last error the device gave for an outgoing packet, if any (taken: a second call returns `None`).
@@ -474,6 +487,7 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
         break if e.kind() == ErrorKind::Closed { None } else { Some(e) };
       }
     }
+    forward_notice(&s, &*queue);
     let c = &s.counters;
     c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
     c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
@@ -518,6 +532,7 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     drop(tx);
 
     let result = queue.write_batch(&batch);
+    forward_notice(&s, &*queue);
     let closed = match result {
       Ok(report) => {
         record_write(&s, report);
@@ -561,6 +576,13 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
   s.tx_cv.notify_all();
   if wake {
     (s.notify)(RingEvent::Writable);
+  }
+}
+
+fn forward_notice(s: &Shared, queue: &dyn Queue) {
+  if let Some(n) = queue.take_notice() {
+    lock(&s.notices).push(n);
+    (s.notify)(RingEvent::Notice);
   }
 }
 

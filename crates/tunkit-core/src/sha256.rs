@@ -23,7 +23,9 @@ const K: [u32; 64] = [
 ];
 
 /// Initial hash value: the first 32 bits of the fractional parts of the square roots of the first 8 primes.
-const H0: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+const H0: [u32; 8] = [
+  0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 /// An incremental SHA-256 computation: feed bytes with [`Sha256::update`], then take the digest with
 /// [`Sha256::finish`].
@@ -45,7 +47,12 @@ impl Default for Sha256 {
 
 impl Sha256 {
   pub fn new() -> Sha256 {
-    Sha256 { state: H0, block: [0; 64], block_len: 0, total: 0 }
+    Sha256 {
+      state: H0,
+      block: [0; 64],
+      block_len: 0,
+      total: 0,
+    }
   }
 
   /// Appends `data` to the message.
@@ -65,7 +72,10 @@ impl Sha256 {
     }
     let mut blocks = data.chunks_exact(64);
     for b in &mut blocks {
-      compress(&mut self.state, b.try_into().expect("chunks_exact yields 64-byte blocks"));
+      compress(
+        &mut self.state,
+        b.try_into().expect("chunks_exact yields 64-byte blocks"),
+      );
     }
     let rest = blocks.remainder();
     self.block[..rest.len()].copy_from_slice(rest);
@@ -107,7 +117,11 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
   for i in 0..64 {
     let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
     let ch = (e & f) ^ (!e & g);
-    let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
+    let t1 = h
+      .wrapping_add(s1)
+      .wrapping_add(ch)
+      .wrapping_add(K[i])
+      .wrapping_add(w[i]);
     let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
     let maj = (a & b) ^ (a & c) ^ (b & c);
     let t2 = s0.wrapping_add(maj);
@@ -178,7 +192,10 @@ pub fn parse_sums(text: &str) -> Result<Vec<(Digest, &str)>, String> {
     }
     let bad = || format!("line {}: expected '<sha256 hex>  <path>', got {line:?}", no + 1);
     let (hex, rest) = line.split_at_checked(64).ok_or_else(bad)?;
-    let path = rest.strip_prefix("  ").or_else(|| rest.strip_prefix(" *")).ok_or_else(bad)?;
+    let path = rest
+      .strip_prefix("  ")
+      .or_else(|| rest.strip_prefix(" *"))
+      .ok_or_else(bad)?;
     let digest = parse_hex(hex).ok_or_else(bad)?;
     if path.is_empty() {
       return Err(bad());
@@ -204,18 +221,27 @@ mod tests {
   // FIPS 180-2, appendix B (and the empty message).
   #[test]
   fn fips_180_2_vectors() {
-    assert_eq!(hex_of(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+      hex_of(b"abc"),
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
     assert_eq!(
       hex_of(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
     );
-    assert_eq!(hex_of(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+      hex_of(b""),
+      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
     let mut h = Sha256::new();
     let chunk = [b'a'; 1000];
     for _ in 0..1000 {
       h.update(&chunk);
     }
-    assert_eq!(to_hex(&h.finish()), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    assert_eq!(
+      to_hex(&h.finish()),
+      "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+    );
   }
 
   #[test]
@@ -253,7 +279,12 @@ mod tests {
     assert_eq!(lookup(&sums, "dir/a.bin"), Some(digest(b"abc")));
     assert_eq!(lookup(&sums, "b.bin"), Some(digest(b"abc")));
     assert_eq!(lookup(&sums, "c.bin"), None);
-    for bad in [format!("{abc} a.bin"), format!("{abc}  "), "xyz  a.bin".to_string(), abc[..60].to_string()] {
+    for bad in [
+      format!("{abc} a.bin"),
+      format!("{abc}  "),
+      "xyz  a.bin".to_string(),
+      abc[..60].to_string(),
+    ] {
       assert!(parse_sums(&bad).is_err(), "{bad:?}");
     }
   }
@@ -263,8 +294,13 @@ mod tests {
   fn pinned_wintun_listing() {
     let sums = parse_sums(include_str!("../../../wintun.sha256")).unwrap();
     for arch in ["amd64", "arm64"] {
-      assert!(lookup(&sums, &format!("wintun/bin/{arch}/wintun.dll")).is_some(), "{arch}");
+      assert!(
+        lookup(&sums, &format!("wintun/bin/{arch}/wintun.dll")).is_some(),
+        "{arch}"
+      );
     }
-    assert!(sums.iter().any(|(_, p)| p.starts_with("wintun-") && p.ends_with(".zip")));
+    assert!(sums
+      .iter()
+      .any(|(_, p)| p.starts_with("wintun-") && p.ends_with(".zip")));
   }
 }

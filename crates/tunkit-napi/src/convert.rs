@@ -4,7 +4,7 @@
 use crate::sys::api::{type_error, Env, JsResult, Value};
 use std::time::Duration;
 use tunkit_core::backend::LinkInfo;
-use tunkit_core::config::{format_mac, parse_mac, DeviceConfig, IpCidr, Mode, RouteSpec};
+use tunkit_core::config::{format_mac, parse_mac, DeviceConfig, IpCidr, Mode, Offload, RouteSpec};
 use tunkit_core::ring::{RingConfig, RingStats};
 
 /// `obj[key]`, or `None` when it is `undefined`/`null`.
@@ -64,6 +64,9 @@ pub fn device_config(env: Env, opts: Value) -> JsResult<DeviceConfig> {
       cfg.addresses.push(s.parse::<IpCidr>()?);
     }
   }
+  if let Some(v) = field(env, opts, "offload")? {
+    cfg.offload = offload(env, v)?;
+  }
   if let Some(v) = field(env, opts, "routes")? {
     if !env.is_array(v)? {
       return Err(type_error("routes must be an array of route objects"));
@@ -73,6 +76,22 @@ pub fn device_config(env: Env, opts: Value) -> JsResult<DeviceConfig> {
     }
   }
   Ok(cfg)
+}
+
+/// `offload: true | false | { tcp?, udp?, raw? }`.
+fn offload(env: Env, v: Value) -> JsResult<Option<Offload>> {
+  if env.type_of(v)? == crate::sys::NAPI_BOOLEAN {
+    return Ok(env.to_bool(v, "offload")?.then(Offload::default));
+  }
+  if !env.is_object(v)? {
+    return Err(type_error("offload must be a boolean or { tcp?, udp?, raw? }"));
+  }
+  let d = Offload::default();
+  Ok(Some(Offload {
+    tcp: opt_bool(env, v, "tcp")?.unwrap_or(d.tcp),
+    udp: opt_bool(env, v, "udp")?.unwrap_or(d.udp),
+    raw: opt_bool(env, v, "raw")?.unwrap_or(d.raw),
+  }))
 }
 
 /// `{ to, via?, metric?, table? }`.
@@ -195,5 +214,10 @@ pub fn ring_stats_to_js(env: Env, s: &RingStats) -> JsResult<Value> {
   ] {
     env.set(o, key, env.number(v as f64)?)?;
   }
+  let b = env.object()?;
+  for (key, v) in &s.backend {
+    env.set(b, key, env.number(*v as f64)?)?;
+  }
+  env.set(o, "backend", b)?;
   Ok(o)
 }

@@ -240,7 +240,8 @@ pub fn close_device(cx: &CallContext) -> JsResult<Value> {
 }
 
 /// `openQueue(dev, index, ringOptions, onEvent)`: starts the ring of one queue. `onEvent(code)` receives 1
-/// (readable), 2 (writable) or 3 (ended), only after a `pull` or `send` armed it.
+/// (readable), 2 (writable) or 3 (ended), only after a `pull` or `send` armed it, and 4 when the backend raised a
+/// notice (see `takeNotices`).
 pub fn open_queue(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let h = dev(cx)?;
@@ -388,6 +389,13 @@ pub fn take_write_error(cx: &CallContext) -> JsResult<Value> {
       Ok(o)
     }
   }
+}
+
+/// `takeNotices(queue)`: the backend's notices since the last call (event `4` says there are some).
+pub fn take_notices(cx: &CallContext) -> JsResult<Value> {
+  let q = queue(cx)?;
+  let items = q.ring.take_notices().iter().map(|n| cx.env.string(n)).collect::<JsResult<Vec<_>>>()?;
+  cx.env.array_of(&items)
 }
 
 /// `closeQueue(queue)`: flushes queued writes (bounded), stops the threads, closes the queue's fd. Idempotent.

@@ -33,6 +33,7 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("setRef", device::set_ref),
   ("queueStats", device::queue_stats),
   ("takeWriteError", device::take_write_error),
+  ("takeNotices", device::take_notices),
   ("closeQueue", device::close_queue),
 ];
 

@@ -28,9 +28,19 @@ pub struct WintunQueue {
 
 impl WintunQueue {
   pub fn new(session: Session, name: &str) -> Result<WintunQueue> {
-    let wake_event = sys::create_event(true)
-      .map_err(|e| win_error("CreateEventW", &e, format_args!("creating the wake-up event of {name}")))?;
-    Ok(WintunQueue { session, wake_event, woken: AtomicBool::new(false), name: name.to_string() })
+    let wake_event = sys::create_event(true).map_err(|e| {
+      win_error(
+        "CreateEventW",
+        &e,
+        format_args!("creating the wake-up event of {name}"),
+      )
+    })?;
+    Ok(WintunQueue {
+      session,
+      wake_event,
+      woken: AtomicBool::new(false),
+      name: name.to_string(),
+    })
   }
 
   fn closed(&self, op: &str) -> Error {
@@ -75,13 +85,22 @@ impl Queue for WintunQueue {
       if let Some(e) = err {
         return Err(match sys::code_of(&e) {
           code::ERROR_HANDLE_EOF => self.closed("read"),
-          _ => win_error("WintunReceivePacket", &e, format_args!("reading from {}", self.name)),
+          _ => win_error(
+            "WintunReceivePacket",
+            &e,
+            format_args!("reading from {}", self.name),
+          ),
         });
       }
       // The ring is empty: sleep until wintun signals packets or we are woken.
       let handles = [self.session.read_event(), self.wake_event.as_handle()];
-      sys::wait_any(&handles, None)
-        .map_err(|e| win_error("WaitForMultipleObjects", &e, format_args!("waiting for {}", self.name)))?;
+      sys::wait_any(&handles, None).map_err(|e| {
+        win_error(
+          "WaitForMultipleObjects",
+          &e,
+          format_args!("waiting for {}", self.name),
+        )
+      })?;
     }
   }
 
@@ -105,8 +124,13 @@ impl Queue for WintunQueue {
           }
           // The ring is full until the OS takes packets out; wait a little (or until woken) and retry.
           Err(e) if sys::code_of(&e) == code::ERROR_BUFFER_OVERFLOW => {
-            sys::wait_any(&[self.wake_event.as_handle()], Some(FULL_RING_RETRY_MS))
-              .map_err(|e| win_error("WaitForMultipleObjects", &e, format_args!("waiting for {}", self.name)))?;
+            sys::wait_any(&[self.wake_event.as_handle()], Some(FULL_RING_RETRY_MS)).map_err(|e| {
+              win_error(
+                "WaitForMultipleObjects",
+                &e,
+                format_args!("waiting for {}", self.name),
+              )
+            })?;
           }
           Err(e) if sys::code_of(&e) == code::ERROR_HANDLE_EOF => return Err(self.closed("write")),
           Err(e) => {
@@ -143,9 +167,15 @@ pub(crate) fn check_packet(pkt: &[u8]) -> Result<()> {
     Some(4 | 6) if pkt.len() <= MAX_IP_PACKET_SIZE => Ok(()),
     Some(4 | 6) => Err(Error::new(
       ErrorKind::PacketTooLarge,
-      format!("{} bytes exceed the largest IP packet ({MAX_IP_PACKET_SIZE})", pkt.len()),
+      format!(
+        "{} bytes exceed the largest IP packet ({MAX_IP_PACKET_SIZE})",
+        pkt.len()
+      ),
     )),
-    Some(v) => Err(Error::new(ErrorKind::InvalidPacket, format!("IP version {v} is neither 4 nor 6"))),
+    Some(v) => Err(Error::new(
+      ErrorKind::InvalidPacket,
+      format!("IP version {v} is neither 4 nor 6"),
+    )),
   }
 }
 
@@ -161,9 +191,19 @@ pub struct WindowsControl {
 impl WindowsControl {
   pub fn new(name: String, adapter: Arc<Adapter>) -> Result<WindowsControl> {
     let luid = adapter.luid();
-    let index = iphlp::luid_to_index(luid)
-      .map_err(|e| win_error("ConvertInterfaceLuidToIndex", &e, format_args!("looking up the index of {name}")))?;
-    Ok(WindowsControl { name, luid, index, _adapter: adapter })
+    let index = iphlp::luid_to_index(luid).map_err(|e| {
+      win_error(
+        "ConvertInterfaceLuidToIndex",
+        &e,
+        format_args!("looking up the index of {name}"),
+      )
+    })?;
+    Ok(WindowsControl {
+      name,
+      luid,
+      index,
+      _adapter: adapter,
+    })
   }
 
   /// Prefixes `op on <name>` to errors of `f`.
@@ -245,12 +285,19 @@ impl Control for WindowsControl {
           Err(e) if sys::code_of(&e) == code::ERROR_NOT_FOUND => {}
           Err(e) => {
             let err = win_error("SetIpInterfaceEntry", &e, "SetIpInterfaceEntry");
-            return Err(if err.kind() == ErrorKind::InvalidArgument { err.with_kind(ErrorKind::InvalidMtu) } else { err });
+            return Err(if err.kind() == ErrorKind::InvalidArgument {
+              err.with_kind(ErrorKind::InvalidMtu)
+            } else {
+              err
+            });
           }
         }
       }
       if set == 0 {
-        return Err(Error::new(ErrorKind::NotFound, "neither IPv4 nor IPv6 is bound to the adapter"));
+        return Err(Error::new(
+          ErrorKind::NotFound,
+          "neither IPv4 nor IPv6 is bound to the adapter",
+        ));
       }
       Ok(())
     })
@@ -261,13 +308,17 @@ impl Control for WindowsControl {
       // A wintun adapter is connected while its session runs, which is as long as the device is open.
       return Ok(());
     }
-    Err(Error::unsupported("setting a wintun adapter down (it is up while the device is open)"))
+    Err(Error::unsupported(
+      "setting a wintun adapter down (it is up while the device is open)",
+    ))
   }
 
   fn add_address(&self, addr: &IpCidr) -> Result<()> {
     self.on(format_args!("addAddress {addr}"), || {
       if addr.peer.is_some() {
-        return Err(Error::unsupported("a peer address (wintun adapters are not point-to-point)"));
+        return Err(Error::unsupported(
+          "a peer address (wintun adapters are not point-to-point)",
+        ));
       }
       iphlp::add_unicast_address(self.luid, addr.addr, addr.prefix)
         .map_err(|e| win_error("CreateUnicastIpAddressEntry", &e, "CreateUnicastIpAddressEntry"))
@@ -289,7 +340,13 @@ impl Control for WindowsControl {
         rows
           .iter()
           .filter(|r| r.interface_luid == self.luid && r.prefix_origin == IP_PREFIX_ORIGIN_MANUAL)
-          .filter_map(|r| Some(IpCidr { addr: r.address.ip()?, prefix: r.on_link_prefix_length, peer: None }))
+          .filter_map(|r| {
+            Some(IpCidr {
+              addr: r.address.ip()?,
+              prefix: r.on_link_prefix_length,
+              peer: None,
+            })
+          })
           .collect(),
       )
     })
@@ -317,9 +374,18 @@ impl Control for WindowsControl {
           .iter()
           .filter(|r| r.interface_luid == self.luid && r.protocol == MIB_IPPROTO_NETMGMT)
           .filter_map(|r| {
-            let to = IpCidr { addr: r.destination_prefix.prefix.ip()?, prefix: r.destination_prefix.prefix_length, peer: None };
+            let to = IpCidr {
+              addr: r.destination_prefix.prefix.ip()?,
+              prefix: r.destination_prefix.prefix_length,
+              peer: None,
+            };
             let via = r.next_hop.ip().filter(|gw| !gw.is_unspecified());
-            Some(RouteSpec { to, via, metric: Some(r.metric), table: None })
+            Some(RouteSpec {
+              to,
+              via,
+              metric: Some(r.metric),
+              table: None,
+            })
           })
           .collect(),
       )
@@ -332,9 +398,17 @@ impl WindowsControl {
   fn route_row(&self, route: &RouteSpec) -> Result<iphlp::MibIpForwardRow2> {
     route.validate()?;
     if route.table.is_some() {
-      return Err(Error::unsupported("a routing table id (Windows has one routing table)"));
+      return Err(Error::unsupported(
+        "a routing table id (Windows has one routing table)",
+      ));
     }
-    Ok(iphlp::route_row(self.luid, route.to.addr, route.to.prefix, route.via, route.metric.unwrap_or(0)))
+    Ok(iphlp::route_row(
+      self.luid,
+      route.to.addr,
+      route.to.prefix,
+      route.via,
+      route.metric.unwrap_or(0),
+    ))
   }
 }
 

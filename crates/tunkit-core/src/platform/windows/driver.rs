@@ -44,8 +44,12 @@ pub fn wintun() -> Result<&'static Wintun> {
     return Ok(api);
   }
   let module = sys::this_module_path().map_err(|e| {
-    Error::os("GetModuleFileNameW", &e, "locating the tunkit module to find wintun.dll next to it")
-      .with_kind(ErrorKind::NoDriver)
+    Error::os(
+      "GetModuleFileNameW",
+      &e,
+      "locating the tunkit module to find wintun.dll next to it",
+    )
+    .with_kind(ErrorKind::NoDriver)
   })?;
   let dir = module.parent().unwrap_or(Path::new(""));
   let api: &'static Wintun = Box::leak(Box::new(load(&dir.join("wintun.dll"))?));
@@ -56,18 +60,24 @@ pub fn wintun() -> Result<&'static Wintun> {
 /// Verifies and loads the DLL at `path`.
 fn load(path: &Path) -> Result<Wintun> {
   let arch = wintun_arch();
-  let no_driver =
-    |why: String| Error::new(ErrorKind::NoDriver, format!("wintun.dll ({arch}) at {}: {why}", path.display()));
-  let expected = pinned_digest(arch).map_err(|why| no_driver(why))?;
+  let no_driver = |why: String| {
+    Error::new(
+      ErrorKind::NoDriver,
+      format!("wintun.dll ({arch}) at {}: {why}", path.display()),
+    )
+  };
+  let expected = pinned_digest(arch).map_err(&no_driver)?;
 
-  let file = OpenOptions::new().read(true).share_mode(FILE_SHARE_READ).open(path).map_err(|e| {
-    match sys::code_of(&e) {
+  let file = OpenOptions::new()
+    .read(true)
+    .share_mode(FILE_SHARE_READ)
+    .open(path)
+    .map_err(|e| match sys::code_of(&e) {
       code::ERROR_FILE_NOT_FOUND | code::ERROR_PATH_NOT_FOUND => no_driver(format!(
         "not found; the tunkit-win32-* platform package ships it next to the .node file ({e})"
       )),
       _ => no_driver(format!("cannot be opened ({e})")),
-    }
-  })?;
+    })?;
   let digest = sha256::digest_reader(&file).map_err(|e| no_driver(format!("cannot be read ({e})")))?;
   if digest != expected {
     return Err(no_driver(format!(

@@ -51,17 +51,28 @@ pub fn open_with_ring(cfg: &DeviceConfig, ring_capacity: u32) -> Result<Opened> 
   check_supported(cfg)?;
   check_ring_capacity(ring_capacity)?;
   let api = driver::wintun()?;
-  let (adapter, name) = if cfg.open_existing { open_adapter(api, cfg)? } else { create_adapter(api, cfg)? };
+  let (adapter, name) = if cfg.open_existing {
+    open_adapter(api, cfg)?
+  } else {
+    create_adapter(api, cfg)?
+  };
   let adapter = Arc::new(adapter);
   let verb = if cfg.open_existing { "opening" } else { "creating" };
   // From here on an error drops the adapter, which removes it again when we created it.
   let session = Session::start(adapter.clone(), ring_capacity).map_err(|e| {
-    win_error("WintunStartSession", &e, format_args!("{verb} {name}: starting a session{}", logged()))
+    win_error(
+      "WintunStartSession",
+      &e,
+      format_args!("{verb} {name}: starting a session{}", logged()),
+    )
   })?;
   let queue = WintunQueue::new(session, &name)?;
   let control = WindowsControl::new(name.clone(), adapter)?;
   configure(cfg, &control).map_err(|e| context(e, format_args!("{verb} {name}")))?;
-  Ok(Opened { queues: vec![Box::new(queue) as Box<dyn Queue>], control: Box::new(control) as Box<dyn Control> })
+  Ok(Opened {
+    queues: vec![Box::new(queue) as Box<dyn Queue>],
+    control: Box::new(control) as Box<dyn Control>,
+  })
 }
 
 /// Refuses the options Windows has no equivalent for, before anything is created.
@@ -122,8 +133,19 @@ pub fn adapter_guid(name: &str) -> Guid {
 fn alias_exists(name: &str) -> Result<bool> {
   match iphlp::alias_to_luid(name) {
     Ok(_) => Ok(true),
-    Err(e) if matches!(sys::code_of(&e), code::ERROR_NOT_FOUND | code::ERROR_INVALID_PARAMETER) => Ok(false),
-    Err(e) => Err(win_error("ConvertInterfaceAliasToLuid", &e, format_args!("looking up the interface {name}"))),
+    Err(e)
+      if matches!(
+        sys::code_of(&e),
+        code::ERROR_NOT_FOUND | code::ERROR_INVALID_PARAMETER
+      ) =>
+    {
+      Ok(false)
+    }
+    Err(e) => Err(win_error(
+      "ConvertInterfaceAliasToLuid",
+      &e,
+      format_args!("looking up the interface {name}"),
+    )),
   }
 }
 
@@ -140,20 +162,29 @@ fn create_adapter(api: &'static Wintun, cfg: &DeviceConfig) -> Result<(Adapter, 
       }
     }
     free.ok_or_else(|| {
-      Error::new(ErrorKind::Busy, format!("every name {requested} from 0 to {} is taken", TEMPLATE_TRIES - 1))
+      Error::new(
+        ErrorKind::Busy,
+        format!("every name {requested} from 0 to {} is taken", TEMPLATE_TRIES - 1),
+      )
     })?
   } else {
     if alias_exists(requested)? {
       return Err(Error::new(
         ErrorKind::Busy,
-        format!("the interface name {requested} already exists; use Tun.open to attach to an existing device"),
+        format!(
+          "the interface name {requested} already exists; use Tun.open to attach to an existing device"
+        ),
       ));
     }
     requested.to_string()
   };
   let _ = sys::wintun::take_logged_error();
   let adapter = Adapter::create(api, &name, TUNNEL_TYPE, &adapter_guid(&name)).map_err(|e| {
-    let err = win_error("WintunCreateAdapter", &e, format_args!("creating {name}{}", logged()));
+    let err = win_error(
+      "WintunCreateAdapter",
+      &e,
+      format_args!("creating {name}{}", logged()),
+    );
     match err.kind() {
       ErrorKind::Permission => context(err, "creating a wintun adapter needs Administrator rights"),
       _ => err,
@@ -166,14 +197,24 @@ fn create_adapter(api: &'static Wintun, cfg: &DeviceConfig) -> Result<(Adapter, 
 fn open_adapter(api: &'static Wintun, cfg: &DeviceConfig) -> Result<(Adapter, String)> {
   let name = match cfg.name.as_deref() {
     Some(n) if !n.contains('%') => n,
-    _ => return Err(Error::new(ErrorKind::InvalidArgument, "attaching to an existing device needs its exact name")),
+    _ => {
+      return Err(Error::new(
+        ErrorKind::InvalidArgument,
+        "attaching to an existing device needs its exact name",
+      ))
+    }
   };
   let _ = sys::wintun::take_logged_error();
   let adapter = Adapter::open(api, name).map_err(|e| match sys::code_of(&e) {
-    code::ERROR_NOT_FOUND | code::ERROR_FILE_NOT_FOUND => {
-      Error::new(ErrorKind::NotFound, format!("there is no wintun adapter named {name} to attach to"))
-    }
-    _ => win_error("WintunOpenAdapter", &e, format_args!("opening {name}{}", logged())),
+    code::ERROR_NOT_FOUND | code::ERROR_FILE_NOT_FOUND => Error::new(
+      ErrorKind::NotFound,
+      format!("there is no wintun adapter named {name} to attach to"),
+    ),
+    _ => win_error(
+      "WintunOpenAdapter",
+      &e,
+      format_args!("opening {name}{}", logged()),
+    ),
   })?;
   Ok((adapter, name.to_string()))
 }
@@ -187,14 +228,18 @@ fn configure(cfg: &DeviceConfig, control: &WindowsControl) -> Result<()> {
     control.add_address(a)?;
   }
   for r in &cfg.routes {
-    control.add_route(r).map_err(|e| context(e, format_args!("route {}", route_label(r))))?;
+    control
+      .add_route(r)
+      .map_err(|e| context(e, format_args!("route {}", route_label(r))))?;
   }
   Ok(())
 }
 
 /// `": <what wintun logged>"` when wintun logged an error since it was last taken, else nothing.
 fn logged() -> String {
-  sys::wintun::take_logged_error().map(|m| format!(" (wintun: {m})")).unwrap_or_default()
+  sys::wintun::take_logged_error()
+    .map(|m| format!(" (wintun: {m})"))
+    .unwrap_or_default()
 }
 
 /// The kind of a Win32 error code for device operations.

@@ -62,7 +62,12 @@ impl SockaddrInet {
 
   pub fn ip(&self) -> Option<IpAddr> {
     match self.family() {
-      AF_INET => Some(IpAddr::V4(Ipv4Addr::new(self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]))),
+      AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+        self.bytes[4],
+        self.bytes[5],
+        self.bytes[6],
+        self.bytes[7],
+      ))),
       AF_INET6 => {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.bytes[8..24]);
@@ -225,7 +230,8 @@ pub struct MibIfRow2 {
 }
 
 // GUIDs are declared as bytes above; a GUID has 4-byte alignment, which the fields before them already give.
-const _: () = assert!(offset_of!(MibIfRow2, interface_guid) % 4 == 0 && offset_of!(MibIfRow2, network_guid) % 4 == 0);
+const _: () =
+  assert!(offset_of!(MibIfRow2, interface_guid) % 4 == 0 && offset_of!(MibIfRow2, network_guid) % 4 == 0);
 
 #[link(name = "iphlpapi")]
 extern "system" {
@@ -302,13 +308,22 @@ pub fn unicast_addresses(family: u16) -> io::Result<Vec<MibUnicastIpAddressRow>>
 
 /// A route row for `dest/prefix` via `next_hop` (unspecified: on-link) on `luid`, as `InitializeIpForwardEntry`
 /// makes it (infinite lifetimes, `MIB_IPPROTO_NETMGMT`).
-pub fn route_row(luid: u64, dest: IpAddr, prefix: u8, next_hop: Option<IpAddr>, metric: u32) -> MibIpForwardRow2 {
+pub fn route_row(
+  luid: u64,
+  dest: IpAddr,
+  prefix: u8,
+  next_hop: Option<IpAddr>,
+  metric: u32,
+) -> MibIpForwardRow2 {
   // SAFETY: an all-zero row is a valid value of this plain-data struct.
   let mut row: MibIpForwardRow2 = unsafe { std::mem::zeroed() };
   // SAFETY: `row` is a valid, exclusively borrowed row.
   unsafe { InitializeIpForwardEntry(&mut row) };
   row.interface_luid = luid;
-  row.destination_prefix = IpAddressPrefix { prefix: SockaddrInet::from_ip(dest), prefix_length: prefix };
+  row.destination_prefix = IpAddressPrefix {
+    prefix: SockaddrInet::from_ip(dest),
+    prefix_length: prefix,
+  };
   row.next_hop = match next_hop {
     Some(gw) => SockaddrInet::from_ip(gw),
     None => SockaddrInet::unspecified_like(dest),

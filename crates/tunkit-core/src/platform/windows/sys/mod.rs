@@ -56,7 +56,12 @@ extern "system" {
   fn GetModuleFileNameW(module: HModule, filename: *mut u16, size: u32) -> u32;
   fn LoadLibraryExW(filename: *const u16, file: RawHandle, flags: u32) -> HModule;
   fn GetProcAddress(module: HModule, name: *const u8) -> *mut c_void;
-  fn CreateEventW(attributes: *mut c_void, manual_reset: Bool, initial_state: Bool, name: *const u16) -> RawHandle;
+  fn CreateEventW(
+    attributes: *mut c_void,
+    manual_reset: Bool,
+    initial_state: Bool,
+    name: *const u16,
+  ) -> RawHandle;
   fn SetEvent(event: RawHandle) -> Bool;
   fn WaitForMultipleObjects(count: u32, handles: *const RawHandle, wait_all: Bool, milliseconds: u32) -> u32;
 }
@@ -75,7 +80,10 @@ pub fn code_of(err: &io::Error) -> i32 {
 pub fn wide(s: &OsStr) -> io::Result<Vec<u16>> {
   let mut w: Vec<u16> = s.encode_wide().collect();
   if w.contains(&0) {
-    return Err(io::Error::new(io::ErrorKind::InvalidInput, "string contains a NUL character"));
+    return Err(io::Error::new(
+      io::ErrorKind::InvalidInput,
+      "string contains a NUL character",
+    ));
   }
   w.push(0);
   Ok(w)
@@ -140,15 +148,24 @@ impl Library {
   /// Loads the DLL at the absolute `path`, resolving its own imports only from its directory and `System32`.
   pub fn load_restricted(path: &Path) -> io::Result<Library> {
     if !path.is_absolute() {
-      return Err(io::Error::new(io::ErrorKind::InvalidInput, "the DLL path must be absolute"));
+      return Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the DLL path must be absolute",
+      ));
     }
     let name = wide(path.as_os_str())?;
     // SAFETY: `name` is a NUL-terminated UTF-16 path that outlives the call; the reserved file handle is null as
     // required; the flags restrict the search and are valid for LoadLibraryExW.
     let module = unsafe {
-      LoadLibraryExW(name.as_ptr(), ptr::null_mut(), LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR | LOAD_LIBRARY_SEARCH_SYSTEM32)
+      LoadLibraryExW(
+        name.as_ptr(),
+        ptr::null_mut(),
+        LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR | LOAD_LIBRARY_SEARCH_SYSTEM32,
+      )
     };
-    NonNull::new(module).map(|module| Library { module }).ok_or_else(last_error)
+    NonNull::new(module)
+      .map(|module| Library { module })
+      .ok_or_else(last_error)
   }
 
   /// The address of the exported function `name`, if the DLL exports it.
@@ -182,7 +199,10 @@ pub fn set_event(event: BorrowedHandle<'_>) -> io::Result<()> {
 /// Waits until one of `handles` (at most 64) is signalled, or `timeout_ms` passed (`None`: no timeout). Returns the
 /// index of a signalled handle (the lowest when several are), or `None` on timeout.
 pub fn wait_any(handles: &[BorrowedHandle<'_>], timeout_ms: Option<u32>) -> io::Result<Option<usize>> {
-  assert!(!handles.is_empty() && handles.len() <= 64, "WaitForMultipleObjects takes 1..=64 handles");
+  assert!(
+    !handles.is_empty() && handles.len() <= 64,
+    "WaitForMultipleObjects takes 1..=64 handles"
+  );
   let raw: Vec<RawHandle> = handles.iter().map(|h| h.as_raw_handle()).collect();
   let ms = timeout_ms.map(|t| t.min(INFINITE - 1)).unwrap_or(INFINITE);
   // SAFETY: `raw` holds `raw.len()` handles that stay open for the borrow of `handles`; wait_all is false.
@@ -190,8 +210,12 @@ pub fn wait_any(handles: &[BorrowedHandle<'_>], timeout_ms: Option<u32>) -> io::
   match r {
     WAIT_FAILED => Err(last_error()),
     WAIT_TIMEOUT => Ok(None),
-    i if (WAIT_OBJECT_0..WAIT_OBJECT_0 + raw.len() as u32).contains(&i) => Ok(Some((i - WAIT_OBJECT_0) as usize)),
+    i if (WAIT_OBJECT_0..WAIT_OBJECT_0 + raw.len() as u32).contains(&i) => {
+      Ok(Some((i - WAIT_OBJECT_0) as usize))
+    }
     // WAIT_ABANDONED_0 + i applies to mutexes only, which are never waited on here.
-    other => Err(io::Error::other(format!("WaitForMultipleObjects returned {other:#x}"))),
+    other => Err(io::Error::other(format!(
+      "WaitForMultipleObjects returned {other:#x}"
+    ))),
   }
 }

@@ -96,7 +96,7 @@ impl Wintun {
   /// export (the file is not a wintun 0.14 DLL then).
   pub fn from_library(lib: Library) -> Result<Wintun, &'static str> {
     macro_rules! resolve {
-      ($name:literal) => {{
+      ($name:literal as $ty:ty) => {{
         let name: &CStr = $name;
         let sym = lib.symbol(name).ok_or(match name.to_str() {
           Ok(s) => s,
@@ -104,23 +104,23 @@ impl Wintun {
         })?;
         // SAFETY: the symbol is the export of that name from wintun.dll, whose C type (wintun.h) is exactly the
         // function pointer type this is assigned to; function and data pointers have the same size on Windows.
-        unsafe { std::mem::transmute::<*mut c_void, _>(sym.as_ptr()) }
+        unsafe { std::mem::transmute::<*mut c_void, $ty>(sym.as_ptr()) }
       }};
     }
-    let set_logger: SetLoggerFn = resolve!(c"WintunSetLogger");
+    let set_logger = resolve!(c"WintunSetLogger" as SetLoggerFn);
     let api = Wintun {
-      create_adapter: resolve!(c"WintunCreateAdapter"),
-      open_adapter: resolve!(c"WintunOpenAdapter"),
-      close_adapter: resolve!(c"WintunCloseAdapter"),
-      get_adapter_luid: resolve!(c"WintunGetAdapterLUID"),
-      get_running_driver_version: resolve!(c"WintunGetRunningDriverVersion"),
-      start_session: resolve!(c"WintunStartSession"),
-      end_session: resolve!(c"WintunEndSession"),
-      get_read_wait_event: resolve!(c"WintunGetReadWaitEvent"),
-      receive_packet: resolve!(c"WintunReceivePacket"),
-      release_receive_packet: resolve!(c"WintunReleaseReceivePacket"),
-      allocate_send_packet: resolve!(c"WintunAllocateSendPacket"),
-      send_packet: resolve!(c"WintunSendPacket"),
+      create_adapter: resolve!(c"WintunCreateAdapter" as CreateAdapterFn),
+      open_adapter: resolve!(c"WintunOpenAdapter" as OpenAdapterFn),
+      close_adapter: resolve!(c"WintunCloseAdapter" as CloseAdapterFn),
+      get_adapter_luid: resolve!(c"WintunGetAdapterLUID" as GetAdapterLuidFn),
+      get_running_driver_version: resolve!(c"WintunGetRunningDriverVersion" as GetRunningDriverVersionFn),
+      start_session: resolve!(c"WintunStartSession" as StartSessionFn),
+      end_session: resolve!(c"WintunEndSession" as EndSessionFn),
+      get_read_wait_event: resolve!(c"WintunGetReadWaitEvent" as GetReadWaitEventFn),
+      receive_packet: resolve!(c"WintunReceivePacket" as ReceivePacketFn),
+      release_receive_packet: resolve!(c"WintunReleaseReceivePacket" as ReleaseReceivePacketFn),
+      allocate_send_packet: resolve!(c"WintunAllocateSendPacket" as AllocateSendPacketFn),
+      send_packet: resolve!(c"WintunSendPacket" as SendPacketFn),
       _lib: lib,
     };
     // SAFETY: `logger` matches WINTUN_LOGGER_CALLBACK and, being a plain function, lives as long as the process.
@@ -152,7 +152,9 @@ impl Adapter {
     let (n, t) = (wide(OsStr::new(name))?, wide(OsStr::new(tunnel_type))?);
     // SAFETY: both strings are NUL-terminated UTF-16 that outlive the call; `guid` points to a valid GUID.
     let h = unsafe { (api.create_adapter)(n.as_ptr(), t.as_ptr(), guid) };
-    NonNull::new(h).map(|handle| Adapter { api, handle }).ok_or_else(io::Error::last_os_error)
+    NonNull::new(h)
+      .map(|handle| Adapter { api, handle })
+      .ok_or_else(io::Error::last_os_error)
   }
 
   /// Opens the existing adapter named `name`.
@@ -160,7 +162,9 @@ impl Adapter {
     let n = wide(OsStr::new(name))?;
     // SAFETY: `n` is a NUL-terminated UTF-16 string that outlives the call.
     let h = unsafe { (api.open_adapter)(n.as_ptr()) };
-    NonNull::new(h).map(|handle| Adapter { api, handle }).ok_or_else(io::Error::last_os_error)
+    NonNull::new(h)
+      .map(|handle| Adapter { api, handle })
+      .ok_or_else(io::Error::last_os_error)
   }
 
   /// The adapter's LUID, which the IP Helper API takes.
@@ -202,7 +206,12 @@ impl Session {
     let handle = NonNull::new(h).ok_or_else(io::Error::last_os_error)?;
     // SAFETY: the session handle was just returned; the event is owned by the session (never closed by us).
     let read_event = unsafe { (api.get_read_wait_event)(handle.as_ptr()) };
-    Ok(Session { api, handle, read_event, _adapter: adapter })
+    Ok(Session {
+      api,
+      handle,
+      read_event,
+      _adapter: adapter,
+    })
   }
 
   /// The event wintun signals when packets are ready to receive. Valid as long as the session.
