@@ -10,7 +10,7 @@
  * peak RSS and `tun.stats()` taken before closing.
  */
 import { Tun, type TunStats } from '../index.js'
-import { threadSplit, threadTimes } from './threads.js'
+import { countGc, threadSplit, threadTimes } from './probe.js'
 
 const [mode, name, qlenArg, maxArg] = process.argv.slice(2)
 if ((mode !== 'packets' && mode !== 'batches') || !name || !qlenArg || !maxArg) {
@@ -56,6 +56,7 @@ const safety = setTimeout(finish, maxSeconds * 1000)
 safety.unref()
 
 const threads0 = threadTimes()
+const gc = countGc()
 const cpu0 = process.cpuUsage()
 const t0 = performance.now()
 const loop = consume(stop.signal)
@@ -74,6 +75,7 @@ process.stdout.write(
     sysUs: cpu.system,
     maxRssKiB: process.resourceUsage().maxRSS,
     threads,
+    gc,
     stats,
   }) + '\n',
 )

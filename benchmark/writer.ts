@@ -12,7 +12,7 @@
 import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Tun } from '../index.js'
-import { threadSplit, threadTimes } from './threads.js'
+import { countGc, threadSplit, threadTimes } from './probe.js'
 
 const [name, secondsArg, hex, maxArg] = process.argv.slice(2)
 if (!name || !secondsArg || !hex) {
@@ -33,6 +33,7 @@ process.stdout.write('READY\n')
 await lines.next()
 
 const threads0 = threadTimes()
+const gc = countGc()
 const cpu0 = process.cpuUsage()
 const t0 = performance.now()
 const deadline = t0 + seconds * 1000
@@ -55,6 +56,7 @@ process.stdout.write(
     sysUs: cpu.system,
     maxRssKiB: process.resourceUsage().maxRSS,
     threads,
+    gc,
     stats,
   }) + '\n',
 )

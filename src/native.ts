@@ -5,6 +5,16 @@ import { createRequire } from 'node:module'
 export type DeviceHandle = { readonly __device: unique symbol }
 /** Opaque handle of one queue's ring. */
 export type QueueHandle = { readonly __queue: unique symbol }
+/** Opaque handle of a link-event subscription. */
+export type EventsHandle = { readonly __events: unique symbol }
+
+/** A change on the link. */
+export type NativeLinkEvent =
+  | { type: 'up' }
+  | { type: 'down' }
+  | { type: 'mtu'; mtu: number }
+  | { type: 'address-added'; address: NativeAddress }
+  | { type: 'address-removed'; address: NativeAddress }
 
 export interface NativeDeviceOptions {
   name?: string
@@ -126,6 +136,12 @@ export interface NativeBinding {
   takeWriteError(q: QueueHandle): { code: string; message: string; errno?: number; syscall?: string } | undefined
   takeNotices(q: QueueHandle): string[]
   closeQueue(q: QueueHandle): void
+  detachQueue(dev: DeviceHandle, index: number): number
+  attachQueue(token: number, opts: NativeRingOptions, onEvent: (code: number) => void): [DeviceHandle, QueueHandle]
+  subscribeEvents(dev: DeviceHandle, onEvent: (code: number) => void): EventsHandle
+  takeEvents(sub: EventsHandle): NativeLinkEvent[] | undefined
+  setEventsRef(sub: EventsHandle, ref: boolean): void
+  closeEvents(sub: EventsHandle): void
 }
 
 const require = createRequire(import.meta.url)

@@ -3,7 +3,7 @@
  * queue that applies backpressure, and the iterators. Internal; `Tun` exposes it.
  */
 import { setImmediate as immediate } from 'node:timers/promises'
-import { binding, EVENT_NOTICE, EVENT_WRITABLE, type DeviceHandle, type NativeRingOptions, type QueueHandle } from './native.js'
+import { binding, EVENT_NOTICE, EVENT_WRITABLE, type QueueHandle } from './native.js'
 import { abortError, native, TunError } from './errors.js'
 
 /** Sizes and budgets of a queue's packet rings. Every field is optional; the defaults suit most uses. */
@@ -77,7 +77,7 @@ interface PendingWrite {
 export class PacketQueue {
   readonly #h: QueueHandle
   readonly #lens: Uint32Array
-  readonly #label: string
+  #label: string
   #readWaiter: (() => void) | null = null
   /** Packets an iterator left unread when its loop ended early; the next read returns them first. */
   #leftover: RawBatch | null = null
@@ -88,11 +88,16 @@ export class PacketQueue {
   #batchesSinceYield = 0
   #lastYield = performance.now()
 
-  constructor(dev: DeviceHandle, index: number, opts: RingOptions, label: string) {
+  /** `open` starts the native ring with the event callback it is given (`openQueue` or `attachQueue`). */
+  constructor(open: (onEvent: (code: number) => void) => QueueHandle, opts: RingOptions, label: string) {
     this.#label = label
     this.#lens = new Uint32Array((opts.batchPackets ?? 256) + 1)
-    const ringOpts: NativeRingOptions = { ...opts }
-    this.#h = native(() => binding.openQueue(dev, index, ringOpts, (code) => this.#onEvent(code)))
+    this.#h = open((code) => this.#onEvent(code))
+  }
+
+  /** Sets the device name used in error messages. */
+  rename(label: string): void {
+    this.#label = label
   }
 
   get closed(): boolean {

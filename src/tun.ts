@@ -1,4 +1,5 @@
 import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink, type OffloadOptions } from './native.js'
+import { LinkEventIterator, type LinkEvent } from './events.js'
 import { native, TunError } from './errors.js'
 import {
   batchBuffers,
@@ -75,6 +76,12 @@ export interface TunOptions {
   ring?: RingOptions
 }
 
+/** Options of {@link Tun.events}. */
+export interface EventOptions {
+  /** Ends the iteration with an `AbortError` when aborted. */
+  signal?: AbortSignal
+}
+
 /** Counters of the device: the rings' and the kernel's. */
 export interface TunStats extends QueueStats {
   /** Counters the kernel keeps for the interface; `rxDropped`/`txDropped` include packets dropped while JS was behind. */
@@ -113,6 +120,114 @@ function checkKeys(obj: unknown, known: Set<string>, what: string): void {
 }
 
 /**
+ * One queue of a device: its own reader and writer threads and rings. A device has one queue unless created with
+ * `queues: N`; each queue can be driven from its own thread with {@link Tun.detachQueue} and {@link TunQueue.attach}.
+ * The kernel keeps the packets of one flow on one queue.
+ */
+export class TunQueue implements AsyncDisposable {
+  readonly #q: PacketQueue
+  readonly #name: string
+  /** What `closeOnReturn` closes: the whole device for a device's own queues, the queue itself in a worker. */
+  readonly #closeOnReturn: () => Promise<void>
+
+  /** @internal */
+  constructor(q: PacketQueue, name: string, closeOnReturn?: () => Promise<void>) {
+    this.#q = q
+    this.#name = name
+    this.#closeOnReturn = closeOnReturn ?? (() => this.close())
+  }
+
+  /**
+   * Starts, in the calling thread (for example a `worker_threads` worker), a queue that {@link Tun.detachQueue}
+   * took out of its device. The token is a plain number: post it to the worker.
+   *
+   * @throws {TunError} `ERR_TUN_NOT_FOUND` for an unknown or already attached token.
+   */
+  static attach(token: number, options: { ring?: RingOptions } = {}): TunQueue {
+    checkKeys(options, new Set(['ring']), 'option')
+    checkKeys(options.ring, KNOWN_RING_OPTIONS, 'ring option')
+    let dev: DeviceHandle | undefined
+    const q = new PacketQueue(
+      (onEvent) => {
+        const [d, h] = native(() => binding.attachQueue(token, { ...options.ring }, onEvent))
+        dev = d
+        return h
+      },
+      options.ring ?? {},
+      `queue ${token}`,
+    )
+    const { name } = binding.deviceInfo(dev!)
+    q.rename(name)
+    return new TunQueue(q, name)
+  }
+
+  /** Name of the device the queue belongs to. */
+  get name(): string {
+    return this.#name
+  }
+
+  /** Whether the queue (or its device) was closed. */
+  get closed(): boolean {
+    return this.#q.closed
+  }
+
+  /** Iterates over this queue's packets; see {@link Tun.packets}. */
+  packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer> {
+    this.#check()
+    return new PacketIterator(this.#q, options, this.#closeOnReturn)
+  }
+
+  /** Iterates over this queue's batches; see {@link Tun.batches}. */
+  async *batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
+    this.#check()
+    let finished = false
+    try {
+      for (;;) {
+        const b = await this.#q.readBatch(options.signal)
+        if (b === null) {
+          finished = true
+          return
+        }
+        yield batchBuffers(b)
+      }
+    } catch (e) {
+      finished = true
+      throw e
+    } finally {
+      if (!finished && options.closeOnReturn) await this.#closeOnReturn()
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    return this.packets()
+  }
+
+  /** Sends packets through this queue; see {@link Tun.write}. */
+  write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    return this.#q.write(packets)
+  }
+
+  /** This queue's ring counters. */
+  stats(): QueueStats & { lastWriteError?: TunError } {
+    this.#check()
+    return this.#q.stats()
+  }
+
+  /** Closes this queue only (the device's other queues keep running). Idempotent. */
+  async close(): Promise<void> {
+    this.#q.close()
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+
+  #check(): void {
+    if (this.#q.closed) throw new TunError('ERR_TUN_CLOSED', `${this.#name} is closed`)
+  }
+}
+
+/**
  * A TUN or TAP device. Create one with {@link Tun.create}; read with {@link Tun.packets} or {@link Tun.batches};
  * write with {@link Tun.write}; close with {@link Tun.close} or `await using`.
  *
@@ -127,7 +242,10 @@ function checkKeys(obj: unknown, known: Set<string>, what: string): void {
  */
 export class Tun implements AsyncDisposable {
   readonly #dev: DeviceHandle
-  readonly #queues: PacketQueue[]
+  readonly #ring: RingOptions
+  /** Opened queues; `null` = not opened yet; `false` = detached to another thread. */
+  readonly #queues: (TunQueue | null | false)[]
+  readonly #events = new Set<LinkEventIterator>()
   readonly #name: string
   readonly #index: number
   readonly #mode: 'tun' | 'tap'
@@ -135,15 +253,17 @@ export class Tun implements AsyncDisposable {
 
   private constructor(dev: DeviceHandle, ring: RingOptions) {
     this.#dev = dev
+    this.#ring = ring
     const info = native(() => binding.deviceInfo(dev))
     this.#name = info.name
     this.#index = info.index
     this.#mode = info.mode
-    this.#queues = []
+    this.#queues = Array.from({ length: info.queues }, () => null)
     try {
-      for (let i = 0; i < info.queues; i++) this.#queues.push(new PacketQueue(dev, i, ring, info.name))
+      // Queue 0 starts at once, so packets that arrive before the first read wait in its ring. Other queues start on
+      // first use (the kernel queues their packets meanwhile), so they can still be detached to a worker.
+      this.queue(0)
     } catch (e) {
-      for (const q of this.#queues) q.close()
       binding.closeDevice(dev)
       throw e
     }
@@ -165,13 +285,15 @@ export class Tun implements AsyncDisposable {
   }
 
   /**
-   * Attaches to an existing persistent device (one created with `persist: true`), for example by a process that
+   * Attaches to an existing persistent device (one created with `persist: true`), for example from a process that
    * has no privileges when the device's `owner`/`group` allow it.
    *
-   * @throws {TunError} `ERR_TUN_NOT_FOUND` when there is no such device.
+   * @throws {TunError} `ERR_TUN_NOT_FOUND` when there is no such device; `ERR_TUN_BUSY` when it is of another kind or
+   *   (single-queue) already open elsewhere.
    */
-  static async open(name: string, options: Pick<TunOptions, 'mode' | 'queues' | 'netns' | 'ring'> = {}): Promise<Tun> {
-    checkKeys(options, new Set(['mode', 'queues', 'netns', 'ring']), 'option')
+  static async open(name: string, options: Pick<TunOptions, 'mode' | 'queues' | 'netns' | 'offload' | 'ring'> = {}): Promise<Tun> {
+    checkKeys(options, new Set(['mode', 'queues', 'netns', 'offload', 'ring']), 'option')
+    if (typeof name !== 'string') throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'name must be a string')
     const { ring, ...rest } = options
     checkKeys(ring, KNOWN_RING_OPTIONS, 'ring option')
     return new Tun(native(() => binding.createDevice({ ...rest, name, openExisting: true })), ring ?? {})
@@ -179,7 +301,7 @@ export class Tun implements AsyncDisposable {
 
   /**
    * Adopts a file descriptor already attached to a TUN/TAP device, such as one an Android `VpnService` or a
-   * privileged parent process opened. tunkit owns it afterwards and closes it on `close()`.
+   * privileged parent process opened. tunkit owns it afterwards and closes it on `close()`; on error the caller keeps it.
    */
   static fromFd(fd: number, options: { mode?: 'tun' | 'tap'; ring?: RingOptions } = {}): Tun {
     checkKeys(options, new Set(['mode', 'ring']), 'option')
@@ -218,6 +340,11 @@ export class Tun implements AsyncDisposable {
     return this.#closed
   }
 
+  /** Number of queues (1 unless created with `queues`). */
+  get queueCount(): number {
+    return this.#queues.length
+  }
+
   /** The MTU, read from the kernel now. */
   get mtu(): number {
     return this.link().mtu
@@ -225,38 +352,58 @@ export class Tun implements AsyncDisposable {
 
   /** Link state (name, index, MTU, up, txqueuelen, MAC), read from the kernel now. */
   link(): LinkState {
+    this.#check()
     const { stats: _stats, ...l } = native(() => binding.link(this.#dev))
     return l
   }
 
   /**
+   * Queue `i` (0-based), started on first use in this thread. `packets()`, `batches()` and `write()` of the device
+   * itself use queue 0.
+   *
+   * @throws {TunError} `ERR_TUN_BUSY` if the queue was detached to another thread; `ERR_TUN_INVALID_ARGUMENT` if
+   *   there is no such queue.
+   */
+  queue(i: number): TunQueue {
+    this.#check()
+    const slot = this.#queues[i]
+    if (slot === undefined) throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${this.#name} has no queue ${i} (it has ${this.#queues.length})`)
+    if (slot === false) throw new TunError('ERR_TUN_BUSY', `queue ${i} of ${this.#name} was detached to another thread`)
+    if (slot) return slot
+    const q = new PacketQueue((onEvent) => native(() => binding.openQueue(this.#dev, i, { ...this.#ring }, onEvent)), this.#ring, this.#name)
+    const tq = new TunQueue(q, this.#name, () => this.close())
+    this.#queues[i] = tq
+    return tq
+  }
+
+  /**
+   * Takes queue `i` out of this device so another thread can drive it: post the returned token to a
+   * `worker_threads` worker, which calls `TunQueue.attach(token)`. Only a queue not yet started here can be detached
+   * (queue 0 always starts here). The device's configuration stays with this `Tun`.
+   */
+  detachQueue(i: number): number {
+    this.#check()
+    const slot = this.#queues[i]
+    if (slot === undefined) throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${this.#name} has no queue ${i} (it has ${this.#queues.length})`)
+    if (slot !== null) throw new TunError('ERR_TUN_BUSY', `queue ${i} of ${this.#name} is already in use`)
+    const token = native(() => binding.detachQueue(this.#dev, i))
+    this.#queues[i] = false
+    return token
+  }
+
+  /**
    * Iterates over incoming packets, one zero-copy `Buffer` each. Ends when the device is closed; throws an
-   * `AbortError` when `signal` aborts. Leaving the loop early does not close the device unless `closeOnReturn`.
-   * One reader at a time per device (a second concurrent one gets `ERR_TUN_CONCURRENT_READ`).
+   * `AbortError` when `signal` aborts. Leaving the loop early does not close the device unless `closeOnReturn`, and
+   * the packets of the current batch it did not reach are returned by the next loop. One reader at a time per queue
+   * (a second concurrent one gets `ERR_TUN_CONCURRENT_READ`).
    */
   packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer> {
-    return new PacketIterator(this.#queue(), options, () => this.close())
+    return this.queue(0).packets(options)
   }
 
   /** Iterates over incoming batches: one `Buffer[]` per batch, for forwarders that handle packets in bulk. */
-  async *batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
-    const q = this.#queue()
-    let finished = false
-    try {
-      for (;;) {
-        const b = await q.readBatch(options.signal)
-        if (b === null) {
-          finished = true
-          return
-        }
-        yield batchBuffers(b)
-      }
-    } catch (e) {
-      finished = true
-      throw e
-    } finally {
-      if (!finished && options.closeOnReturn) await this.close()
-    }
+  batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
+    return this.queue(0).batches(options)
   }
 
   /** Same as `packets()`. */
@@ -275,100 +422,129 @@ export class Tun implements AsyncDisposable {
    */
   write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.#closed) return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#name}: the device is closed`))
-    return this.#queues[0]!.write(packets)
+    return this.queue(0).write(packets)
   }
 
-  /** Counters of the rings and of the kernel. */
+  /**
+   * Iterates over changes of the link (`up`, `down`, `mtu`, `address-added`, `address-removed`), whoever makes them.
+   * Ends when the device closes or the loop ends; an aborted `signal` ends it with an `AbortError`.
+   *
+   * @example
+   * ```ts
+   * for await (const ev of tun.events()) if (ev.type === 'mtu') console.log('new MTU', ev.mtu)
+   * ```
+   */
+  events(options: EventOptions = {}): AsyncIterableIterator<LinkEvent> {
+    this.#check()
+    checkKeys(options, new Set(['signal']), 'option')
+    const it = new LinkEventIterator(this.#dev, options.signal, (x) => this.#events.delete(x))
+    this.#events.add(it)
+    return it
+  }
+
+  /** Counters of the rings (summed over the queues started here) and of the kernel. */
   stats(): TunStats {
-    const q = this.#queue().stats()
-    for (const other of this.#queues.slice(1)) {
+    this.#check()
+    const open = this.#queues.filter((q): q is TunQueue => !!q && !q.closed)
+    const total = open[0]!.stats()
+    for (const other of open.slice(1)) {
       const s = other.stats()
       for (const k of Object.keys(s) as (keyof QueueStats)[]) {
         const v = s[k]
-        if (typeof v === 'number') (q[k] as number) += v
+        if (typeof v === 'number') (total[k] as number) += v
       }
-      for (const [k, v] of Object.entries(s.backend)) q.backend[k] = (q.backend[k] ?? 0) + v
+      for (const [k, v] of Object.entries(s.backend)) total.backend[k] = (total.backend[k] ?? 0) + v
+      total.lastWriteError ??= s.lastWriteError
     }
-    const kernel = this.#closed
-      ? { rxPackets: 0, txPackets: 0, rxBytes: 0, txBytes: 0, rxDropped: 0, txDropped: 0, rxErrors: 0, txErrors: 0 }
-      : native(() => binding.link(this.#dev)).stats
-    return { ...q, kernel }
+    return { ...total, kernel: native(() => binding.link(this.#dev)).stats }
   }
 
   /** Sets the MTU (68..65535, at least 1280 with IPv6 addresses). */
   async setMtu(mtu: number): Promise<void> {
+    this.#check()
     native(() => binding.setMtu(this.#dev, mtu))
   }
 
   /** Brings the link up. */
   async up(): Promise<void> {
+    this.#check()
     native(() => binding.setUp(this.#dev, true))
   }
 
   /** Takes the link down. */
   async down(): Promise<void> {
+    this.#check()
     native(() => binding.setUp(this.#dev, false))
   }
 
   /** Sets the kernel's queue length for the device. */
   async setTxQueueLength(length: number): Promise<void> {
+    this.#check()
     native(() => binding.setTxQueueLength(this.#dev, length))
   }
 
   /** Sets the MAC address of a TAP device. */
   async setMac(mac: string): Promise<void> {
+    this.#check()
     native(() => binding.setMac(this.#dev, mac))
   }
 
   /** Adds an address in CIDR form; `peer` makes it point-to-point. */
   async addAddress(cidr: string, options: { peer?: string } = {}): Promise<void> {
+    this.#check()
     native(() => binding.addAddress(this.#dev, cidr, options))
   }
 
   /** Removes an address (`ERR_TUN_NOT_FOUND` when absent). */
   async removeAddress(cidr: string): Promise<void> {
+    this.#check()
     native(() => binding.removeAddress(this.#dev, cidr))
   }
 
-  /** The addresses on the device, read from the kernel. */
+  /** The addresses on the device, read from the kernel (including the IPv6 link-local one the kernel adds). */
   async addresses(): Promise<AddressInfo[]> {
+    this.#check()
     return native(() => binding.addresses(this.#dev))
   }
 
   /** Adds a route through the device. */
   async addRoute(route: RouteSpec): Promise<void> {
+    this.#check()
     native(() => binding.addRoute(this.#dev, route))
   }
 
   /** Removes a route (`ERR_TUN_NOT_FOUND` when absent). */
   async removeRoute(route: RouteSpec): Promise<void> {
+    this.#check()
     native(() => binding.removeRoute(this.#dev, route))
   }
 
-  /** The routes through the device, read from the kernel (all tables). */
+  /** The routes through the device, read from the kernel (all tables; includes the kernel's own prefix routes). */
   async routes(): Promise<RouteSpec[]> {
+    this.#check()
     return native(() => binding.routes(this.#dev))
   }
 
   /** Makes the device persistent, or not: a non-persistent device disappears when its last user closes it. */
   async setPersist(persist: boolean): Promise<void> {
+    this.#check()
     native(() => binding.setPersist(this.#dev, persist))
   }
 
-  #queue(): PacketQueue {
+  #check(): void {
     if (this.#closed) throw new TunError('ERR_TUN_CLOSED', `${this.#name} is closed`)
-    return this.#queues[0]!
   }
 
   /**
-   * Closes the device: outgoing packets already queued are written (for up to `ring.closeFlushMs`), waiting reads and
-   * iterators end, writes still waiting for room reject with `ERR_TUN_CLOSED`, and a non-persistent device is
-   * removed. Idempotent.
+   * Closes the device: outgoing packets already queued are written (for up to `ring.closeFlushMs`), waiting reads,
+   * iterators and event loops end, writes still waiting for room reject with `ERR_TUN_CLOSED`, and a non-persistent
+   * device is removed once no queue detached to another thread holds it. Idempotent.
    */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    for (const q of this.#queues) q.close()
+    for (const ev of [...this.#events]) ev.end()
+    for (const q of this.#queues) if (q) await q.close()
     binding.closeDevice(this.#dev)
   }
 

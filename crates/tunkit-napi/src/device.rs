@@ -8,8 +8,8 @@ use tunkit_core::config::{parse_mac, validate_mtu, IpCidr, Mode};
 use tunkit_core::ring::{PacketRing, Pull};
 use tunkit_core::{Device, Error, ErrorKind};
 
-/// A device as JavaScript holds it. `device` is `None` once closed.
-struct DeviceHandle {
+/// A device as JavaScript holds it. `device` is `None` once closed (and in a worker that attached only a queue).
+pub struct DeviceHandle {
   device: Mutex<Option<Arc<Device>>>,
   name: String,
   index: u32,
@@ -25,7 +25,7 @@ impl DeviceHandle {
     DeviceHandle { name: c.name(), index: c.index(), mode: device.mode(), mtu: AtomicU32::new(mtu), device: Mutex::new(Some(Arc::new(device))) }
   }
 
-  fn get(&self, op: &str) -> Result<Arc<Device>, Error> {
+  pub fn get(&self, op: &str) -> Result<Arc<Device>, Error> {
     lock(&self.device).clone().ok_or_else(|| Error::closed(&format!("{op} on {}", self.name)))
   }
 
@@ -52,7 +52,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
   m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn dev(cx: &CallContext) -> JsResult<Arc<DeviceHandle>> {
+/// The device handle passed as the first argument.
+pub fn dev(cx: &CallContext) -> JsResult<Arc<DeviceHandle>> {
   cx.env.unwrap_external::<DeviceHandle>(cx.arg(0)?, "device")
 }
 
@@ -252,6 +253,16 @@ pub fn open_queue(cx: &CallContext) -> JsResult<Value> {
     return Err(type_error("onEvent must be a function"));
   }
   let q = h.get("openQueue")?.take_queue(index)?;
+  start_queue(env, h, q, cfg, on_event)
+}
+
+fn start_queue(
+  env: Env,
+  h: Arc<DeviceHandle>,
+  q: Box<dyn tunkit_core::Queue>,
+  cfg: tunkit_core::RingConfig,
+  on_event: Value,
+) -> JsResult<Value> {
   let tsfn = Arc::new(Mutex::new(Some(Tsfn::new(env, on_event, "tunkit-queue")?)));
   let notify_tsfn = tsfn.clone();
   let ring = PacketRing::start(
@@ -264,6 +275,57 @@ pub fn open_queue(cx: &CallContext) -> JsResult<Value> {
     }),
   )?;
   env.external(Arc::new(QueueHandle { ring, device: h, tsfn }))
+}
+
+/// Queues taken out of a device to be attached from another thread (a `worker_threads` worker): they wait here,
+/// keyed by a token, until `attachQueue` takes them. The process owns them meanwhile.
+struct Detached {
+  queue: Box<dyn tunkit_core::Queue>,
+  name: String,
+  index: u32,
+  mode: Mode,
+  mtu: u32,
+}
+
+static DETACHED: Mutex<Vec<(u32, Detached)>> = Mutex::new(Vec::new());
+static NEXT_TOKEN: AtomicU32 = AtomicU32::new(1);
+
+/// `detachQueue(dev, index)`: takes queue `index` out of the device for another thread; returns its token.
+pub fn detach_queue(cx: &CallContext) -> JsResult<Value> {
+  let h = dev(cx)?;
+  let index = cx.env.to_int(cx.arg(1)?, "queue index", 0, 65535)? as usize;
+  let queue = h.get("detachQueue")?.take_queue(index)?;
+  let token = NEXT_TOKEN.fetch_add(1, Relaxed);
+  let d = Detached { queue, name: h.name.clone(), index: h.index, mode: h.mode, mtu: h.mtu.load(Relaxed) };
+  lock(&DETACHED).push((token, d));
+  cx.env.number(token as f64)
+}
+
+/// `attachQueue(token, ringOptions, onEvent)`: starts the ring of a detached queue in the calling thread; returns
+/// `[deviceHandle, queueHandle]` (the device handle has no control: configuration stays with the device's owner).
+pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let token = env.to_int(cx.arg(0)?, "queue token", 1, u32::MAX as u64)? as u32;
+  let cfg = convert::ring_config(env, cx.arg(1)?)?;
+  let on_event = cx.arg(2)?;
+  if !env.is_function(on_event)? {
+    return Err(type_error("onEvent must be a function"));
+  }
+  let d = {
+    let mut list = lock(&DETACHED);
+    match list.iter().position(|(t, _)| *t == token) {
+      Some(i) => list.swap_remove(i).1,
+      None => {
+        return Err(
+          Error::new(ErrorKind::NotFound, format!("queue token {token} is unknown or was attached already")).into(),
+        )
+      }
+    }
+  };
+  let h = Arc::new(DeviceHandle { device: Mutex::new(None), name: d.name, index: d.index, mode: d.mode, mtu: AtomicU32::new(d.mtu) });
+  let handle = env.external(h.clone())?;
+  let q = start_queue(env, h, d.queue, cfg, on_event)?;
+  env.array_of(&[handle, q])
 }
 
 /// `pull(queue, lens)`: the next batch as an ArrayBuffer of packets packed back to back, with `lens[0]` = count

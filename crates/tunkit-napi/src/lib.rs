@@ -4,6 +4,7 @@
 
 mod convert;
 mod device;
+mod events;
 mod sys;
 
 use sys::api::{Callback, Env, JsResult, Value};
@@ -35,6 +36,12 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("takeWriteError", device::take_write_error),
   ("takeNotices", device::take_notices),
   ("closeQueue", device::close_queue),
+  ("detachQueue", device::detach_queue),
+  ("attachQueue", device::attach_queue),
+  ("subscribeEvents", events::subscribe),
+  ("takeEvents", events::take),
+  ("setEventsRef", events::set_ref),
+  ("closeEvents", events::close),
 ];
 
 fn init(env: Env, exports: Value) -> JsResult<Value> {

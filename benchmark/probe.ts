@@ -1,8 +1,10 @@
 /**
- * CPU time per thread of the current process, from /proc/self/task, for the benchmark's tunkit children: it shows
- * whether the time goes to the JavaScript thread, tunkit's reader/writer threads or V8's helpers (GC).
+ * What the benchmark's tunkit children measure of themselves: CPU time per thread (from /proc/self/task), to see
+ * whether the time goes to the JavaScript thread, tunkit's reader/writer threads or V8's helpers, and garbage
+ * collections.
  */
 import { readdirSync, readFileSync } from 'node:fs'
+import { constants, PerformanceObserver, type NodeGCPerformanceDetail } from 'node:perf_hooks'
 
 /** CPU time (user + system) in µs of each live thread, by thread id, with its name. */
 export type ThreadTimes = Map<number, { name: string; us: number }>
@@ -47,4 +49,27 @@ export function threadSplit(before: ThreadTimes, after: ThreadTimes): ThreadSpli
     else split.otherUs += d
   }
   return split
+}
+
+/** Garbage collections since {@link countGc} was called. */
+export interface GcCounts {
+  major: number
+  minor: number
+  /** Time spent in them on the JavaScript thread, in ms. */
+  ms: number
+}
+
+/** Starts counting garbage collections; read the returned object at any time. */
+export function countGc(): GcCounts {
+  const counts: GcCounts = { major: 0, minor: 0, ms: 0 }
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      // Entries of type 'gc' carry their kind in `detail`, which the typings only declare on marks and measures.
+      const kind = (e as unknown as { detail?: NodeGCPerformanceDetail }).detail?.kind
+      if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) counts.major++
+      else counts.minor++
+      counts.ms += e.duration
+    }
+  }).observe({ entryTypes: ['gc'] })
+  return counts
 }
