@@ -497,7 +497,9 @@ function table(header: string[], rows: string[][]): string {
 /** Prints a markdown table with aligned columns to stdout. */
 function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
-  const line = (r: string[]) => '  ' + r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+  // Text columns (the first two) to the left, numbers to the right.
+  const cell = (c: string, i: number) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))
+  const line = (r: string[]) => '  ' + r.map(cell).join('  ')
   console.log(line(header))
   for (const r of rows) console.log(line(r))
 }
@@ -506,32 +508,51 @@ function printTable(header: string[], rows: string[][]): void {
 // The run
 // ---------------------------------------------------------------------------------------------------------------
 
+/** Readers compared in the receive blocks; the queue-length row runs with 64-byte packets only. */
+const rxImpls = (payload: number): RxImpl[] =>
+  payload === 64
+    ? ['C read()', 'tunkit batches()', 'tunkit packets()', 'tunkit packets() qlen 500']
+    : ['C read()', 'tunkit batches()', 'tunkit packets()']
+const TX_IMPLS: readonly TxImpl[] = ['C write()', 'tunkit write() ×64']
+
+interface Machine {
+  nproc: number
+  cpu: string
+  kernel: string
+  node: string
+  load: string
+}
+
+/** One receive row: medians over its repetitions, and its received pps over the C reader's in the same block. */
+interface RxRow {
+  m: RxSample
+  ratio: number
+}
+
 async function main(): Promise<void> {
   checkNamespace()
   buildC()
   const started = new Date()
-  const load0 = loadavg()
-  const machine = {
+  const machine: Machine = {
     nproc: cpus().length,
     cpu: cpus()[0]?.model ?? 'unknown',
     kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
     node: process.version,
+    load: loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' '),
   }
-  const totalRuns = REPS * (2 * (4 + 3) + 2 * 2)
+  const totalRuns = REPS * (2 * PAYLOADS.reduce((n, p) => n + rxImpls(p).length, 0) + PAYLOADS.length * TX_IMPLS.length)
   console.log(
-    `tunkit benchmark: ${SECONDS} s per measurement, ${REPS} repetitions, ${totalRuns} runs; ` +
-      `${machine.nproc} CPUs, Linux ${machine.kernel}, Node ${machine.node}; load average ${load0.map((l) => l.toFixed(2)).join(' ')}`,
+    `tunkit benchmark: ${SECONDS} s per measurement, ${REPS} repetitions, ${totalRuns} runs; ${machine.nproc} CPUs, ` +
+      `Linux ${machine.kernel}, Node ${machine.node}; load average ${machine.load}`,
   )
   let done = 0
   const progress = (what: string) => process.stdout.write(`\r  ${++done}/${totalRuns} ${what}`.padEnd(60))
 
+  // Receive: the maximum-rate blocks first, since the fixed rate derives from the C reader's maximum.
   const rx: RxSample[] = []
-  const rxImpls = (payload: number): RxImpl[] =>
-    payload === 64
-      ? ['C read()', 'tunkit batches()', 'tunkit packets()', 'tunkit packets() qlen 500']
-      : ['C read()', 'tunkit batches()', 'tunkit packets()']
   const fixedRate = new Map<number, number>()
-
   for (const phase of ['max', 'fixed'] as const) {
     for (const payload of PAYLOADS) {
       let rate = 0
@@ -552,7 +573,7 @@ async function main(): Promise<void> {
   const tx: TxSample[] = []
   for (const payload of PAYLOADS) {
     for (let rep = 0; rep < REPS; rep++) {
-      for (const impl of rotate(['C write()', 'tunkit write() ×64'] as const, rep)) {
+      for (const impl of rotate(TX_IMPLS, rep)) {
         progress(`tx ${payload} B ${impl}`)
         await waitQuiet()
         tx.push(await txRun(impl, payload))
@@ -560,17 +581,21 @@ async function main(): Promise<void> {
     }
   }
   process.stdout.write('\r'.padEnd(61) + '\r')
-  const elapsed = (Date.now() - started.getTime()) / 1000
+  report(machine, started, rx, tx, fixedRate)
+}
 
-  // Rows: medians per (payload, load, implementation); ratios against the C row of the same payload and load.
-  const rxRows: { m: RxSample; ratio: number }[] = []
-  for (const phase of ['max', 'fixed'] as const) {
+/** Prints the tables, the verdicts and the analysis, and writes them to benchmark/RESULTS.md. */
+function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[], fixedRate: Map<number, number>) {
+  const elapsed = (Date.now() - started.getTime()) / 1000
+  const rxRows: RxRow[] = []
+  for (const rate of [0, ...fixedRate.values()]) {
     for (const payload of PAYLOADS) {
-      const rate = phase === 'max' ? 0 : fixedRate.get(payload)!
-      const cRow = medians(rx.filter((s) => s.payload === payload && s.rate === rate && s.impl === 'C read()'))
+      const block = rx.filter((s) => s.payload === payload && s.rate === rate)
+      if (block.length === 0) continue
+      const c = medians(block.filter((s) => s.impl === 'C read()'))
       for (const impl of rxImpls(payload)) {
-        const m = medians(rx.filter((s) => s.payload === payload && s.rate === rate && s.impl === impl))
-        rxRows.push({ m, ratio: m.receivedPps / cRow.receivedPps })
+        const m = medians(block.filter((s) => s.impl === impl))
+        rxRows.push({ m, ratio: m.receivedPps / c.receivedPps })
       }
     }
   }
@@ -579,44 +604,47 @@ async function main(): Promise<void> {
     'JS / rx / V8 % core', 'sender % core', 'other % core', 'kernel drops', 'rxStalls', 'pkts/batch', 'full GC/s',
     'RSS MiB',
   ]
-  const rxTable = (phase: 'max' | 'fixed') =>
+  const rxTable = (max: boolean) =>
     rxRows
-      .filter(({ m }) => (phase === 'max') === (m.rate === 0))
+      .filter(({ m }) => max === (m.rate === 0))
       .map(({ m, ratio }) => [
         `${m.payload} B`, m.impl, kpps(m.offeredPps), kpps(m.receivedPps), fmt(m.dropPct, 2), fmt(ratio, 2),
-        fmt(m.nsPerPacket), fmt(m.readerCore), split(m.jsCore, m.rxThreadCore, m.v8Core), fmt(m.senderCore), fmt(m.otherCore), fmt(m.kernelTxDropped),
-        fmt(m.rxStalls), fmt(m.packetsPerBatch, 1), fmt(m.majorGcPerSec, 1), fmt(m.rssMiB, 1),
+        fmt(m.nsPerPacket), fmt(m.readerCore), split(m.jsCore, m.rxThreadCore, m.v8Core), fmt(m.senderCore),
+        fmt(m.otherCore), fmt(m.kernelTxDropped), fmt(m.rxStalls), fmt(m.packetsPerBatch, 1),
+        fmt(m.majorGcPerSec, 1), fmt(m.rssMiB, 1),
       ])
 
+  const txHeader = [
+    'payload', 'writer', 'written kpps', '× C', 'CPU ns/pkt', 'writer % core', 'JS / tx % core', 'other % core',
+    'errors', 'backpressure', 'RSS MiB',
+  ]
   const txRows: string[][] = []
   const txMed = new Map<string, TxSample>()
   for (const payload of PAYLOADS) {
     const c = medians(tx.filter((s) => s.payload === payload && s.impl === 'C write()'))
-    for (const impl of ['C write()', 'tunkit write() ×64'] as const) {
+    for (const impl of TX_IMPLS) {
       const m = medians(tx.filter((s) => s.payload === payload && s.impl === impl))
       txMed.set(`${payload}/${impl}`, m)
       txRows.push([
         `${payload} B`, impl, kpps(m.writtenPps), fmt(m.writtenPps / c.writtenPps, 2), fmt(m.nsPerPacket),
-        fmt(m.writerCore), split(m.jsCore, m.txThreadCore), fmt(m.otherCore), fmt(m.txErrors), fmt(m.backpressure), fmt(m.rssMiB, 1),
+        fmt(m.writerCore), split(m.jsCore, m.txThreadCore), fmt(m.otherCore), fmt(m.txErrors), fmt(m.backpressure),
+        fmt(m.rssMiB, 1),
       ])
     }
   }
-  const txHeader = ['payload', 'writer', 'written kpps', '× C', 'CPU ns/pkt', 'writer % core', 'JS / tx % core',
-    'other % core',
-    'errors', 'backpressure', 'RSS MiB']
 
-  const fixedDesc = PAYLOADS.map((p) => `${p} B: ${kpps(fixedRate.get(p)!)} kpps`).join(', ')
+  const fixedDesc = PAYLOADS.map((p) => `${p} B: ${kpps(fixedRate.get(p) ?? NaN)} kpps`).join(', ')
+  const verdicts = targetVerdicts(rxRows)
+  const notes = analysis(rxRows, txMed, rx)
+
   console.log(`\nReceive, sender at its maximum rate (medians of ${REPS}):`)
-  printTable(rxHeader, rxTable('max'))
+  printTable(rxHeader, rxTable(true))
   console.log(`\nReceive, fixed offered load = ${FIXED_FRACTION} × C received at max (${fixedDesc}):`)
-  printTable(rxHeader, rxTable('fixed'))
+  printTable(rxHeader, rxTable(false))
   console.log(`\nTransmit into the device (medians of ${REPS}):`)
   printTable(txHeader, txRows)
-
-  const verdicts = targetVerdicts(rxRows)
   console.log('\nTargets:')
   for (const v of verdicts) console.log(`  ${v}`)
-  const notes = analysis(rxRows, txMed)
   console.log('\nWhere the time goes:')
   for (const n of notes) console.log(`  - ${n}`)
 
@@ -626,38 +654,45 @@ async function main(): Promise<void> {
     `Produced by \`npm run bench\` (benchmark/bench.ts) on ${started.toISOString()}, in ${elapsed.toFixed(0)} s.`,
     '',
     `- Machine: ${machine.nproc} CPUs (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}`,
-    `- Load average when it started: ${load0.map((l) => l.toFixed(2)).join(' ')} (the CPUs are shared; see "other % core")`,
-    `- ${SECONDS} s per measurement, ${REPS} repetitions in rotating order, medians shown; one private network namespace`,
+    `- Load average when it started: ${machine.load} (the CPUs are shared with other jobs; see "other % core")`,
+    `- ${SECONDS} s per measurement, ${REPS} repetitions in rotating order, medians shown; one private network ` +
+      'namespace; before each run the benchmark waits (briefly, bounded) for the machine to be nearly idle',
     `- Sender: \`benchmark/c/flood\`, UDP with sendmmsg (64 per call) to 10.7.0.2:${UDP_PORT} through the device`,
     '- Readers, each its own process: `benchmark/c/tunread` (blocking `read()` loop), `benchmark/reader.ts` ' +
       '(tunkit `batches()` / `packets()`, counting packets and bytes)',
-    `- Devices: 10.7.0.1/24, MTU 1500, txqueuelen ${TUNKIT_TXQLEN} (tunkit's default; the C device gets the same with ` +
-      '`ip`), except the "qlen 500" row',
+    `- Devices: 10.7.0.1/24, MTU 1500, txqueuelen ${TUNKIT_TXQLEN} (tunkit's default; the C device gets the same ` +
+      'with `ip`), except the "qlen 500" row',
     '',
     'Columns: *offered* is what the sender got into the stack per second; *received* what the reader counted; ' +
-      '*drop %* = 1 − received/sent; *× C* = received pps over the C reader\'s in the same block; *CPU ns/pkt* = the ' +
-      'reader process\'s CPU time (user + system, all threads) per received packet; *% core* = CPU time over the run ' +
-      'in % of one core (*other* = the rest of the machine: other jobs, the driver, interrupts); *kernel drops* = the ' +
-      'device\'s tx_dropped (its queue to the reader was full); *rxStalls* = times tunkit\'s reader thread waited for ' +
-      'JavaScript; *pkts/batch* = packets per tunkit batch.',
+      '*drop %* = 1 − received/sent; *× C* = received pps over the C reader\'s in the same block; *CPU ns/pkt* = ' +
+      'the reader process\'s CPU time (user + system, all threads) per received packet; *% core* = CPU time over ' +
+      'the run in % of one core; *JS / rx / V8* = the tunkit reader\'s CPU split into its JavaScript thread, ' +
+      'tunkit\'s reader thread and the rest (V8\'s helper threads: mostly garbage collection); *other* = the rest ' +
+      'of the machine (other jobs on the shared CPUs, the driver, interrupts); *kernel drops* = the device\'s ' +
+      'tx_dropped (its queue to the reader was full); *rxStalls* = times tunkit\'s reader thread waited for ' +
+      'JavaScript; *pkts/batch* = packets per tunkit batch; *full GC/s* = V8 mark-compact collections per second ' +
+      'in the reader.',
     '',
     '## Receive, sender at its maximum rate',
     '',
-    table(rxHeader, rxTable('max')),
+    table(rxHeader, rxTable(true)),
     '',
     `## Receive, fixed offered load (${FIXED_FRACTION} × the C reader's maximum: ${fixedDesc})`,
     '',
-    table(rxHeader, rxTable('fixed')),
+    table(rxHeader, rxTable(false)),
     '',
     '## Transmit into the device',
     '',
-    'The same UDP packet (to 10.7.0.3, which the host counts and drops) written for the whole run: one `write()` per ' +
-      'packet in C; `await tun.write(batch)` with 64 packets per call in tunkit, counted when its writer thread ' +
-      'had written them. *backpressure* = times `write()` had to wait for room.',
+    'The same UDP packet (to 10.7.0.3, which the host counts and drops) written for the whole run: one `write()` ' +
+      'per packet in C; `await tun.write(batch)` with 64 packets per call in tunkit, counted when its writer ' +
+      'thread had written them. *backpressure* = times `write()` had to wait for room.',
     '',
     table(txHeader, txRows),
     '',
     '## Targets',
+    '',
+    'From the issue: `batches()` ≥ 0.9× and `packets()` ≥ 0.8× the C loop\'s received pps at the same offered ' +
+      'load.',
     '',
     ...verdicts.map((v) => `- ${v}`),
     '',
@@ -669,11 +704,11 @@ async function main(): Promise<void> {
     '',
     table(
       ['payload', 'offered', 'reader', 'sent', 'received', 'drop %', 'ns/pkt', 'reader %', 'sender %', 'other %',
-        'kernel drops', 'rxStalls'],
+        'kernel drops', 'rxStalls', 'full GC/s'],
       rx.map((s) => [
         `${s.payload} B`, s.rate ? `${kpps(s.rate)} kpps` : 'max', s.impl, String(s.sent), String(s.received),
         fmt(s.dropPct, 2), fmt(s.nsPerPacket), fmt(s.readerCore), fmt(s.senderCore), fmt(s.otherCore),
-        String(s.kernelTxDropped), fmt(s.rxStalls),
+        String(s.kernelTxDropped), fmt(s.rxStalls), fmt(s.majorGcPerSec, 1),
       ]),
     ),
     '',
@@ -693,54 +728,68 @@ async function main(): Promise<void> {
 }
 
 /** The issue's targets: batches() ≥ 0.9× and packets() ≥ 0.8× the C loop's received pps at the same load. */
-function targetVerdicts(rows: { m: RxSample; ratio: number }[]): string[] {
+function targetVerdicts(rows: RxRow[]): string[] {
   const out: string[] = []
   const goals: [RxImpl, number][] = [
     ['tunkit batches()', 0.9],
     ['tunkit packets()', 0.8],
   ]
   for (const { m, ratio } of rows) {
-    const goal = goals.find(([impl]) => impl === m.impl)
-    if (!goal) continue
-    const load = m.rate === 0 ? 'sender at max rate' : `fixed ${kpps(m.rate)} kpps`
+    const goal = goals.find(([impl]) => impl === m.impl)?.[1]
+    if (goal === undefined) continue
+    const c = rows.find((r) => r.m.impl === 'C read()' && r.m.payload === m.payload && r.m.rate === m.rate)!.m
+    const load = m.rate === 0 ? 'sender at max rate' : `fixed ${kpps(m.rate)} kpps asked`
     const verdict =
-      ratio >= goal[1]
-        ? `met (${fmt(ratio, 2)}× ≥ ${goal[1]}×)`
-        : `MISSED by ${fmt((goal[1] - ratio) * 100, 0)} points (${fmt(ratio, 2)}× < ${goal[1]}×)`
-    out.push(`${m.impl}, ${m.payload} B, ${load}: ${verdict}`)
+      ratio >= goal
+        ? `met (${fmt(ratio, 2)}× ≥ ${goal}×)`
+        : `**missed** by ${fmt((goal - ratio) * 100)} points (${fmt(ratio, 2)}× < ${goal}×)`
+    const why = `offered ${kpps(m.offeredPps)} kpps against C's ${kpps(c.offeredPps)}, ${fmt(m.dropPct, 2)} % dropped`
+    out.push(`${m.impl}, ${m.payload} B, ${load}: ${verdict}; ${why}`)
   }
   return out
 }
 
-/** Facts from the numbers that explain them: CPU budgets per packet and per core. */
-function analysis(rows: { m: RxSample; ratio: number }[], tx: Map<string, TxSample>): string[] {
+/** ns of CPU per received packet that a share of a core (in %) stands for. */
+const nsPer = (corePct: number, pps: number) => (corePct / 100) * (1e9 / pps)
+
+/** Facts from the numbers that explain them: CPU per packet, per thread and per core; queue lengths; noise. */
+function analysis(rows: RxRow[], tx: Map<string, TxSample>, all: RxSample[]): string[] {
   const out: string[] = []
   const find = (impl: RxImpl, payload: number, max: boolean) =>
     rows.find(({ m }) => m.impl === impl && m.payload === payload && (m.rate === 0) === max)?.m
-  for (const payload of PAYLOADS) {
-    const c = find('C read()', payload, true)
-    const b = find('tunkit batches()', payload, true)
-    const p = find('tunkit packets()', payload, true)
-    if (!c || !b || !p) continue
-    out.push(
-      `${payload} B at max rate: the sender alone used ${fmt(c.senderCore)} % of a core with the C reader ` +
-        `(${kpps(c.offeredPps)} kpps offered) and ${fmt(b.senderCore)} / ${fmt(p.senderCore)} % with tunkit ` +
-        `batches() / packets() (${kpps(b.offeredPps)} / ${kpps(p.offeredPps)} kpps). Reader CPU per packet: C ` +
-        `${fmt(c.nsPerPacket)} ns, batches() ${fmt(b.nsPerPacket)} ns (${fmt(b.nsPerPacket / c.nsPerPacket, 2)}×), ` +
-        `packets() ${fmt(p.nsPerPacket)} ns (${fmt(p.nsPerPacket / c.nsPerPacket, 2)}×); reader + sender = ` +
-        `${fmt(c.readerCore + c.senderCore)} % (C), ${fmt(b.readerCore + b.senderCore)} % (batches), ` +
-        `${fmt(p.readerCore + p.senderCore)} % (packets) of the 200 % two cores give.`,
-    )
+  const cNs = (m: RxSample) => find('C read()', m.payload, m.rate === 0)!.nsPerPacket
+  const perThread = (m: RxSample) =>
+    `${fmt(m.nsPerPacket)} ns (${fmt(m.nsPerPacket / cNs(m), 1)}× C): ` +
+    `reader thread ${fmt(nsPer(m.rxThreadCore, m.receivedPps))}, JavaScript thread ` +
+    `${fmt(nsPer(m.jsCore, m.receivedPps))}, V8 helper threads ${fmt(nsPer(m.v8Core, m.receivedPps))}; ` +
+    `${fmt(m.packetsPerBatch, 1)} packets per batch, ${fmt(m.majorGcPerSec, 1)} full GCs/s`
+  for (const max of [true, false]) {
+    for (const payload of PAYLOADS) {
+      const c = find('C read()', payload, max)
+      const b = find('tunkit batches()', payload, max)
+      const p = find('tunkit packets()', payload, max)
+      if (!c || !b || !p) continue
+      const load = max ? 'sender at max rate' : `fixed rate, ${kpps(c.rate)} kpps asked`
+      out.push(
+        `${payload} B, ${load}. CPU per packet received: C read() ${fmt(c.nsPerPacket)} ns; tunkit batches() ` +
+          `${perThread(b)}; packets() ${perThread(p)}. Sender + reader: ${fmt(c.senderCore + c.readerCore)} % of a ` +
+          `core with C (sender ${fmt(c.senderCore)} %, ${kpps(c.offeredPps)} kpps), ` +
+          `${fmt(b.senderCore + b.readerCore)} % with batches() (sender ${fmt(b.senderCore)} %, ` +
+          `${kpps(b.offeredPps)} kpps), ${fmt(p.senderCore + p.readerCore)} % with packets() (sender ` +
+          `${fmt(p.senderCore)} %, ${kpps(p.offeredPps)} kpps), of the 200 % two cores give.`,
+      )
+    }
   }
-  const q4096 = find('tunkit packets()', 64, true)
-  const q500 = find('tunkit packets() qlen 500', 64, true)
-  const f4096 = find('tunkit packets()', 64, false)
-  const f500 = find('tunkit packets() qlen 500', 64, false)
-  if (q4096 && q500 && f4096 && f500) {
+  const q = [find('tunkit packets()', 64, true), find('tunkit packets() qlen 500', 64, true)]
+  const f = [find('tunkit packets()', 64, false), find('tunkit packets() qlen 500', 64, false)]
+  if (q[0] && q[1] && f[0] && f[1]) {
     out.push(
-      `Kernel queue length, tunkit packets() with 64 B: drops ${fmt(q500.dropPct, 2)} % with 500 against ` +
-        `${fmt(q4096.dropPct, 2)} % with 4096 at max rate, and ${fmt(f500.dropPct, 2)} % against ` +
-        `${fmt(f4096.dropPct, 2)} % at the fixed rate.`,
+      `Kernel queue length (tunkit packets(), 64 B): ${fmt(q[1].dropPct, 2)} % dropped with txqueuelen 500 against ` +
+        `${fmt(q[0].dropPct, 2)} % with 4096 at max rate, and ${fmt(f[1].dropPct, 2)} % against ` +
+        `${fmt(f[0].dropPct, 2)} % at the fixed rate. A full queue of 500 packets lasts ` +
+        `${fmt((500 / f[1].offeredPps) * 1000, 1)} ms at that rate, less than the time a reader thread that shares ` +
+        `two cores with the sender and the JavaScript thread may wait to be scheduled; 4096 last ` +
+        `${fmt((4096 / f[0].offeredPps) * 1000, 1)} ms.`,
     )
   }
   for (const payload of PAYLOADS) {
@@ -748,11 +797,18 @@ function analysis(rows: { m: RxSample; ratio: number }[], tx: Map<string, TxSamp
     const t = tx.get(`${payload}/tunkit write() ×64`)
     if (!c || !t) continue
     out.push(
-      `Transmit ${payload} B: C ${kpps(c.writtenPps)} kpps at ${fmt(c.nsPerPacket)} ns/packet (${fmt(c.writerCore)} % ` +
-        `of a core), tunkit ${kpps(t.writtenPps)} kpps at ${fmt(t.nsPerPacket)} ns/packet (${fmt(t.writerCore)} %): ` +
-        'both pay one write() syscall per packet; tunkit adds a copy into its ring on the JavaScript thread.',
+      `Transmit ${payload} B: C ${kpps(c.writtenPps)} kpps at ${fmt(c.nsPerPacket)} ns/packet, tunkit ` +
+        `${kpps(t.writtenPps)} kpps (${fmt(t.writtenPps / c.writtenPps, 2)}×) at ${fmt(t.nsPerPacket)} ns/packet, ` +
+        `of which the writer thread ${fmt(nsPer(t.txThreadCore, t.writtenPps))} ns (one write() per packet, as ` +
+        `in C) and the JavaScript thread ${fmt(nsPer(t.jsCore, t.writtenPps))} ns (copying into the ring).`,
     )
   }
+  const noisy = all.filter((s) => s.otherCore > 25).length
+  out.push(
+    `Noise: in ${noisy} of ${all.length} receive runs the rest of the machine (other jobs on the shared CPUs) ` +
+      'used more than 25 % of a core; the medians and the rotating order damp that, but rows that differ by less ' +
+      'than ~10 % are within noise.',
+  )
   return out
 }
 

@@ -55,6 +55,7 @@ export interface NativeRingOptions {
   ringBatches?: number
   batchPackets?: number
   slabBytes?: number
+  copyBelow?: number
   memoryBudget?: number
   txRingBytes?: number
   closeFlushMs?: number

@@ -14,6 +14,12 @@ export interface RingOptions {
   batchPackets?: number
   /** Bytes of packets per batch buffer, beyond room for one 64 KiB frame (default 192 KiB). */
   slabBytes?: number
+  /**
+   * Batches smaller than this many bytes are copied into a buffer of their exact size (one memcpy) so that a trickle
+   * of small batches does not pin a whole batch buffer each; larger ones are handed over without copying (default
+   * 16 KiB; 0 never copies).
+   */
+  copyBelow?: number
   /** Bytes of batch buffers alive at once, including those whose packets JavaScript still holds (default 256 MiB). */
   memoryBudget?: number
   /** Bytes of outgoing packets queued before `write()` waits (default 4 MiB). */

@@ -104,7 +104,7 @@ const KNOWN_OPTIONS = new Set([
   'name', 'mode', 'addresses', 'routes', 'mtu', 'up', 'txQueueLength', 'queues', 'persist', 'owner', 'group', 'mac',
   'netns', 'ring', 'offload',
 ])
-const KNOWN_RING_OPTIONS = new Set(['ringBatches', 'batchPackets', 'slabBytes', 'memoryBudget', 'txRingBytes', 'closeFlushMs'])
+const KNOWN_RING_OPTIONS = new Set(['ringBatches', 'batchPackets', 'slabBytes', 'copyBelow', 'memoryBudget', 'txRingBytes', 'closeFlushMs'])
 
 /** Default kernel queue length tunkit sets on devices it creates. */
 export const DEFAULT_TX_QUEUE_LENGTH = 4096

@@ -32,6 +32,10 @@ pub struct RingConfig {
   pub batch_packets: usize,
   /// Bytes of packets one slab holds beyond the room kept for one largest frame.
   pub slab_bytes: usize,
+  /// Batches smaller than this are copied into a buffer of their exact size and the slab is reused at once, so a
+  /// trickle of small batches does not pin (and make the consumer's GC account for) a whole slab each. Larger
+  /// batches are handed over without copying.
+  pub copy_below: usize,
   /// Bytes of slabs alive at once: being filled, queued, or held by the consumer.
   pub memory_budget: usize,
   /// Bytes the transmit ring holds before `send` applies backpressure.
@@ -46,6 +50,7 @@ impl Default for RingConfig {
       ring_batches: 64,
       batch_packets: 256,
       slab_bytes: 192 * 1024,
+      copy_below: 16 * 1024,
       memory_budget: 256 * 1024 * 1024,
       tx_ring_bytes: 4 * 1024 * 1024,
       close_flush: Duration::from_millis(1000),
@@ -167,14 +172,21 @@ impl SlabPool {
     }
   }
 
-  /// Takes a slab back. Slabs beyond what a full ring needs are freed rather than kept.
+  /// A buffer holding a copy of `data`, counted against the budget like a slab (by its capacity).
+  fn copy_of(&self, data: &[u8]) -> Vec<u8> {
+    let v = data.to_vec();
+    self.live_bytes.fetch_add(v.capacity(), Relaxed);
+    v
+  }
+
+  /// Takes a buffer back: slabs go to the free list (beyond what a full ring needs they are freed), copies are freed.
   fn give_back(&self, mut slab: Vec<u8>) {
     slab.clear();
     let mut free = lock(&self.free);
     if slab.capacity() == self.slab_capacity && !self.closing.load(Relaxed) && free.len() < 64 {
       free.push(slab);
     } else {
-      self.live_bytes.fetch_sub(self.slab_capacity, Relaxed);
+      self.live_bytes.fetch_sub(slab.capacity(), Relaxed);
       drop(slab);
     }
     drop(free);
@@ -218,9 +230,9 @@ impl SlabGuard {
   pub fn is_empty(&self) -> bool {
     self.data.is_empty()
   }
-  /// Bytes of memory this guard keeps alive (the slab's capacity).
+  /// Bytes of memory this guard keeps alive (its buffer's capacity).
   pub fn footprint(&self) -> usize {
-    self.pool.slab_capacity
+    self.data.capacity()
   }
 }
 
@@ -492,6 +504,13 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
     c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
     c.rx_batches.fetch_add(1, Relaxed);
+    let data = if batch.data.len() < s.cfg.copy_below {
+      let small = s.pool.copy_of(&batch.data);
+      s.pool.give_back(batch.data);
+      small
+    } else {
+      batch.data
+    };
 
     let mut rx = lock(&s.rx);
     if rx.batches.len() >= s.cfg.ring_batches {
@@ -502,10 +521,10 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     }
     if s.closing.load(Relaxed) {
       drop(rx);
-      s.pool.give_back(batch.data);
+      s.pool.give_back(data);
       break None;
     }
-    rx.batches.push_back((batch.data, batch.lens));
+    rx.batches.push_back((data, batch.lens));
     let wake = std::mem::take(&mut rx.waiting);
     drop(rx);
     if wake {

@@ -184,6 +184,9 @@ pub fn ring_config(env: Env, opts: Value) -> JsResult<RingConfig> {
   if let Some(n) = opt_u32(env, opts, "slabBytes", 2048, 64 << 20)? {
     c.slab_bytes = n as usize;
   }
+  if let Some(n) = opt_u32(env, opts, "copyBelow", 0, 64 << 20)? {
+    c.copy_below = n as usize;
+  }
   if let Some(n) = opt_u32(env, opts, "memoryBudget", 1, u32::MAX)? {
     c.memory_budget = n as usize;
   }

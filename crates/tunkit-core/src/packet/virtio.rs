@@ -18,7 +18,7 @@
 //! [`Endian::NATIVE`] is the default.
 
 use super::invalid;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// The header's size with `TUNSETVNETHDRSZ` left at its default.
 pub const VIRTIO_NET_HDR_LEN: usize = 10;
@@ -146,6 +146,108 @@ impl VirtioNetHdr {
   }
 }
 
+/// Largest IP packet a TUN device carries: its maximum MTU.
+const MAX_TUN_PACKET: usize = crate::config::MAX_MTU as usize;
+/// Largest Ethernet frame a TAP device carries: the maximum MTU plus a header with one VLAN tag.
+const MAX_TAP_FRAME: usize = MAX_TUN_PACKET + 18;
+
+/// Checks one frame a consumer hands to `write` on a device opened with `offload: { raw: true }`: a 10-byte
+/// header in the host's order, then an IP packet (TUN) or an Ethernet frame (TAP). Returns the decoded header.
+///
+/// The checks are those that make the kernel refuse the write or that would make the frame meaningless, done
+/// before anything is queued so that a bad frame fails its own `write` call with a typed error:
+///
+/// - at least the header and a packet: 11 bytes for TUN (an IP version nibble), 24 for TAP (an Ethernet header);
+/// - at most the header plus 65535 bytes (TUN) or 65553 (TAP): a super-packet can exceed the MTU, not 64 KiB;
+/// - a known `gso_type` (`NONE`, `TCPV4`, `TCPV6`, `UDP_L4`; UFO is refused), the ECN bit only with TCP, a
+///   non-zero `gso_size` when segmenting, and `hdr_len` within the packet;
+/// - with `NEEDS_CSUM`, the checksum field (`csum_start + csum_offset`, 2 bytes) within the packet;
+/// - TUN: the packet is IPv4 or IPv6, and `TCPV4`/`TCPV6` match its version.
+///
+/// The packet's own headers are not parsed further: the kernel checks a super-packet as it segments it.
+pub fn validate_raw(frame: &[u8], mode: crate::config::Mode) -> Result<VirtioNetHdr> {
+  let tap = mode == crate::config::Mode::Tap;
+  let (min, max) = if tap {
+    (14, MAX_TAP_FRAME)
+  } else {
+    (1, MAX_TUN_PACKET)
+  };
+  if frame.len() < VIRTIO_NET_HDR_LEN + min {
+    return Err(invalid(format!(
+      "a raw offload frame is the 10-byte virtio_net_hdr and then the {}; {} bytes are too short",
+      if tap { "Ethernet frame" } else { "IP packet" },
+      frame.len()
+    )));
+  }
+  if frame.len() > VIRTIO_NET_HDR_LEN + max {
+    return Err(Error::new(
+      ErrorKind::PacketTooLarge,
+      format!(
+        "a raw offload frame is at most {} bytes (the header and {max}), got {}",
+        VIRTIO_NET_HDR_LEN + max,
+        frame.len()
+      ),
+    ));
+  }
+  let hdr = VirtioNetHdr::decode(frame)?;
+  let pkt = &frame[VIRTIO_NET_HDR_LEN..];
+  let ecn = hdr.gso_type & VIRTIO_NET_HDR_GSO_ECN != 0;
+  let kind = hdr.gso_kind();
+  match kind {
+    VIRTIO_NET_HDR_GSO_NONE | VIRTIO_NET_HDR_GSO_UDP_L4 if ecn => {
+      return Err(invalid(format!(
+        "virtio gso_type {:#04x}: the ECN bit goes only with TCP",
+        hdr.gso_type
+      )))
+    }
+    VIRTIO_NET_HDR_GSO_NONE | VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 | VIRTIO_NET_HDR_GSO_UDP_L4 => {}
+    _ => {
+      return Err(invalid(format!(
+        "virtio gso_type {:#04x} is not NONE, TCPV4, TCPV6 or UDP_L4",
+        hdr.gso_type
+      )))
+    }
+  }
+  if kind != VIRTIO_NET_HDR_GSO_NONE && hdr.gso_size == 0 {
+    return Err(invalid("virtio gso_size is 0 on a super-packet"));
+  }
+  if hdr.hdr_len as usize > pkt.len() {
+    return Err(invalid(format!(
+      "virtio hdr_len {} is beyond the {}-byte packet",
+      hdr.hdr_len,
+      pkt.len()
+    )));
+  }
+  if hdr.needs_csum() && hdr.csum_start as usize + hdr.csum_offset as usize + 2 > pkt.len() {
+    return Err(invalid(format!(
+      "virtio checksum at {}+{} is beyond the {}-byte packet",
+      hdr.csum_start,
+      hdr.csum_offset,
+      pkt.len()
+    )));
+  }
+  if !tap {
+    let version = pkt[0] >> 4;
+    let want = match kind {
+      VIRTIO_NET_HDR_GSO_TCPV4 => Some(4),
+      VIRTIO_NET_HDR_GSO_TCPV6 => Some(6),
+      _ => None,
+    };
+    if version != 4 && version != 6 {
+      return Err(invalid(format!(
+        "the packet after the virtio header is not IPv4 or IPv6 (version nibble {version})"
+      )));
+    }
+    if want.is_some_and(|w| w != version) {
+      return Err(invalid(format!(
+        "virtio gso_type {:#04x} does not match the IPv{version} packet",
+        hdr.gso_type
+      )));
+    }
+  }
+  Ok(hdr)
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -180,5 +282,96 @@ mod tests {
     assert_eq!(VirtioNetHdr::decode(&buf).unwrap(), VirtioNetHdr::default());
     let e = VirtioNetHdr::decode(&buf[..9]).unwrap_err();
     assert_eq!(e.kind(), crate::error::ErrorKind::InvalidPacket);
+  }
+
+  #[test]
+  fn validate_raw_table() {
+    use crate::config::Mode;
+    let frame = |h: VirtioNetHdr, pkt: &[u8]| {
+      let mut f = h.encode().to_vec();
+      f.extend_from_slice(pkt);
+      f
+    };
+    let mut v4 = vec![0u8; 1500];
+    v4[0] = 0x45;
+    let mut v6 = vec![0u8; 1500];
+    v6[0] = 0x60;
+    let eth = vec![0u8; 60];
+    let tso = |gso_type: u8| VirtioNetHdr {
+      flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+      gso_type,
+      hdr_len: 52,
+      gso_size: 1448,
+      csum_start: 20,
+      csum_offset: 16,
+    };
+    let plain = VirtioNetHdr::default();
+    let ok: Vec<(&str, Vec<u8>, Mode)> = vec![
+      ("plain v4", frame(plain, &v4), Mode::Tun),
+      ("plain v6, one byte", frame(plain, &v6[..1]), Mode::Tun),
+      ("tso4", frame(tso(VIRTIO_NET_HDR_GSO_TCPV4), &v4), Mode::Tun),
+      (
+        "tso6 + ECN",
+        frame(tso(VIRTIO_NET_HDR_GSO_TCPV6 | VIRTIO_NET_HDR_GSO_ECN), &v6),
+        Mode::Tun,
+      ),
+      ("uso", frame(tso(VIRTIO_NET_HDR_GSO_UDP_L4), &v6), Mode::Tun),
+      ("64 KiB", frame(plain, &vec![0x45; 65535]), Mode::Tun),
+      ("tap frame", frame(plain, &eth), Mode::Tap),
+      ("tap 64 KiB + vlan", frame(plain, &vec![0; 65553]), Mode::Tap),
+    ];
+    for (name, f, mode) in ok {
+      let h = validate_raw(&f, mode).unwrap_or_else(|e| panic!("{name}: {e}"));
+      assert_eq!(h, VirtioNetHdr::decode(&f).unwrap(), "{name}");
+    }
+    let bad: Vec<(&str, Vec<u8>, Mode, ErrorKind)> = vec![
+      ("header only", plain.encode().to_vec(), Mode::Tun, ErrorKind::InvalidPacket),
+      ("9 bytes", vec![0; 9], Mode::Tun, ErrorKind::InvalidPacket),
+      ("too long", frame(plain, &vec![0x45; 65536]), Mode::Tun, ErrorKind::PacketTooLarge),
+      ("tap too long", frame(plain, &vec![0; 65554]), Mode::Tap, ErrorKind::PacketTooLarge),
+      ("tap short", frame(plain, &eth[..13]), Mode::Tap, ErrorKind::InvalidPacket),
+      ("not IP", frame(plain, &[0x20, 0, 0]), Mode::Tun, ErrorKind::InvalidPacket),
+      ("tso4 on v6", frame(tso(VIRTIO_NET_HDR_GSO_TCPV4), &v6), Mode::Tun, ErrorKind::InvalidPacket),
+      ("tso6 on v4", frame(tso(VIRTIO_NET_HDR_GSO_TCPV6), &v4), Mode::Tun, ErrorKind::InvalidPacket),
+      ("UFO", frame(tso(VIRTIO_NET_HDR_GSO_UDP), &v4), Mode::Tun, ErrorKind::InvalidPacket),
+      ("unknown type", frame(tso(2), &v4), Mode::Tun, ErrorKind::InvalidPacket),
+      (
+        "ECN on USO",
+        frame(tso(VIRTIO_NET_HDR_GSO_UDP_L4 | VIRTIO_NET_HDR_GSO_ECN), &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "ECN without GSO",
+        frame(VirtioNetHdr { gso_type: VIRTIO_NET_HDR_GSO_ECN, ..plain }, &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "gso_size 0",
+        frame(VirtioNetHdr { gso_size: 0, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) }, &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "hdr_len beyond",
+        frame(VirtioNetHdr { hdr_len: 1501, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) }, &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "checksum field beyond",
+        frame(VirtioNetHdr { csum_start: 1490, csum_offset: 9, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) }, &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+    ];
+    for (name, f, mode, kind) in bad {
+      let e = validate_raw(&f, mode).expect_err(name);
+      assert_eq!(e.kind(), kind, "{name}: {e}");
+    }
+    // The checksum field may end exactly at the end of the packet.
+    let edge = VirtioNetHdr { csum_start: 1482, csum_offset: 16, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) };
+    assert!(validate_raw(&frame(edge, &v4), Mode::Tun).is_ok());
   }
 }

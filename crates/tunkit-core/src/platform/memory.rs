@@ -235,6 +235,48 @@ mod tests {
   }
 
   #[test]
+  fn small_batches_are_copied_to_their_size_and_large_ones_are_not() {
+    let (a, b) = pair(1500, 1024).unwrap();
+    let (ra, _ea) = ring(a.queues.into_iter().next().unwrap());
+    let (rb, eb) = ring(b.queues.into_iter().next().unwrap());
+    let small = vec![4u8; 100];
+    assert!(ra.send(std::iter::once(small.as_slice()), 100).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let guard = loop {
+      match rb.pull() {
+        Pull::Batch(g, _) => break g,
+        _ => {
+          assert!(Instant::now() < deadline);
+          let _ = eb.recv_timeout(Duration::from_millis(50));
+        }
+      }
+    };
+    assert_eq!(guard.len(), 100);
+    assert_eq!(guard.footprint(), 100, "a 100-byte batch should not pin a whole slab");
+    drop(guard);
+    // 64 KiB slabs in this ring; a 40 KiB batch is above copy_below (16 KiB) and is handed over as is.
+    let big = vec![5u8; 1000];
+    assert!(ra.send(std::iter::repeat_n(big.as_slice(), 40), 40_000).unwrap());
+    let mut got = 0;
+    while got < 40_000 {
+      assert!(Instant::now() < deadline);
+      match rb.pull() {
+        Pull::Batch(g, _) => {
+          if g.len() >= 16 * 1024 {
+            assert!(g.footprint() > g.len(), "a large batch should be the slab itself");
+          }
+          got += g.len();
+        }
+        _ => {
+          let _ = eb.recv_timeout(Duration::from_millis(50));
+        }
+      }
+    }
+    ra.close();
+    rb.close();
+  }
+
+  #[test]
   fn close_wakes_a_waiting_consumer() {
     let (_a, b) = pair(1500, 4).unwrap();
     let (rb, eb) = ring(b.queues.into_iter().next().unwrap());

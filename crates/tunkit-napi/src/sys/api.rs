@@ -376,10 +376,11 @@ impl Env {
   }
 
   /// An ArrayBuffer over the packets of `slab`, without copying. The slab returns to its pool when the
-  /// ArrayBuffer is collected; its size is reported to V8 as external memory so collection comes in time.
+  /// ArrayBuffer is collected. V8 counts the ArrayBuffer's length as external memory by itself; the rest of the
+  /// slab it keeps alive is reported with `napi_adjust_external_memory`, so collection comes in time.
   pub fn slab_arraybuffer(self, slab: SlabGuard) -> JsResult<Value> {
     let len = slab.len();
-    let footprint = slab.footprint() as i64;
+    let footprint = (slab.footprint() - len) as i64;
     let ptr = slab.as_ptr() as *mut c_void;
     let hint = Box::into_raw(Box::new(slab));
     let mut out = null_mut();
@@ -391,9 +392,11 @@ impl Env {
       drop(unsafe { Box::from_raw(hint) });
       return Err(e);
     }
-    let mut total = 0;
-    // SAFETY: valid env and out-pointer.
-    unsafe { napi_adjust_external_memory(self.0, footprint, &mut total) };
+    if footprint > 0 {
+      let mut total = 0;
+      // SAFETY: valid env and out-pointer.
+      unsafe { napi_adjust_external_memory(self.0, footprint, &mut total) };
+    }
     Ok(Value(out))
   }
 
@@ -416,9 +419,9 @@ unsafe extern "C" fn drop_external(_env: napi_env, data: *mut c_void, _hint: *mu
 unsafe extern "C" fn drop_slab(env: napi_env, _data: *mut c_void, hint: *mut c_void) {
   // SAFETY: hint is the Box leaked by `Env::slab_arraybuffer`; V8 calls this finalizer once.
   let slab = unsafe { Box::from_raw(hint as *mut SlabGuard) };
-  let footprint = slab.footprint() as i64;
+  let footprint = (slab.footprint() - slab.len()) as i64;
   drop(slab);
-  if !env.is_null() {
+  if !env.is_null() && footprint > 0 {
     let mut total = 0;
     // SAFETY: env is the live environment running this finalizer.
     unsafe { napi_adjust_external_memory(env, -footprint, &mut total) };

@@ -6,10 +6,14 @@ use super::sys::{self, errno, tun, PollFd, POLLERR, POLLHUP, POLLIN, POLLNVAL, P
 use crate::backend::{Batch, Control, EventSource, LinkInfo, Queue, WriteReport};
 use crate::config::{self, format_mac, IpCidr, Mode, RouteSpec, MIN_MTU_IPV6};
 use crate::error::{Error, ErrorKind, Result};
+use crate::packet::gro::{Coalescer, GroOptions};
+use crate::packet::gso;
+use crate::packet::virtio::{self, VirtioNetHdr};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
 
@@ -24,6 +28,150 @@ pub fn max_frame(mode: Mode) -> usize {
     Mode::Tun => TUN_MAX_FRAME,
     Mode::Tap => TAP_MAX_FRAME,
   }
+}
+
+/// Size of the virtio-net header in front of every packet of a device opened with offload (`TUNSETVNETHDRSZ`):
+/// the plain 10-byte `struct virtio_net_hdr`.
+pub const VNET_HDR_LEN: usize = virtio::VIRTIO_NET_HDR_LEN;
+
+/// The header of a plain packet: no segmentation, checksums complete.
+const PLAIN_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+
+/// Size of the buffer one offload read goes into: the header and the largest packet the kernel can hand over (an
+/// IPv6 packet is at most 40 + 65535 bytes), plus one byte, so that a read filling it all is known to be truncated.
+const SCRATCH_LEN: usize = VNET_HDR_LEN + 40 + 65535 + 1;
+
+/// Below this much room left in the slab, the split reader stops reading: nothing more would fit.
+const MIN_SPLIT_ROOM: usize = 2048;
+
+/// Environment variable, read once when a queue is created, that makes the first super-packet write of the queue
+/// fail with a synthetic `EINVAL`, to exercise the fallback. For tests only.
+pub const TEST_FAIL_OFFLOAD_WRITE_ENV: &str = "TUNKIT_TEST_FAIL_OFFLOAD_WRITE";
+
+/// What `open` settled on for a device opened with `IFF_VNET_HDR`, handed to each of its queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffloadSetup {
+  /// Pass frames through with their header instead of splitting on read and coalescing on write.
+  pub raw: bool,
+  /// TCP offload: the kernel accepted TSO (reads bring TCP super-packets) and writes coalesce TCP segments.
+  pub tcp: bool,
+  /// UDP offload: the kernel accepted USO (Linux 6.2+) and writes coalesce equal-size UDP datagrams.
+  pub udp: bool,
+  /// Times offload was turned off at open because the kernel refused it (counted in `offloadFallbacks`).
+  pub fallbacks: u64,
+  /// What the kernel refused at open, said once by the queue that gets this setup.
+  pub notice: Option<String>,
+}
+
+/// Locks, ignoring poisoning: the offload state stays consistent at every point a panic could leave it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+  m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Room left in a slab without reallocating it.
+fn spare(batch: &Batch) -> usize {
+  batch.data.capacity() - batch.data.len()
+}
+
+/// The data path of an offload queue: its switches, scratch buffers and counters.
+struct Offloaded {
+  raw: bool,
+  tcp: bool,
+  udp: bool,
+  /// Set for good once the kernel refused a super-packet write: from then on every packet goes out alone.
+  writes_off: AtomicBool,
+  /// Test hook ([`TEST_FAIL_OFFLOAD_WRITE_ENV`]): the next super-packet write fails with a synthetic `EINVAL`.
+  fail_next_write: AtomicBool,
+  /// A dropped read was already reported in a notice.
+  read_drop_told: AtomicBool,
+  rx: Mutex<RxScratch>,
+  tx: Mutex<TxScratch>,
+  stats: OffloadStats,
+  notices: Mutex<VecDeque<String>>,
+}
+
+#[derive(Default)]
+struct OffloadStats {
+  super_read: AtomicU64,
+  segments_read: AtomicU64,
+  super_written: AtomicU64,
+  segments_coalesced: AtomicU64,
+  fallbacks: AtomicU64,
+  read_errors: AtomicU64,
+}
+
+/// Reader-side buffers (only the reader thread locks them).
+struct RxScratch {
+  /// One frame as read: header and packet.
+  frame: Vec<u8>,
+  /// Length of a frame in `frame` that did not fit in the last batch and goes first into the next (0: none).
+  pending: usize,
+  /// The segments of a super-packet too large for one batch (more segments than a batch takes, or more bytes than
+  /// a slab holds), handed out over the following calls.
+  overflow: Batch,
+  /// Index and byte offset of the next segment of `overflow` to hand out.
+  overflow_next: usize,
+  overflow_off: usize,
+}
+
+/// Writer-side buffers (only the writer thread locks them).
+#[derive(Default)]
+struct TxScratch {
+  coalescer: Coalescer,
+  /// The coalesced batch: header and packet per write.
+  out: Batch,
+  /// The segments of a super-packet the kernel refused, to be written one by one.
+  segments: Batch,
+}
+
+/// What became of the frame waiting in [`RxScratch::frame`].
+enum Split {
+  /// Its packets are in the batch.
+  Done(usize),
+  /// It does not fit; it stays for the next batch.
+  NoRoom,
+  /// It went into the overflow batch.
+  Overflow,
+  /// It was malformed and dropped.
+  Dropped,
+}
+
+impl Offloaded {
+  fn new(setup: &OffloadSetup) -> Offloaded {
+    let fail = std::env::var_os(TEST_FAIL_OFFLOAD_WRITE_ENV).is_some_and(|v| v == "1");
+    let stats = OffloadStats::default();
+    stats.fallbacks.store(setup.fallbacks, Ordering::Relaxed);
+    Offloaded {
+      raw: setup.raw,
+      tcp: setup.tcp,
+      udp: setup.udp,
+      writes_off: AtomicBool::new(false),
+      fail_next_write: AtomicBool::new(fail),
+      read_drop_told: AtomicBool::new(false),
+      rx: Mutex::new(RxScratch {
+        frame: if setup.raw { Vec::new() } else { vec![0; SCRATCH_LEN] },
+        pending: 0,
+        overflow: Batch::default(),
+        overflow_next: 0,
+        overflow_off: 0,
+      }),
+      tx: Mutex::new(TxScratch::default()),
+      stats,
+      notices: Mutex::new(setup.notice.iter().cloned().collect()),
+    }
+  }
+
+  fn notice(&self, msg: String) {
+    lock(&self.notices).push_back(msg);
+  }
+}
+
+/// Number of segments of a super-packet and the bytes they add up to once split (each carries the headers).
+fn segments_of(hdr: &VirtioNetHdr, pkt_len: usize) -> (u64, u64) {
+  let hdr_len = (hdr.hdr_len as usize).min(pkt_len);
+  let gso = (hdr.gso_size as usize).max(1);
+  let n = (pkt_len - hdr_len).div_ceil(gso).max(1);
+  (n as u64, (pkt_len + (n - 1) * hdr_len) as u64)
 }
 
 /// Prefixes an error's message with `ctx`, keeping its kind, errno and syscall.
@@ -92,12 +240,17 @@ pub(crate) fn run_in_netns<T: Send>(
 
 /// The data path of one tun descriptor (one queue). One thread may read while another writes; [`Queue::wake`]
 /// releases both for good through an eventfd they also poll.
+///
+/// With offload ([`OffloadSetup`]) every read and write carries a virtio-net header. By default the reader splits
+/// super-packets into ordinary packets ([`gso::split`]) and the writer coalesces segments of a flow into
+/// super-packets ([`Coalescer`]), so the consumer sees plain packets both ways; in raw mode frames pass as they are.
 pub struct TunQueue {
   fd: Arc<OwnedFd>,
   wake_fd: OwnedFd,
   woken: AtomicBool,
   name: String,
   max_frame: usize,
+  offload: Option<Box<Offloaded>>,
 }
 
 /// What a wait on the device descriptor ended with.
@@ -109,8 +262,9 @@ enum Ready {
 }
 
 impl TunQueue {
-  /// Wraps a non-blocking descriptor attached to the device `name`.
-  pub fn new(fd: OwnedFd, name: &str, mode: Mode) -> Result<TunQueue> {
+  /// Wraps a non-blocking descriptor attached to the device `name`; `offload` when it was attached with
+  /// `IFF_VNET_HDR` (and its header size is [`VNET_HDR_LEN`]).
+  pub fn new(fd: OwnedFd, name: &str, mode: Mode, offload: Option<&OffloadSetup>) -> Result<TunQueue> {
     let wake_fd = sys::eventfd_new().map_err(|e| {
       Error::os(
         "eventfd",
@@ -118,13 +272,28 @@ impl TunQueue {
         format_args!("creating the wake-up eventfd of {name}"),
       )
     })?;
+    let max_frame = match offload {
+      // Raw frames carry the header; split packets are ordinary packets.
+      Some(o) if o.raw => max_frame(mode) + VNET_HDR_LEN,
+      _ => max_frame(mode),
+    };
     Ok(TunQueue {
       fd: Arc::new(fd),
       wake_fd,
       woken: AtomicBool::new(false),
       name: name.to_string(),
-      max_frame: max_frame(mode),
+      max_frame,
+      offload: offload.map(|o| Box::new(Offloaded::new(o))),
     })
+  }
+
+  /// Makes the next super-packet write fail with a synthetic `EINVAL`, like [`TEST_FAIL_OFFLOAD_WRITE_ENV`] but
+  /// for one queue. Tests only.
+  #[cfg(test)]
+  pub(crate) fn fail_next_offload_write(&self) {
+    if let Some(o) = &self.offload {
+      o.fail_next_write.store(true, Ordering::Relaxed);
+    }
   }
 
   /// The descriptor, for ioctls on the device; the control keeps only a weak reference so that it never keeps the
@@ -196,13 +365,20 @@ impl TunQueue {
     Ok(count)
   }
 
-  /// The error of one refused packet, with a kind that says why.
-  fn packet_error(&self, e: &io::Error, len: usize, pos: usize) -> Error {
-    let err = Error::os(
-      "write",
-      e,
-      format_args!("writing packet {pos} ({len} bytes) to {}", self.name),
-    );
+  /// The error of one refused packet (`pos`: its index in the batch, when known), with a kind that says why.
+  fn packet_error(&self, e: &io::Error, len: usize, pos: Option<usize>) -> Error {
+    let err = match pos {
+      Some(pos) => Error::os(
+        "write",
+        e,
+        format_args!("writing packet {pos} ({len} bytes) to {}", self.name),
+      ),
+      None => Error::os(
+        "write",
+        e,
+        format_args!("writing a packet ({len} bytes) to {}", self.name),
+      ),
+    };
     match sys::errno_of(e) {
       errno::EINVAL => err.with_kind(ErrorKind::InvalidPacket),
       errno::EMSGSIZE => err.with_kind(ErrorKind::PacketTooLarge),

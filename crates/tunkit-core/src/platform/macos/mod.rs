@@ -38,12 +38,16 @@ pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
   let unit = unit_of(cfg.name.as_deref())?;
   let shown = cfg.name.clone().unwrap_or_else(|| "utun%d".into());
   let (fd, name) = sys::open_utun(unit).map_err(|(step, e)| utun_error(step, &e, &shown))?;
-  let index = sys::if_index(&name).map_err(|e| mac_error("if_nametoindex", &e, format_args!("looking up {name}")))?;
+  let index =
+    sys::if_index(&name).map_err(|e| mac_error("if_nametoindex", &e, format_args!("looking up {name}")))?;
   let queue = UtunQueue::new(fd, &name)?;
   let control = MacControl::new(name.clone(), index);
   // An error from here on drops the queue, whose socket takes the interface with it.
   configure(cfg, &control).map_err(|e| context(e, format_args!("creating {name}")))?;
-  Ok(Opened { queues: vec![Box::new(queue) as Box<dyn Queue>], control: Box::new(control) as Box<dyn Control> })
+  Ok(Opened {
+    queues: vec![Box::new(queue) as Box<dyn Queue>],
+    control: Box::new(control) as Box<dyn Control>,
+  })
 }
 
 /// Refuses the options macOS has no equivalent for, before anything is created.
@@ -79,11 +83,16 @@ fn unit_of(name: Option<&str>) -> Result<u32> {
   let bad = || {
     Error::new(
       ErrorKind::InvalidName,
-      format!("invalid interface name {name:?}: on macOS a device is named utunN (or utun%d for the next free one)"),
+      format!(
+        "invalid interface name {name:?}: on macOS a device is named utunN (or utun%d for the next free one)"
+      ),
     )
   };
   let digits = name.strip_prefix("utun").ok_or_else(bad)?;
-  if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0')) {
+  if digits.is_empty()
+    || !digits.bytes().all(|b| b.is_ascii_digit())
+    || (digits.len() > 1 && digits.starts_with('0'))
+  {
     return Err(bad());
   }
   let n: u32 = digits.parse().map_err(|_| bad())?;
@@ -95,20 +104,31 @@ fn utun_error(step: UtunStep, e: &io::Error, name: &str) -> Error {
   let code = sys::errno_of(e);
   let (syscall, what) = match step {
     UtunStep::Socket => ("socket", "opening a kernel control socket".to_string()),
-    UtunStep::ControlInfo => ("ioctl", "looking up the utun kernel control (CTLIOCGINFO)".to_string()),
+    UtunStep::ControlInfo => (
+      "ioctl",
+      "looking up the utun kernel control (CTLIOCGINFO)".to_string(),
+    ),
     UtunStep::Connect => ("connect", format!("creating {name}")),
     UtunStep::InterfaceName => ("getsockopt", "reading the utun interface name".to_string()),
     UtunStep::NonBlocking => ("fcntl", "making the utun socket non-blocking".to_string()),
   };
   let err = mac_error(syscall, e, what);
   match (step, code) {
-    (UtunStep::Socket | UtunStep::ControlInfo, errno::EPROTONOSUPPORT | errno::EAFNOSUPPORT | errno::ENOENT) => {
-      context(err.with_kind(ErrorKind::NoDriver), "the utun kernel control is not available")
-    }
-    (UtunStep::Connect, errno::EBUSY) => {
-      context(err.with_kind(ErrorKind::Busy), format_args!("{name} is in use; use utun%d for the next free device"))
-    }
-    (_, errno::EPERM | errno::EACCES) => context(err.with_kind(ErrorKind::Permission), "creating a utun device needs root"),
+    (
+      UtunStep::Socket | UtunStep::ControlInfo,
+      errno::EPROTONOSUPPORT | errno::EAFNOSUPPORT | errno::ENOENT,
+    ) => context(
+      err.with_kind(ErrorKind::NoDriver),
+      "the utun kernel control is not available",
+    ),
+    (UtunStep::Connect, errno::EBUSY) => context(
+      err.with_kind(ErrorKind::Busy),
+      format_args!("{name} is in use; use utun%d for the next free device"),
+    ),
+    (_, errno::EPERM | errno::EACCES) => context(
+      err.with_kind(ErrorKind::Permission),
+      "creating a utun device needs root",
+    ),
     _ => err,
   }
 }
@@ -149,12 +169,23 @@ enum Ready {
 
 impl UtunQueue {
   fn new(fd: OwnedFd, name: &str) -> Result<UtunQueue> {
-    let (wake_rx, wake_tx) = UnixStream::pair()
-      .map_err(|e| mac_error("socketpair", &e, format_args!("creating the wake-up pipe of {name}")))?;
+    let (wake_rx, wake_tx) = UnixStream::pair().map_err(|e| {
+      mac_error(
+        "socketpair",
+        &e,
+        format_args!("creating the wake-up pipe of {name}"),
+      )
+    })?;
     wake_tx
       .set_nonblocking(true)
       .map_err(|e| mac_error("fcntl", &e, format_args!("creating the wake-up pipe of {name}")))?;
-    Ok(UtunQueue { fd, wake_rx, wake_tx, woken: AtomicBool::new(false), name: name.to_string() })
+    Ok(UtunQueue {
+      fd,
+      wake_rx,
+      wake_tx,
+      woken: AtomicBool::new(false),
+      name: name.to_string(),
+    })
   }
 
   fn closed(&self, op: &str) -> Error {
@@ -167,7 +198,10 @@ impl UtunQueue {
       if self.woken.load(Ordering::Acquire) {
         return Err(self.closed(op));
       }
-      let mut fds = [PollFd::new(self.fd.as_fd(), events), PollFd::new(self.wake_rx.as_fd(), POLLIN)];
+      let mut fds = [
+        PollFd::new(self.fd.as_fd(), events),
+        PollFd::new(self.wake_rx.as_fd(), POLLIN),
+      ];
       match sys::poll_fds(&mut fds, -1) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -205,7 +239,11 @@ impl Queue for UtunQueue {
           Err(_) if n > 0 => break,
           Err(e) => {
             let err = mac_error("readv", &e, format_args!("reading from {}", self.name));
-            return Err(if sys::errno_of(&e) == errno::EBADF { err.with_kind(ErrorKind::Closed) } else { err });
+            return Err(if sys::errno_of(&e) == errno::EBADF {
+              err.with_kind(ErrorKind::Closed)
+            } else {
+              err
+            });
           }
         }
       }
@@ -246,7 +284,11 @@ impl Queue for UtunQueue {
           }
           Err(e) if sys::errno_of(&e) == errno::EBADF => return Err(self.closed("write")),
           Err(e) => {
-            let err = mac_error("writev", &e, format_args!("writing packet {pos} ({} bytes) to {}", pkt.len(), self.name));
+            let err = mac_error(
+              "writev",
+              &e,
+              format_args!("writing packet {pos} ({} bytes) to {}", pkt.len(), self.name),
+            );
             report.errors += 1;
             report.last_error = Some(match sys::errno_of(&e) {
               errno::EINVAL => err.with_kind(ErrorKind::InvalidPacket),
@@ -280,9 +322,15 @@ fn check_packet(pkt: &[u8]) -> Result<()> {
     Some(4 | 6) if pkt.len() <= UTUN_MAX_FRAME => Ok(()),
     Some(4 | 6) => Err(Error::new(
       ErrorKind::PacketTooLarge,
-      format!("{} bytes exceed the largest IP packet ({UTUN_MAX_FRAME})", pkt.len()),
+      format!(
+        "{} bytes exceed the largest IP packet ({UTUN_MAX_FRAME})",
+        pkt.len()
+      ),
     )),
-    Some(v) => Err(Error::new(ErrorKind::InvalidPacket, format!("IP version {v} is neither 4 nor 6"))),
+    Some(v) => Err(Error::new(
+      ErrorKind::InvalidPacket,
+      format!("IP version {v} is neither 4 nor 6"),
+    )),
   }
 }
 
@@ -298,21 +346,37 @@ pub struct MacControl {
 
 impl MacControl {
   fn new(name: String, index: u32) -> MacControl {
-    MacControl { name, index, seq: AtomicI32::new(1), lock: Mutex::new(()) }
+    MacControl {
+      name,
+      index,
+      seq: AtomicI32::new(1),
+      lock: Mutex::new(()),
+    }
   }
 
   /// Runs `f` under the control's lock with a datagram socket of the family; errors say `"{op} on {name}: …"`.
-  fn with_socket<T>(&self, op: impl fmt::Display, v6: bool, f: impl FnOnce(&OwnedFd) -> Result<T>) -> Result<T> {
+  fn with_socket<T>(
+    &self,
+    op: impl fmt::Display,
+    v6: bool,
+    f: impl FnOnce(&OwnedFd) -> Result<T>,
+  ) -> Result<T> {
     let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
     let sock = sys::inet_socket(v6).map_err(|e| mac_error("socket", &e, "opening a configuration socket"));
-    sock.and_then(|s| f(&s)).map_err(|e| context(e, format_args!("{op} on {}", self.name)))
+    sock
+      .and_then(|s| f(&s))
+      .map_err(|e| context(e, format_args!("{op} on {}", self.name)))
   }
 
   /// Sends one routing message for `route` through this interface.
   fn route(&self, ty: u8, route: &RouteSpec) -> Result<()> {
     let msg = route::message(ty, self.seq.fetch_add(1, Ordering::Relaxed), self.index, route);
     let sock = sys::route_socket().map_err(|e| mac_error("socket", &e, "opening a routing socket"))?;
-    let syscall = if ty == route::RTM_ADD { "RTM_ADD" } else { "RTM_DELETE" };
+    let syscall = if ty == route::RTM_ADD {
+      "RTM_ADD"
+    } else {
+      "RTM_DELETE"
+    };
     sys::write_fd(sock.as_fd(), &msg).map(|_| ()).map_err(|e| {
       let err = mac_error("write", &e, syscall);
       match sys::errno_of(&e) {
@@ -326,7 +390,11 @@ impl MacControl {
   fn prefix_route(addr: &IpCidr) -> Option<RouteSpec> {
     let full = if addr.is_ipv4() { 32 } else { 128 };
     (addr.peer.is_none() && addr.prefix < full).then(|| RouteSpec {
-      to: IpCidr { addr: addr.network(), prefix: addr.prefix, peer: None },
+      to: IpCidr {
+        addr: addr.network(),
+        prefix: addr.prefix,
+        peer: None,
+      },
       via: None,
       metric: None,
       table: None,
@@ -357,7 +425,8 @@ impl Control for MacControl {
   fn link(&self) -> Result<LinkInfo> {
     self.with_socket("reading the link state", false, |s| {
       let mtu = sys::get_mtu(s.as_fd(), &self.name).map_err(|e| mac_error("ioctl", &e, "SIOCGIFMTU"))?;
-      let flags = sys::get_flags(s.as_fd(), &self.name).map_err(|e| mac_error("ioctl", &e, "SIOCGIFFLAGS"))?;
+      let flags =
+        sys::get_flags(s.as_fd(), &self.name).map_err(|e| mac_error("ioctl", &e, "SIOCGIFFLAGS"))?;
       let state = sys::interface_state(&self.name).map_err(|e| mac_error("getifaddrs", &e, "getifaddrs"))?;
       let stats = state
         .link
@@ -385,11 +454,15 @@ impl Control for MacControl {
   }
 
   fn set_mtu(&self, mtu: u32) -> Result<()> {
-    config::validate_mtu(mtu, false).map_err(|e| context(e, format_args!("setMtu {mtu} on {}", self.name)))?;
+    config::validate_mtu(mtu, false)
+      .map_err(|e| context(e, format_args!("setMtu {mtu} on {}", self.name)))?;
     if mtu < MIN_MTU_IPV6 && self.addresses()?.iter().any(|a| !a.is_ipv4()) {
       return Err(Error::new(
         ErrorKind::InvalidMtu,
-        format!("setMtu {mtu} on {}: below {MIN_MTU_IPV6}, the minimum for the IPv6 addresses of the link", self.name),
+        format!(
+          "setMtu {mtu} on {}: below {MIN_MTU_IPV6}, the minimum for the IPv6 addresses of the link",
+          self.name
+        ),
       ));
     }
     self.with_socket(format_args!("setMtu {mtu}"), false, |s| {
@@ -405,10 +478,19 @@ impl Control for MacControl {
   }
 
   fn set_up(&self, up: bool) -> Result<()> {
-    let op = if up { "setting the link up" } else { "setting the link down" };
+    let op = if up {
+      "setting the link up"
+    } else {
+      "setting the link down"
+    };
     self.with_socket(op, false, |s| {
-      let flags = sys::get_flags(s.as_fd(), &self.name).map_err(|e| mac_error("ioctl", &e, "SIOCGIFFLAGS"))?;
-      let flags = if up { flags | sys::IFF_UP } else { flags & !sys::IFF_UP };
+      let flags =
+        sys::get_flags(s.as_fd(), &self.name).map_err(|e| mac_error("ioctl", &e, "SIOCGIFFLAGS"))?;
+      let flags = if up {
+        flags | sys::IFF_UP
+      } else {
+        flags & !sys::IFF_UP
+      };
       sys::set_flags(s.as_fd(), &self.name, flags).map_err(|e| mac_error("ioctl", &e, "SIOCSIFFLAGS"))
     })
   }
@@ -430,11 +512,18 @@ impl Control for MacControl {
             Some(IpAddr::V6(p)) => Some(p),
             _ => None,
           };
-          sys::add_addr6(s.as_fd(), &self.name, a, m, dst).map_err(|e| mac_error("ioctl", &e, "SIOCAIFADDR_IN6"))
+          sys::add_addr6(s.as_fd(), &self.name, a, m, dst)
+            .map_err(|e| mac_error("ioctl", &e, "SIOCAIFADDR_IN6"))
         }
         _ => unreachable!("prefix_mask returns the family of the address"),
       };
-      r.map_err(|e| if e.errno() == Some(errno::EEXIST) { e.with_kind(ErrorKind::AlreadyExists) } else { e })?;
+      r.map_err(|e| {
+        if e.errno() == Some(errno::EEXIST) {
+          e.with_kind(ErrorKind::AlreadyExists)
+        } else {
+          e
+        }
+      })?;
       if let Some(prefix) = MacControl::prefix_route(addr) {
         match self.route(route::RTM_ADD, &prefix) {
           Ok(()) => {}
@@ -449,10 +538,20 @@ impl Control for MacControl {
   fn remove_address(&self, addr: &IpCidr) -> Result<()> {
     self.with_socket(format_args!("removeAddress {addr}"), !addr.is_ipv4(), |s| {
       let r = match addr.addr {
-        IpAddr::V4(a) => sys::del_addr4(s.as_fd(), &self.name, a).map_err(|e| mac_error("ioctl", &e, "SIOCDIFADDR")),
-        IpAddr::V6(a) => sys::del_addr6(s.as_fd(), &self.name, a).map_err(|e| mac_error("ioctl", &e, "SIOCDIFADDR_IN6")),
+        IpAddr::V4(a) => {
+          sys::del_addr4(s.as_fd(), &self.name, a).map_err(|e| mac_error("ioctl", &e, "SIOCDIFADDR"))
+        }
+        IpAddr::V6(a) => {
+          sys::del_addr6(s.as_fd(), &self.name, a).map_err(|e| mac_error("ioctl", &e, "SIOCDIFADDR_IN6"))
+        }
       };
-      r.map_err(|e| if e.errno() == Some(errno::EADDRNOTAVAIL) { e.with_kind(ErrorKind::NotFound) } else { e })?;
+      r.map_err(|e| {
+        if e.errno() == Some(errno::EADDRNOTAVAIL) {
+          e.with_kind(ErrorKind::NotFound)
+        } else {
+          e
+        }
+      })?;
       if let Some(prefix) = MacControl::prefix_route(addr) {
         // Gone already when the kernel removed it with the address.
         let _ = self.route(route::RTM_DELETE, &prefix);
@@ -462,16 +561,27 @@ impl Control for MacControl {
   }
 
   fn addresses(&self) -> Result<Vec<IpCidr>> {
-    let state = sys::interface_state(&self.name)
-      .map_err(|e| mac_error("getifaddrs", &e, format_args!("listing addresses on {}", self.name)))?;
+    let state = sys::interface_state(&self.name).map_err(|e| {
+      mac_error(
+        "getifaddrs",
+        &e,
+        format_args!("listing addresses on {}", self.name),
+      )
+    })?;
     Ok(
       state
         .addrs
         .iter()
         .map(|a| {
           let full = if a.addr.is_ipv4() { 32 } else { 128 };
-          let peer = a.dstaddr.filter(|d| a.flags & sys::IFF_POINTOPOINT != 0 && *d != a.addr && !d.is_unspecified());
-          IpCidr { addr: a.addr, prefix: a.netmask.map(route::mask_prefix).unwrap_or(full), peer }
+          let peer = a
+            .dstaddr
+            .filter(|d| a.flags & sys::IFF_POINTOPOINT != 0 && *d != a.addr && !d.is_unspecified());
+          IpCidr {
+            addr: a.addr,
+            prefix: a.netmask.map(route::mask_prefix).unwrap_or(full),
+            peer,
+          }
         })
         .collect(),
     )
@@ -482,7 +592,11 @@ impl Control for MacControl {
     MacControl::check_route(route)
       .and_then(|()| self.route(route::RTM_ADD, route))
       .map_err(|e| {
-        let e = if e.errno() == Some(errno::EEXIST) { e.with_kind(ErrorKind::AlreadyExists) } else { e };
+        let e = if e.errno() == Some(errno::EEXIST) {
+          e.with_kind(ErrorKind::AlreadyExists)
+        } else {
+          e
+        };
         context(e, format_args!("{op} on {}", self.name))
       })
   }
@@ -543,6 +657,7 @@ fn context(e: Error, ctx: impl fmt::Display) -> Error {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use std::time::Duration;
 
   #[test]
   fn macos_unit_numbers() {
@@ -551,7 +666,11 @@ mod tests {
     assert_eq!(unit_of(Some("utun0")).unwrap(), 1);
     assert_eq!(unit_of(Some("utun12")).unwrap(), 13);
     for bad in ["tun0", "utun", "utun01", "utunx", "utun-1", "utun4294967295"] {
-      assert_eq!(unit_of(Some(bad)).unwrap_err().kind(), ErrorKind::InvalidName, "{bad}");
+      assert_eq!(
+        unit_of(Some(bad)).unwrap_err().kind(),
+        ErrorKind::InvalidName,
+        "{bad}"
+      );
     }
   }
 
@@ -564,13 +683,21 @@ mod tests {
       assert_eq!(route::mask_prefix(route::prefix_mask(false, p)), p);
     }
     assert_eq!(check_packet(&[]).unwrap_err().kind(), ErrorKind::InvalidPacket);
-    assert_eq!(check_packet(&[0x75, 0]).unwrap_err().kind(), ErrorKind::InvalidPacket);
+    assert_eq!(
+      check_packet(&[0x75, 0]).unwrap_err().kind(),
+      ErrorKind::InvalidPacket
+    );
     assert!(check_packet(&[0x45, 0]).is_ok() && check_packet(&[0x60, 0]).is_ok());
   }
 
   #[test]
   fn macos_route_messages() {
-    let r = RouteSpec { to: "10.9.0.0/16".parse().unwrap(), via: None, metric: None, table: None };
+    let r = RouteSpec {
+      to: "10.9.0.0/16".parse().unwrap(),
+      via: None,
+      metric: None,
+      table: None,
+    };
     let m = route::message(route::RTM_ADD, 7, 12, &r);
     // header + dst sockaddr_in + gateway sockaddr_dl + netmask sockaddr_in
     assert_eq!(m.len(), sys::RT_MSGHDR_SIZE + 16 + sys::SOCKADDR_DL_SIZE + 16);
@@ -585,10 +712,16 @@ mod tests {
   /// A real device: needs root (CI runs it with sudo); skipped otherwise unless TUNKIT_REQUIRE_DEVICE=1.
   #[test]
   fn macos_utun_round_trip() {
-    let cfg = DeviceConfig { addresses: vec!["10.79.0.1/24".parse().unwrap()], ..Default::default() };
+    let cfg = DeviceConfig {
+      addresses: vec!["10.79.0.1/24".parse().unwrap()],
+      ..Default::default()
+    };
     let opened = match open(&cfg) {
       Ok(o) => o,
-      Err(e) if e.kind() == ErrorKind::Permission && std::env::var("TUNKIT_REQUIRE_DEVICE").as_deref() != Ok("1") => {
+      Err(e)
+        if e.kind() == ErrorKind::Permission
+          && std::env::var("TUNKIT_REQUIRE_DEVICE").as_deref() != Ok("1") =>
+      {
         eprintln!("skipping macos_utun_round_trip: {e}");
         return;
       }
@@ -598,13 +731,24 @@ mod tests {
     assert!(name.starts_with("utun"), "{name}");
     let link = opened.control.link().unwrap();
     assert!(link.up && link.index > 0, "{link:?}");
-    assert!(opened.control.addresses().unwrap().iter().any(|a| a.addr.to_string() == "10.79.0.1" && a.prefix == 24));
+    assert!(opened
+      .control
+      .addresses()
+      .unwrap()
+      .iter()
+      .any(|a| a.addr.to_string() == "10.79.0.1" && a.prefix == 24));
     let queue: std::sync::Arc<dyn Queue> = std::sync::Arc::from(opened.queues.into_iter().next().unwrap());
-    let waker = queue.clone();
-    let watchdog = std::thread::spawn(move || {
-      std::thread::sleep(std::time::Duration::from_secs(10));
-      waker.wake();
-    });
+    // Never block for good: wake the queue if the test has not finished in time.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+      let queue = queue.clone();
+      std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(10))
+        {
+          queue.wake();
+        }
+      })
+    };
     let sock = std::net::UdpSocket::bind("10.79.0.1:0").unwrap();
     sock.send_to(b"tunkit", "10.79.0.2:4242").unwrap();
     let mut batch = Batch::with_capacity(2 * UTUN_MAX_FRAME, 8);
@@ -612,14 +756,21 @@ mod tests {
     for _ in 0..20 {
       batch.clear();
       queue.read_batch(&mut batch, 8).unwrap();
-      if batch.iter().any(|p| p.len() >= 28 && p[0] >> 4 == 4 && p[16..20] == [10, 79, 0, 2] && &p[28..] == b"tunkit") {
+      if batch
+        .iter()
+        .any(|p| p.len() >= 28 && p[0] >> 4 == 4 && p[16..20] == [10, 79, 0, 2] && &p[28..] == b"tunkit")
+      {
         found = true;
         break;
       }
     }
     assert!(found, "the UDP datagram did not come out of {name}");
+    drop(stop);
+    watchdog.join().unwrap();
     queue.wake();
-    assert_eq!(queue.read_batch(&mut batch, 8).unwrap_err().kind(), ErrorKind::Closed);
-    drop(watchdog);
+    assert_eq!(
+      queue.read_batch(&mut batch, 8).unwrap_err().kind(),
+      ErrorKind::Closed
+    );
   }
 }

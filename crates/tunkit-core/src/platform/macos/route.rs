@@ -21,10 +21,18 @@ const RTA_IFP: i32 = 0x10;
 /// The netmask of a prefix length.
 pub fn prefix_mask(v6: bool, prefix: u8) -> IpAddr {
   if v6 {
-    let m = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+    let m = if prefix == 0 {
+      0
+    } else {
+      u128::MAX << (128 - u32::from(prefix.min(128)))
+    };
     IpAddr::V6(Ipv6Addr::from(m))
   } else {
-    let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+    let m = if prefix == 0 {
+      0
+    } else {
+      u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
     IpAddr::V4(Ipv4Addr::from(m))
   }
 }

@@ -106,7 +106,13 @@ pub struct SockaddrIn {
 
 impl SockaddrIn {
   pub fn new(a: Ipv4Addr) -> SockaddrIn {
-    SockaddrIn { len: size_of::<SockaddrIn>() as u8, family: AF_INET, port: 0, addr: a.octets(), zero: [0; 8] }
+    SockaddrIn {
+      len: size_of::<SockaddrIn>() as u8,
+      family: AF_INET,
+      port: 0,
+      addr: a.octets(),
+      zero: [0; 8],
+    }
   }
 }
 
@@ -136,7 +142,14 @@ impl SockaddrIn6 {
 
   /// The all-zero sockaddr (`sin6_len` 0), which in6 ioctls read as "not given".
   pub fn none() -> SockaddrIn6 {
-    SockaddrIn6 { len: 0, family: 0, port: 0, flowinfo: 0, addr: [0; 16], scope_id: 0 }
+    SockaddrIn6 {
+      len: 0,
+      family: 0,
+      port: 0,
+      flowinfo: 0,
+      addr: [0; 16],
+      scope_id: 0,
+    }
   }
 }
 
@@ -371,7 +384,8 @@ pub fn open_utun(unit: u32) -> Result<(OwnedFd, String), (UtunStep, io::Error)> 
   let name = UTUN_CONTROL_NAME.to_bytes();
   info.ctl_name[..name.len()].copy_from_slice(name);
   // SAFETY: CTLIOCGINFO reads and writes one `struct ctl_info`, which `info` is, exclusively borrowed.
-  cvt(unsafe { ioctl(fd.as_raw_fd(), CTLIOCGINFO, &mut info as *mut CtlInfo) }).map_err(|e| (UtunStep::ControlInfo, e))?;
+  cvt(unsafe { ioctl(fd.as_raw_fd(), CTLIOCGINFO, &mut info as *mut CtlInfo) })
+    .map_err(|e| (UtunStep::ControlInfo, e))?;
   let addr = SockaddrCtl {
     sc_len: size_of::<SockaddrCtl>() as u8,
     sc_family: AF_SYSTEM,
@@ -381,13 +395,27 @@ pub fn open_utun(unit: u32) -> Result<(OwnedFd, String), (UtunStep, io::Error)> 
     sc_reserved: [0; 5],
   };
   // SAFETY: `addr` is a valid sockaddr_ctl of the length passed, borrowed for the call.
-  cvt(unsafe { connect(fd.as_raw_fd(), (&addr as *const SockaddrCtl).cast(), size_of::<SockaddrCtl>() as u32) })
-    .map_err(|e| (UtunStep::Connect, e))?;
+  cvt(unsafe {
+    connect(
+      fd.as_raw_fd(),
+      (&addr as *const SockaddrCtl).cast(),
+      size_of::<SockaddrCtl>() as u32,
+    )
+  })
+  .map_err(|e| (UtunStep::Connect, e))?;
   let mut buf = [0u8; IFNAMSIZ];
   let mut len = buf.len() as u32;
   // SAFETY: `buf` is writable for `len` bytes and `len` is a valid in/out length.
-  cvt(unsafe { getsockopt(fd.as_raw_fd(), SYSPROTO_CONTROL, UTUN_OPT_IFNAME, buf.as_mut_ptr().cast(), &mut len) })
-    .map_err(|e| (UtunStep::InterfaceName, e))?;
+  cvt(unsafe {
+    getsockopt(
+      fd.as_raw_fd(),
+      SYSPROTO_CONTROL,
+      UTUN_OPT_IFNAME,
+      buf.as_mut_ptr().cast(),
+      &mut len,
+    )
+  })
+  .map_err(|e| (UtunStep::InterfaceName, e))?;
   let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
   let ifname = String::from_utf8_lossy(&buf[..end]).into_owned();
   set_nonblocking(fd.as_fd()).map_err(|e| (UtunStep::NonBlocking, e))?;
@@ -400,8 +428,14 @@ pub fn utun_read(fd: BorrowedFd<'_>, out: &mut Vec<u8>) -> io::Result<usize> {
   let mut header = [0u8; 4];
   let spare = out.spare_capacity_mut();
   let iov = [
-    IoVec { base: header.as_mut_ptr().cast(), len: header.len() },
-    IoVec { base: spare.as_mut_ptr().cast(), len: spare.len() },
+    IoVec {
+      base: header.as_mut_ptr().cast(),
+      len: header.len(),
+    },
+    IoVec {
+      base: spare.as_mut_ptr().cast(),
+      len: spare.len(),
+    },
   ];
   // SAFETY: both iovecs describe writable memory we borrow exclusively for the call (`header`, and the spare
   // capacity of `out`); `fd` is live for the call.
@@ -418,8 +452,14 @@ pub fn utun_read(fd: BorrowedFd<'_>, out: &mut Vec<u8>) -> io::Result<usize> {
 pub fn utun_write(fd: BorrowedFd<'_>, family: u8, packet: &[u8]) -> io::Result<usize> {
   let header = u32::from(family).to_be_bytes();
   let iov = [
-    IoVec { base: header.as_ptr() as *mut c_void, len: header.len() },
-    IoVec { base: packet.as_ptr() as *mut c_void, len: packet.len() },
+    IoVec {
+      base: header.as_ptr() as *mut c_void,
+      len: header.len(),
+    },
+    IoVec {
+      base: packet.as_ptr() as *mut c_void,
+      len: packet.len(),
+    },
   ];
   // SAFETY: both iovecs describe readable memory borrowed for the call (writev does not write through them); `fd`
   // is live for the call.
@@ -444,7 +484,12 @@ pub struct PollFd<'fd> {
 
 impl<'fd> PollFd<'fd> {
   pub fn new(fd: BorrowedFd<'fd>, events: i16) -> PollFd<'fd> {
-    PollFd { fd: fd.as_raw_fd(), events, revents: 0, _fd: PhantomData }
+    PollFd {
+      fd: fd.as_raw_fd(),
+      events,
+      revents: 0,
+      _fd: PhantomData,
+    }
   }
 
   pub fn revents(&self) -> i16 {
@@ -468,7 +513,10 @@ pub fn inet_socket(v6: bool) -> io::Result<OwnedFd> {
 fn ifname(name: &str) -> io::Result<[u8; IFNAMSIZ]> {
   let mut out = [0u8; IFNAMSIZ];
   if name.len() >= IFNAMSIZ || name.as_bytes().contains(&0) {
-    return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+    return Err(io::Error::new(
+      io::ErrorKind::InvalidInput,
+      "interface name too long",
+    ));
   }
   out[..name.len()].copy_from_slice(name.as_bytes());
   Ok(out)
@@ -477,7 +525,10 @@ fn ifname(name: &str) -> io::Result<[u8; IFNAMSIZ]> {
 /// Runs an `ifreq` ioctl on `sock` for the interface `name`, with `init` filling the union first; returns the
 /// union afterwards.
 fn ifreq_ioctl(sock: BorrowedFd<'_>, name: &str, request: c_ulong, init: [u8; 16]) -> io::Result<[u8; 16]> {
-  let mut req = IfReq { name: ifname(name)?, ifru: init };
+  let mut req = IfReq {
+    name: ifname(name)?,
+    ifru: init,
+  };
   // SAFETY: every request passed here takes one `struct ifreq`, which `req` is, exclusively borrowed.
   cvt(unsafe { ioctl(sock.as_raw_fd(), request, &mut req as *mut IfReq) })?;
   Ok(req.ifru)
@@ -510,9 +561,19 @@ pub fn set_flags(sock: BorrowedFd<'_>, name: &str, flags: u32) -> io::Result<()>
 }
 
 /// Adds an IPv4 address with its netmask and destination (`SIOCAIFADDR` on an `AF_INET` socket).
-pub fn add_addr4(sock: BorrowedFd<'_>, name: &str, addr: Ipv4Addr, mask: Ipv4Addr, dst: Ipv4Addr) -> io::Result<()> {
-  let mut req =
-    IfAliasReq { name: ifname(name)?, addr: SockaddrIn::new(addr), broadaddr: SockaddrIn::new(dst), mask: SockaddrIn::new(mask) };
+pub fn add_addr4(
+  sock: BorrowedFd<'_>,
+  name: &str,
+  addr: Ipv4Addr,
+  mask: Ipv4Addr,
+  dst: Ipv4Addr,
+) -> io::Result<()> {
+  let mut req = IfAliasReq {
+    name: ifname(name)?,
+    addr: SockaddrIn::new(addr),
+    broadaddr: SockaddrIn::new(dst),
+    mask: SockaddrIn::new(mask),
+  };
   // SAFETY: SIOCAIFADDR takes one `struct ifaliasreq`, which `req` is, exclusively borrowed.
   cvt(unsafe { ioctl(sock.as_raw_fd(), SIOCAIFADDR, &mut req as *mut IfAliasReq) }).map(|_| ())
 }
@@ -542,7 +603,12 @@ pub fn add_addr6(
     dstaddr: dst.map(SockaddrIn6::new).unwrap_or_else(SockaddrIn6::none),
     prefixmask: SockaddrIn6::new(mask),
     flags: 0,
-    lifetime: In6AddrLifetime { expire: 0, preferred: 0, vltime: ND6_INFINITE_LIFETIME, pltime: ND6_INFINITE_LIFETIME },
+    lifetime: In6AddrLifetime {
+      expire: 0,
+      preferred: 0,
+      vltime: ND6_INFINITE_LIFETIME,
+      pltime: ND6_INFINITE_LIFETIME,
+    },
   };
   // SAFETY: SIOCAIFADDR_IN6 takes one `struct in6_aliasreq`, which `req` is, exclusively borrowed.
   cvt(unsafe { ioctl(sock.as_raw_fd(), SIOCAIFADDR_IN6, &mut req as *mut In6AliasReq) }).map(|_| ())
@@ -550,7 +616,11 @@ pub fn add_addr6(
 
 /// Removes an IPv6 address (`SIOCDIFADDR_IN6`).
 pub fn del_addr6(sock: BorrowedFd<'_>, name: &str, addr: Ipv6Addr) -> io::Result<()> {
-  let mut req = In6IfReq { name: ifname(name)?, addr: SockaddrIn6::new(addr), _rest_of_union: [0; 244] };
+  let mut req = In6IfReq {
+    name: ifname(name)?,
+    addr: SockaddrIn6::new(addr),
+    _rest_of_union: [0; 244],
+  };
   // SAFETY: SIOCDIFADDR_IN6 takes one `struct in6_ifreq`, which `req` is (all of its union's bytes), exclusively
   // borrowed.
   cvt(unsafe { ioctl(sock.as_raw_fd(), SIOCDIFADDR_IN6, &mut req as *mut In6IfReq) }).map(|_| ())
@@ -635,7 +705,10 @@ pub fn interface_state(name: &str) -> io::Result<IfState> {
   unsafe {
     while !cur.is_null() {
       let ifa = &*cur;
-      if !ifa.ifa_name.is_null() && CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes() && !ifa.ifa_addr.is_null() {
+      if !ifa.ifa_name.is_null()
+        && CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes()
+        && !ifa.ifa_addr.is_null()
+      {
         let family = *ifa.ifa_addr.add(1);
         if family == AF_LINK && !ifa.ifa_data.is_null() {
           state.link = Some(std::ptr::read_unaligned(ifa.ifa_data.cast::<IfData>()));

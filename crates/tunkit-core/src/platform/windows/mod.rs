@@ -275,3 +275,167 @@ pub(crate) fn context(e: Error, ctx: impl fmt::Display) -> Error {
     _ => Error::new(kind, format!("{ctx}: {}", e.message())),
   }
 }
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::backend::Batch;
+  use std::time::Duration;
+
+  #[test]
+  fn windows_adapter_guid_is_stable_and_marked() {
+    let a = adapter_guid("tunkit0");
+    assert_eq!(a, adapter_guid("tunkit0"));
+    assert_ne!(a, adapter_guid("tunkit1"));
+    assert_eq!(a.data3 >> 12, 8, "version 8");
+    assert_eq!(a.data4[0] >> 6, 0b10, "RFC variant");
+  }
+
+  #[test]
+  fn windows_ring_capacity_limits() {
+    assert!(check_ring_capacity(DEFAULT_RING_CAPACITY).is_ok());
+    assert!(check_ring_capacity(MIN_RING_CAPACITY).is_ok() && check_ring_capacity(MAX_RING_CAPACITY).is_ok());
+    for bad in [
+      0,
+      MIN_RING_CAPACITY / 2,
+      MAX_RING_CAPACITY * 2,
+      DEFAULT_RING_CAPACITY + 1,
+    ] {
+      assert_eq!(
+        check_ring_capacity(bad).unwrap_err().kind(),
+        ErrorKind::InvalidArgument,
+        "{bad}"
+      );
+    }
+  }
+
+  #[test]
+  fn windows_packet_checks_and_error_kinds() {
+    assert_eq!(
+      device::check_packet(&[]).unwrap_err().kind(),
+      ErrorKind::InvalidPacket
+    );
+    assert_eq!(
+      device::check_packet(&[0x75]).unwrap_err().kind(),
+      ErrorKind::InvalidPacket
+    );
+    assert_eq!(
+      device::check_packet(&vec![0x45; 65536]).unwrap_err().kind(),
+      ErrorKind::PacketTooLarge
+    );
+    assert!(device::check_packet(&[0x45]).is_ok() && device::check_packet(&[0x60]).is_ok());
+    let e = win_error(
+      "X",
+      &io::Error::from_raw_os_error(code::ERROR_ACCESS_DENIED),
+      "doing x",
+    );
+    assert_eq!((e.kind(), e.errno()), (ErrorKind::Permission, Some(5)));
+    let e = context(e, "outer");
+    assert!(e.message().starts_with("outer: doing x: "), "{e}");
+    assert_eq!(
+      kind_of_win32(code::ERROR_OBJECT_ALREADY_EXISTS),
+      ErrorKind::AlreadyExists
+    );
+    assert_eq!(kind_of_win32(code::ERROR_NOT_FOUND), ErrorKind::NotFound);
+  }
+
+  #[test]
+  fn windows_unsupported_options_fail_before_loading_wintun() {
+    for cfg in [
+      DeviceConfig {
+        mode: Mode::Tap,
+        ..Default::default()
+      },
+      DeviceConfig {
+        queues: Some(2),
+        ..Default::default()
+      },
+      DeviceConfig {
+        persist: true,
+        ..Default::default()
+      },
+      DeviceConfig {
+        netns: Some("x".into()),
+        ..Default::default()
+      },
+    ] {
+      assert_eq!(
+        open(&cfg).err().unwrap().kind(),
+        ErrorKind::Unsupported,
+        "{cfg:?}"
+      );
+    }
+  }
+
+  /// A real adapter: needs wintun.dll next to the test executable and Administrator rights (the CI copies the DLL
+  /// into `target/debug/deps`); skipped otherwise unless TUNKIT_REQUIRE_DEVICE=1.
+  #[test]
+  fn windows_wintun_round_trip() {
+    let cfg = DeviceConfig {
+      name: Some("tunkit-test%d".into()),
+      addresses: vec!["10.79.0.1/24".parse().unwrap()],
+      ..Default::default()
+    };
+    let opened = match open(&cfg) {
+      Ok(o) => o,
+      Err(e)
+        if matches!(e.kind(), ErrorKind::NoDriver | ErrorKind::Permission)
+          && std::env::var("TUNKIT_REQUIRE_DEVICE").as_deref() != Ok("1") =>
+      {
+        eprintln!("skipping windows_wintun_round_trip: {e}");
+        return;
+      }
+      Err(e) => panic!("{e}"),
+    };
+    let name = opened.control.name();
+    assert!(name.starts_with("tunkit-test"), "{name}");
+    assert!(opened
+      .control
+      .addresses()
+      .unwrap()
+      .iter()
+      .any(|a| a.addr.to_string() == "10.79.0.1" && a.prefix == 24));
+    opened.control.set_mtu(1400).unwrap();
+    assert_eq!(opened.control.link().unwrap().mtu, 1400);
+    let queue: Arc<dyn Queue> = Arc::from(opened.queues.into_iter().next().unwrap());
+    // Never block for good: wake the queue if the test has not finished in time.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+      let queue = queue.clone();
+      std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(20))
+        {
+          queue.wake();
+        }
+      })
+    };
+    // The address needs a moment to become usable for sending after the adapter comes up.
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let mut batch = Batch::with_capacity(2 * 65535, 8);
+    let mut found = false;
+    for _ in 0..40 {
+      let _ = sock.send_to(b"tunkit", "10.79.0.2:4242");
+      batch.clear();
+      queue.read_batch(&mut batch, 8).unwrap();
+      if batch
+        .iter()
+        .any(|p| p.len() >= 28 && p[0] >> 4 == 4 && p[16..20] == [10, 79, 0, 2] && &p[28..] == b"tunkit")
+      {
+        found = true;
+        break;
+      }
+    }
+    assert!(found, "the UDP datagram did not come out of {name}");
+    drop(stop);
+    watchdog.join().unwrap();
+    queue.wake();
+    assert_eq!(
+      queue.read_batch(&mut batch, 8).unwrap_err().kind(),
+      ErrorKind::Closed
+    );
+    drop(queue);
+    drop(opened.control);
+    // Closing removes the adapter wintun created.
+    assert!(!alias_exists(&name).unwrap(), "{name} is still there after close");
+  }
+}

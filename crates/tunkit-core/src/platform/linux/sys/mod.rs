@@ -52,6 +52,7 @@ const CLONE_NEWNET: c_int = 0x4000_0000;
 extern "C" {
   fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
   fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
+  fn writev(fd: c_int, iov: *const IoVec, iovcnt: c_int) -> isize;
   // `struct pollfd *`, declared untyped as the other declarations of `poll` in this crate are.
   fn poll(fds: *mut c_void, nfds: c_ulong, timeout: c_int) -> c_int;
   fn eventfd(initval: c_uint, flags: c_int) -> c_int;
@@ -109,6 +110,31 @@ pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 pub fn write_fd(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
   // SAFETY: `data` is readable for `data.len()` bytes for the duration of the call; `fd` is live for the call.
   cvt_size(unsafe { write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) })
+}
+
+/// `struct iovec`: one buffer of a gathered write.
+#[repr(C)]
+struct IoVec {
+  base: *const c_void,
+  len: usize,
+}
+
+/// Writes `head` and then `body` to `fd` with one `writev` call (for a tun descriptor: one packet whose first bytes
+/// are `head`, such as a virtio-net header, without copying the two together). Returns the count the kernel took.
+pub fn write2_fd(fd: BorrowedFd<'_>, head: &[u8], body: &[u8]) -> io::Result<usize> {
+  let iov = [
+    IoVec {
+      base: head.as_ptr().cast(),
+      len: head.len(),
+    },
+    IoVec {
+      base: body.as_ptr().cast(),
+      len: body.len(),
+    },
+  ];
+  // SAFETY: `iov` is an array of two `struct iovec` pointing into `head` and `body`, both readable for their
+  // lengths and borrowed for the duration of the call; writev only reads them. `fd` is live for the call.
+  cvt_size(unsafe { writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as c_int) })
 }
 
 /// One entry of a `poll` set (`struct pollfd`), tied to the lifetime of the descriptor it watches.

@@ -21,8 +21,27 @@ pub const TUNSETPERSIST: c_ulong = 0x4004_54cb;
 pub const TUNSETOWNER: c_ulong = 0x4004_54cc;
 /// `_IOW('T', 206, int)`: gid allowed to attach without `CAP_NET_ADMIN`.
 pub const TUNSETGROUP: c_ulong = 0x4004_54ce;
+/// `_IOW('T', 208, unsigned int)`: the offloads the reader accepts (`TUN_F_*`); sets the device's features.
+pub const TUNSETOFFLOAD: c_ulong = 0x4004_54d0;
 /// `_IOR('T', 210, unsigned int)`: name and flags of the device a descriptor is attached to.
 pub const TUNGETIFF: c_ulong = 0x8004_54d2;
+/// `_IOR('T', 215, int)`: size of the virtio-net header in front of every packet (`IFF_VNET_HDR`).
+pub const TUNGETVNETHDRSZ: c_ulong = 0x8004_54d7;
+/// `_IOW('T', 216, int)`: sets that size (at least 10; 12 adds the `num_buffers` field this crate never uses).
+pub const TUNSETVNETHDRSZ: c_ulong = 0x4004_54d8;
+
+/// `TUNSETOFFLOAD`: the reader accepts packets whose checksum is only partial (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
+/// Every other offload needs it.
+pub const TUN_F_CSUM: u32 = 0x01;
+/// `TUNSETOFFLOAD`: the reader accepts TCP-over-IPv4 super-packets (`GSO_TCPV4`).
+pub const TUN_F_TSO4: u32 = 0x02;
+/// `TUNSETOFFLOAD`: the reader accepts TCP-over-IPv6 super-packets (`GSO_TCPV6`).
+pub const TUN_F_TSO6: u32 = 0x04;
+/// `TUNSETOFFLOAD`: the reader accepts UDP segmentation (`GSO_UDP_L4`) over IPv4; Linux 6.2 and later, and only
+/// together with [`TUN_F_USO6`]. Older kernels refuse the unknown bit with `EINVAL`.
+pub const TUN_F_USO4: u32 = 0x20;
+/// `TUNSETOFFLOAD`: the same over IPv6.
+pub const TUN_F_USO6: u32 = 0x40;
 
 /// Layer-3 device: IP packets.
 pub const IFF_TUN: u16 = 0x0001;
@@ -128,6 +147,30 @@ pub fn set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
 pub fn set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
   // SAFETY: TUNSETGROUP takes the gid by value; no memory is involved.
   cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETGROUP, gid as c_ulong) }).map(|_| ())
+}
+
+/// `TUNSETOFFLOAD`: the offloads (`TUN_F_*`) the reader of the device accepts. Fails with `EINVAL` for a bit the
+/// kernel does not know.
+pub fn set_offload(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+  // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is involved.
+  cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, flags as c_ulong) }).map(|_| ())
+}
+
+/// `TUNSETVNETHDRSZ`: the size of the virtio-net header in front of every packet of a device opened with
+/// `IFF_VNET_HDR`.
+pub fn set_vnet_hdr_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<()> {
+  let size = size as c_int;
+  // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer; `size` is a live local for the whole call.
+  cvt(unsafe { ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &size as *const c_int) }).map(|_| ())
+}
+
+/// `TUNGETVNETHDRSZ`: the size of the virtio-net header of the device `fd` is attached to.
+pub fn get_vnet_hdr_size(fd: RawFd) -> io::Result<usize> {
+  let mut size: c_int = 0;
+  // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer, which points to a live, exclusively borrowed local.
+  // The descriptor is only queried: one that is not a tun descriptor fails with an errno.
+  cvt(unsafe { ioctl(fd, TUNGETVNETHDRSZ, &mut size as *mut c_int) })?;
+  Ok(size as usize)
 }
 
 #[cfg(test)]
