@@ -437,6 +437,11 @@ impl PacketRing {
     lock(&self.shared.last_tx_error).take()
   }
 
+  /// Most packets one pulled batch can hold.
+  pub fn batch_packets(&self) -> usize {
+    self.shared.cfg.batch_packets
+  }
+
   /// Largest frame the queue can produce.
   pub fn max_frame(&self) -> usize {
     self.shared.max_frame

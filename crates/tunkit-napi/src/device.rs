@@ -334,14 +334,14 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
 pub fn pull(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let q = queue(cx)?;
-  let lens = env.u32s_mut(cx, cx.arg(1)?, "lens")?;
+  let lens = cx.arg(1)?;
+  // Checked before taking a batch: a batch taken and then not handed over would be lost.
+  if env.u32_len(lens, "lens")? < q.ring.batch_packets() + 1 {
+    return Err(type_error(format!("lens must hold {} entries", q.ring.batch_packets() + 1)));
+  }
   match q.ring.pull() {
     Pull::Batch(slab, l) => {
-      if lens.len() < l.len() + 1 {
-        return Err(type_error(format!("lens must hold {} entries", l.len() + 1)));
-      }
-      lens[0] = l.len() as u32;
-      lens[1..=l.len()].copy_from_slice(&l);
+      env.fill_u32s(lens, "lens", l.len() as u32, &l)?;
       env.slab_arraybuffer(slab)
     }
     Pull::Empty => env.null(),

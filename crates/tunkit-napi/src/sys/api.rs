@@ -332,15 +332,26 @@ impl Env {
     Ok(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
   }
 
-  /// The elements of a `Uint32Array`, borrowed mutably for the current call.
-  pub fn u32s_mut<'c>(self, _ctx: &'c CallContext, v: Value, what: &str) -> JsResult<&'c mut [u32]> {
+  /// The length of the `Uint32Array` `v`.
+  pub fn u32_len(self, v: Value, what: &str) -> JsResult<usize> {
+    Ok(self.typed_array(v, NAPI_UINT32_ARRAY, what)?.1)
+  }
+
+  /// Stores `first` then `rest` at the start of the `Uint32Array` `v`, which must be long enough.
+  pub fn fill_u32s(self, v: Value, what: &str, first: u32, rest: &[u32]) -> JsResult<()> {
     let (data, len) = self.typed_array(v, NAPI_UINT32_ARRAY, what)?;
-    if len == 0 {
-      return Ok(&mut []);
+    if len < rest.len() + 1 {
+      return Err(type_error(format!("{what} must hold {} entries", rest.len() + 1)));
     }
-    // SAFETY: as in `bytes`; a Uint32Array's data is 4-byte aligned and holds `len` elements, and no other Rust
-    // reference to it exists during the call.
-    Ok(unsafe { std::slice::from_raw_parts_mut(data as *mut u32, len) })
+    // SAFETY: Node guarantees `data` points to `len` 4-byte-aligned u32 elements of the array's backing store, alive
+    // while the array (an argument of the current call) is; we write `rest.len() + 1 <= len` of them and keep no
+    // reference afterwards.
+    unsafe {
+      let out = data as *mut u32;
+      out.write(first);
+      std::ptr::copy_nonoverlapping(rest.as_ptr(), out.add(1), rest.len());
+    }
+    Ok(())
   }
 
   /// A JavaScript external value that owns `value`; dropped when the external is collected.
