@@ -20,7 +20,8 @@ export class LinkEventIterator implements AsyncIterableIterator<LinkEvent> {
     this.#onEnd = onEnd
     this.#sub = native(() => binding.subscribeEvents(dev, () => this.#drain()))
     binding.setEventsRef(this.#sub, true)
-    signal?.addEventListener('abort', this.#onAbort, { once: true })
+    if (signal?.aborted) this.#onAbort()
+    else signal?.addEventListener('abort', this.#onAbort, { once: true })
   }
 
   #onAbort = () => {

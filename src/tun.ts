@@ -104,7 +104,16 @@ const KNOWN_OPTIONS = new Set([
   'name', 'mode', 'addresses', 'routes', 'mtu', 'up', 'txQueueLength', 'queues', 'persist', 'owner', 'group', 'mac',
   'netns', 'ring', 'offload',
 ])
+const ITERATE_OPTIONS = new Set(['signal', 'closeOnReturn'])
+const KNOWN_ROUTE_KEYS = new Set(['to', 'via', 'metric', 'table'])
+const KNOWN_ADDRESS_OPTIONS = new Set(['peer'])
 const KNOWN_RING_OPTIONS = new Set(['ringBatches', 'batchPackets', 'slabBytes', 'copyBelow', 'memoryBudget', 'txRingBytes', 'closeFlushMs'])
+
+function checkSignal(signal: unknown): void {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'signal must be an AbortSignal')
+  }
+}
 
 /** Default kernel queue length tunkit sets on devices it creates. */
 export const DEFAULT_TX_QUEUE_LENGTH = 4096
@@ -174,12 +183,16 @@ export class TunQueue implements AsyncDisposable {
   /** Iterates over this queue's packets; see {@link Tun.packets}. */
   packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer> {
     this.#check()
+    checkKeys(options, ITERATE_OPTIONS, 'option')
+    checkSignal(options.signal)
     return new PacketIterator(this.#q, options, this.#closeOnReturn)
   }
 
   /** Iterates over this queue's batches; see {@link Tun.batches}. */
   async *batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
     this.#check()
+    checkKeys(options, ITERATE_OPTIONS, 'option')
+    checkSignal(options.signal)
     let finished = false
     try {
       for (;;) {
@@ -259,13 +272,16 @@ export class Tun implements AsyncDisposable {
     this.#index = info.index
     this.#mode = info.mode
     this.#queues = Array.from({ length: info.queues }, () => null)
-    try {
-      // Queue 0 starts at once, so packets that arrive before the first read wait in its ring. Other queues start on
-      // first use (the kernel queues their packets meanwhile), so they can still be detached to a worker.
-      this.queue(0)
-    } catch (e) {
-      binding.closeDevice(dev)
-      throw e
+    // A single queue starts at once, so packets that arrive before the first read wait in its ring. With several
+    // queues each starts on first use (the kernel queues its packets meanwhile), so any of them can still be
+    // detached to a worker.
+    if (info.queues === 1) {
+      try {
+        this.queue(0)
+      } catch (e) {
+        binding.closeDevice(dev)
+        throw e
+      }
     }
   }
 
@@ -280,6 +296,7 @@ export class Tun implements AsyncDisposable {
     checkKeys(options, KNOWN_OPTIONS, 'option')
     const { ring, ...rest } = options
     checkKeys(ring, KNOWN_RING_OPTIONS, 'ring option')
+    if (Array.isArray(options.routes)) for (const r of options.routes) checkKeys(r, KNOWN_ROUTE_KEYS, 'route')
     const opts: NativeDeviceOptions = { txQueueLength: DEFAULT_TX_QUEUE_LENGTH, ...rest }
     return new Tun(native(() => binding.createDevice(opts)), ring ?? {})
   }
@@ -379,7 +396,8 @@ export class Tun implements AsyncDisposable {
   /**
    * Takes queue `i` out of this device so another thread can drive it: post the returned token to a
    * `worker_threads` worker, which calls `TunQueue.attach(token)`. Only a queue not yet started here can be detached
-   * (queue 0 always starts here). The device's configuration stays with this `Tun`.
+   * (the queue of a single-queue device starts at once; with `queues > 1` none starts before it is used). The
+   * device's configuration stays with this `Tun`; closing it drops detached queues that were never attached.
    */
   detachQueue(i: number): number {
     this.#check()
@@ -437,6 +455,7 @@ export class Tun implements AsyncDisposable {
   events(options: EventOptions = {}): AsyncIterableIterator<LinkEvent> {
     this.#check()
     checkKeys(options, new Set(['signal']), 'option')
+    checkSignal(options.signal)
     const it = new LinkEventIterator(this.#dev, options.signal, (x) => this.#events.delete(x))
     this.#events.add(it)
     return it
@@ -446,7 +465,10 @@ export class Tun implements AsyncDisposable {
   stats(): TunStats {
     this.#check()
     const open = this.#queues.filter((q): q is TunQueue => !!q && !q.closed)
-    const total = open[0]!.stats()
+    const total: QueueStats & { lastWriteError?: TunError } = open[0]?.stats() ?? {
+      rxPackets: 0, rxBytes: 0, rxBatches: 0, rxStalls: 0, rxQueuedBatches: 0, rxLiveBytes: 0,
+      txPackets: 0, txBytes: 0, txBatches: 0, txErrors: 0, txBackpressure: 0, txQueuedBytes: 0, backend: {},
+    }
     for (const other of open.slice(1)) {
       const s = other.stats()
       for (const k of Object.keys(s) as (keyof QueueStats)[]) {
@@ -492,6 +514,7 @@ export class Tun implements AsyncDisposable {
   /** Adds an address in CIDR form; `peer` makes it point-to-point. */
   async addAddress(cidr: string, options: { peer?: string } = {}): Promise<void> {
     this.#check()
+    checkKeys(options, KNOWN_ADDRESS_OPTIONS, 'address option')
     native(() => binding.addAddress(this.#dev, cidr, options))
   }
 
@@ -510,12 +533,14 @@ export class Tun implements AsyncDisposable {
   /** Adds a route through the device. */
   async addRoute(route: RouteSpec): Promise<void> {
     this.#check()
+    checkKeys(route, KNOWN_ROUTE_KEYS, 'route')
     native(() => binding.addRoute(this.#dev, route))
   }
 
   /** Removes a route (`ERR_TUN_NOT_FOUND` when absent). */
   async removeRoute(route: RouteSpec): Promise<void> {
     this.#check()
+    checkKeys(route, KNOWN_ROUTE_KEYS, 'route')
     native(() => binding.removeRoute(this.#dev, route))
   }
 

@@ -53,3 +53,4 @@ _Static_assert(AF_INET6 == 23, "AF_INET6");
 _Static_assert(IpDadStatePreferred == 4, "IpDadStatePreferred");
 _Static_assert(MIB_IPPROTO_NETMGMT == 3, "MIB_IPPROTO_NETMGMT");
 _Static_assert(IfOperStatusUp == 1, "IfOperStatusUp");
+_Static_assert(IpPrefixOriginManual == 1 && IpSuffixOriginManual == 1, "IpPrefixOriginManual, IpSuffixOriginManual");

@@ -76,6 +76,15 @@ impl IpCidr {
     self.addr.is_ipv4()
   }
 
+  /// Whether this is an IPv6 address that needs an MTU of at least 1280: any IPv6 address but the link-local
+  /// `fe80::/10` one the kernel adds to every link by itself.
+  pub fn needs_ipv6_mtu(&self) -> bool {
+    match self.addr {
+      IpAddr::V4(_) => false,
+      IpAddr::V6(a) => a.segments()[0] & 0xffc0 != 0xfe80,
+    }
+  }
+
   /// The address with all host bits cleared (the network a route or prefix names).
   pub fn network(&self) -> IpAddr {
     match self.addr {
@@ -210,7 +219,7 @@ impl DeviceConfig {
       validate_name(name)?;
     }
     if let Some(mtu) = self.mtu {
-      validate_mtu(mtu, self.addresses.iter().any(|a| !a.is_ipv4()))?;
+      validate_mtu(mtu, self.addresses.iter().any(IpCidr::needs_ipv6_mtu))?;
     }
     for (i, a) in self.addresses.iter().enumerate() {
       if self.addresses[..i].iter().any(|b| b.addr == a.addr) {
@@ -327,6 +336,8 @@ mod tests {
     assert!(c.contains("10.7.0.200".parse().unwrap()));
     assert!(!c.contains("10.7.1.1".parse().unwrap()));
     let c6: IpCidr = "fd07::1/64".parse().unwrap();
+    assert!(c6.needs_ipv6_mtu() && !c.needs_ipv6_mtu());
+    assert!(!"fe80::1/64".parse::<IpCidr>().unwrap().needs_ipv6_mtu());
     assert_eq!(c6.network().to_string(), "fd07::");
     assert_eq!("10.0.0.1".parse::<IpCidr>().unwrap().prefix, 32);
     assert_eq!("::1".parse::<IpCidr>().unwrap().prefix, 128);

@@ -8,6 +8,7 @@ pub mod error;
 pub mod packet;
 pub mod platform;
 pub mod ring;
+pub mod sha256;
 
 pub use backend::{Batch, Control, KernelStats, LinkEvent, LinkInfo, Opened, Queue};
 pub use config::{DeviceConfig, IpCidr, Mode, RouteSpec};

@@ -4,7 +4,7 @@ use crate::convert::{self, field};
 use crate::sys::api::{type_error, CallContext, Env, JsResult, Tsfn, Value};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tunkit_core::config::{parse_mac, validate_mtu, IpCidr, Mode};
+use tunkit_core::config::{parse_mac, IpCidr, Mode};
 use tunkit_core::ring::{PacketRing, Pull};
 use tunkit_core::{Device, Error, ErrorKind};
 
@@ -132,10 +132,7 @@ pub fn link(cx: &CallContext) -> JsResult<Value> {
 pub fn set_mtu(cx: &CallContext) -> JsResult<Value> {
   let h = dev(cx)?;
   let mtu = cx.env.to_int(cx.arg(1)?, "mtu", 0, u32::MAX as u64)? as u32;
-  let d = h.get("setMtu")?;
-  let has_v6 = d.control().addresses().map(|a| a.iter().any(|c| !c.is_ipv4())).unwrap_or(false);
-  validate_mtu(mtu, has_v6)?;
-  d.control().set_mtu(mtu)?;
+  h.get("setMtu")?.control().set_mtu(mtu)?;
   h.mtu.store(mtu, Relaxed);
   cx.env.undefined()
 }
@@ -186,15 +183,7 @@ pub fn add_address(cx: &CallContext) -> JsResult<Value> {
       a = a.with_peer(ip)?;
     }
   }
-  let d = h.get("addAddress")?;
-  if !a.is_ipv4() {
-    if let Ok(l) = d.control().link() {
-      if l.mtu < tunkit_core::config::MIN_MTU_IPV6 {
-        return Err(Error::new(ErrorKind::InvalidMtu, format!("addAddress {a} on {}: mtu {} is below 1280, too small for IPv6", h.name, l.mtu)).into());
-      }
-    }
-  }
-  d.control().add_address(&a)?;
+  h.get("addAddress")?.control().add_address(&a)?;
   cx.env.undefined()
 }
 
@@ -233,10 +222,19 @@ pub fn routes(cx: &CallContext) -> JsResult<Value> {
   cx.env.array_of(&items)
 }
 
-/// `closeDevice(dev)`: drops the control and any queue not opened. Queues already opened close on their own.
+/// `closeDevice(dev)`: drops the control, the queues not opened, and the queues detached but never attached. Queues
+/// already running (here or in another thread) close on their own.
 pub fn close_device(cx: &CallContext) -> JsResult<Value> {
   let h = dev(cx)?;
-  drop(lock(&h.device).take());
+  if let Some(device) = lock(&h.device).take() {
+    let orphans: Vec<Detached> = {
+      let mut list = lock(&DETACHED);
+      let (gone, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, d)| Arc::ptr_eq(&d.device, &device));
+      *list = keep;
+      gone.into_iter().map(|(_, d)| d).collect()
+    };
+    drop(orphans);
+  }
   cx.env.undefined()
 }
 
@@ -281,6 +279,9 @@ fn start_queue(
 /// keyed by a token, until `attachQueue` takes them. The process owns them meanwhile.
 struct Detached {
   queue: Box<dyn tunkit_core::Queue>,
+  /// The device it came from: the attaching thread shares its control (to read the MTU back), and closing the
+  /// device drops the queues nobody attached.
+  device: Arc<Device>,
   name: String,
   index: u32,
   mode: Mode,
@@ -294,9 +295,10 @@ static NEXT_TOKEN: AtomicU32 = AtomicU32::new(1);
 pub fn detach_queue(cx: &CallContext) -> JsResult<Value> {
   let h = dev(cx)?;
   let index = cx.env.to_int(cx.arg(1)?, "queue index", 0, 65535)? as usize;
-  let queue = h.get("detachQueue")?.take_queue(index)?;
+  let device = h.get("detachQueue")?;
+  let queue = device.take_queue(index)?;
   let token = NEXT_TOKEN.fetch_add(1, Relaxed);
-  let d = Detached { queue, name: h.name.clone(), index: h.index, mode: h.mode, mtu: h.mtu.load(Relaxed) };
+  let d = Detached { queue, device, name: h.name.clone(), index: h.index, mode: h.mode, mtu: h.mtu.load(Relaxed) };
   lock(&DETACHED).push((token, d));
   cx.env.number(token as f64)
 }
@@ -322,7 +324,13 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
       }
     }
   };
-  let h = Arc::new(DeviceHandle { device: Mutex::new(None), name: d.name, index: d.index, mode: d.mode, mtu: AtomicU32::new(d.mtu) });
+  let h = Arc::new(DeviceHandle {
+    device: Mutex::new(Some(d.device)),
+    name: d.name,
+    index: d.index,
+    mode: d.mode,
+    mtu: AtomicU32::new(d.mtu),
+  });
   let handle = env.external(h.clone())?;
   let q = start_queue(env, h, d.queue, cfg, on_event)?;
   env.array_of(&[handle, q])

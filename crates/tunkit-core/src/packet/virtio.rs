@@ -200,7 +200,10 @@ pub fn validate_raw(frame: &[u8], mode: crate::config::Mode) -> Result<VirtioNet
         hdr.gso_type
       )))
     }
-    VIRTIO_NET_HDR_GSO_NONE | VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 | VIRTIO_NET_HDR_GSO_UDP_L4 => {}
+    VIRTIO_NET_HDR_GSO_NONE
+    | VIRTIO_NET_HDR_GSO_TCPV4
+    | VIRTIO_NET_HDR_GSO_TCPV6
+    | VIRTIO_NET_HDR_GSO_UDP_L4 => {}
     _ => {
       return Err(invalid(format!(
         "virtio gso_type {:#04x} is not NONE, TCPV4, TCPV6 or UDP_L4",
@@ -325,16 +328,61 @@ mod tests {
       assert_eq!(h, VirtioNetHdr::decode(&f).unwrap(), "{name}");
     }
     let bad: Vec<(&str, Vec<u8>, Mode, ErrorKind)> = vec![
-      ("header only", plain.encode().to_vec(), Mode::Tun, ErrorKind::InvalidPacket),
+      (
+        "header only",
+        plain.encode().to_vec(),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
       ("9 bytes", vec![0; 9], Mode::Tun, ErrorKind::InvalidPacket),
-      ("too long", frame(plain, &vec![0x45; 65536]), Mode::Tun, ErrorKind::PacketTooLarge),
-      ("tap too long", frame(plain, &vec![0; 65554]), Mode::Tap, ErrorKind::PacketTooLarge),
-      ("tap short", frame(plain, &eth[..13]), Mode::Tap, ErrorKind::InvalidPacket),
-      ("not IP", frame(plain, &[0x20, 0, 0]), Mode::Tun, ErrorKind::InvalidPacket),
-      ("tso4 on v6", frame(tso(VIRTIO_NET_HDR_GSO_TCPV4), &v6), Mode::Tun, ErrorKind::InvalidPacket),
-      ("tso6 on v4", frame(tso(VIRTIO_NET_HDR_GSO_TCPV6), &v4), Mode::Tun, ErrorKind::InvalidPacket),
-      ("UFO", frame(tso(VIRTIO_NET_HDR_GSO_UDP), &v4), Mode::Tun, ErrorKind::InvalidPacket),
-      ("unknown type", frame(tso(2), &v4), Mode::Tun, ErrorKind::InvalidPacket),
+      (
+        "too long",
+        frame(plain, &vec![0x45; 65536]),
+        Mode::Tun,
+        ErrorKind::PacketTooLarge,
+      ),
+      (
+        "tap too long",
+        frame(plain, &vec![0; 65554]),
+        Mode::Tap,
+        ErrorKind::PacketTooLarge,
+      ),
+      (
+        "tap short",
+        frame(plain, &eth[..13]),
+        Mode::Tap,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "not IP",
+        frame(plain, &[0x20, 0, 0]),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "tso4 on v6",
+        frame(tso(VIRTIO_NET_HDR_GSO_TCPV4), &v6),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "tso6 on v4",
+        frame(tso(VIRTIO_NET_HDR_GSO_TCPV6), &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "UFO",
+        frame(tso(VIRTIO_NET_HDR_GSO_UDP), &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
+      (
+        "unknown type",
+        frame(tso(2), &v4),
+        Mode::Tun,
+        ErrorKind::InvalidPacket,
+      ),
       (
         "ECN on USO",
         frame(tso(VIRTIO_NET_HDR_GSO_UDP_L4 | VIRTIO_NET_HDR_GSO_ECN), &v4),
@@ -343,25 +391,50 @@ mod tests {
       ),
       (
         "ECN without GSO",
-        frame(VirtioNetHdr { gso_type: VIRTIO_NET_HDR_GSO_ECN, ..plain }, &v4),
+        frame(
+          VirtioNetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_ECN,
+            ..plain
+          },
+          &v4,
+        ),
         Mode::Tun,
         ErrorKind::InvalidPacket,
       ),
       (
         "gso_size 0",
-        frame(VirtioNetHdr { gso_size: 0, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) }, &v4),
+        frame(
+          VirtioNetHdr {
+            gso_size: 0,
+            ..tso(VIRTIO_NET_HDR_GSO_TCPV4)
+          },
+          &v4,
+        ),
         Mode::Tun,
         ErrorKind::InvalidPacket,
       ),
       (
         "hdr_len beyond",
-        frame(VirtioNetHdr { hdr_len: 1501, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) }, &v4),
+        frame(
+          VirtioNetHdr {
+            hdr_len: 1501,
+            ..tso(VIRTIO_NET_HDR_GSO_TCPV4)
+          },
+          &v4,
+        ),
         Mode::Tun,
         ErrorKind::InvalidPacket,
       ),
       (
         "checksum field beyond",
-        frame(VirtioNetHdr { csum_start: 1490, csum_offset: 9, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) }, &v4),
+        frame(
+          VirtioNetHdr {
+            csum_start: 1490,
+            csum_offset: 9,
+            ..tso(VIRTIO_NET_HDR_GSO_TCPV4)
+          },
+          &v4,
+        ),
         Mode::Tun,
         ErrorKind::InvalidPacket,
       ),
@@ -371,7 +444,11 @@ mod tests {
       assert_eq!(e.kind(), kind, "{name}: {e}");
     }
     // The checksum field may end exactly at the end of the packet.
-    let edge = VirtioNetHdr { csum_start: 1482, csum_offset: 16, ..tso(VIRTIO_NET_HDR_GSO_TCPV4) };
+    let edge = VirtioNetHdr {
+      csum_start: 1482,
+      csum_offset: 16,
+      ..tso(VIRTIO_NET_HDR_GSO_TCPV4)
+    };
     assert!(validate_raw(&frame(edge, &v4), Mode::Tun).is_ok());
   }
 }

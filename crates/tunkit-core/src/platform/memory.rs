@@ -107,6 +107,9 @@ impl Control for MemoryControl {
     self.mtu.store(mtu, Relaxed);
     Ok(())
   }
+  fn events(&self) -> Result<Box<dyn crate::backend::EventSource>> {
+    Err(Error::new(ErrorKind::Unsupported, format!("events on {}: the in-memory device has no link events", self.name)))
+  }
 }
 
 /// Two connected in-memory devices named `mem0`/`mem1`, each with an inbox of `capacity` packets. They share one

@@ -10,15 +10,18 @@ mod device;
 pub mod netlink;
 pub mod sys;
 
-pub use device::{max_frame, LinuxControl, TunQueue, TAP_MAX_FRAME, TUN_MAX_FRAME};
+pub use device::{
+  max_frame, LinuxControl, OffloadSetup, TunQueue, TAP_MAX_FRAME, TEST_FAIL_OFFLOAD_WRITE_ENV, TUN_MAX_FRAME,
+  VNET_HDR_LEN,
+};
 
 use crate::backend::{Control, Opened, Queue};
-use crate::config::{format_mac, DeviceConfig, Mode};
+use crate::config::{format_mac, DeviceConfig, Mode, Offload};
 use crate::error::{Error, ErrorKind, Result};
 use device::{in_context, route_label, run_in_netns};
 use netlink::Netlink;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use sys::{errno, tun};
 
 /// Creates the device `cfg` describes, or with `open_existing` attaches to the existing one, in the caller's
@@ -77,20 +80,115 @@ pub fn from_fd(fd: i32, mode: Mode) -> Result<Opened> {
       "is attached to {name} without IFF_NO_PI; packets would carry a 4-byte header"
     )));
   }
-  if flags & tun::IFF_VNET_HDR != 0 {
-    return Err(bad(format!(
-      "is attached to {name} with IFF_VNET_HDR, which an adopted descriptor does not support"
-    )));
-  }
+  // A descriptor with virtio-net headers is adopted in split mode (see `adopted_offload`).
+  let offload = if flags & tun::IFF_VNET_HDR != 0 {
+    if mode == Mode::Tap {
+      return Err(bad(format!(
+        "is attached to {name}, a tap device with IFF_VNET_HDR, which an adopted descriptor does not support"
+      )));
+    }
+    let size = tun::get_vnet_hdr_size(raw)
+      .map_err(|e| Error::os("ioctl", &e, format_args!("TUNGETVNETHDRSZ on fd {fd}")))?;
+    if size != VNET_HDR_LEN {
+      return Err(bad(format!(
+        "is attached to {name} with a {size}-byte virtio-net header; only the {VNET_HDR_LEN}-byte one is supported"
+      )));
+    }
+    Some(adopted_offload())
+  } else {
+    None
+  };
   let nl = Netlink::open().map_err(|e| in_context(e, format_args!("adopting fd {fd} ({name})")))?;
   // The device may live in another namespace than ours; then the data path still works but control fails by name.
   let index = nl.link_index(&name).unwrap_or(0);
   let owned = sys::adopt_raw_fd(raw).map_err(|e| Error::os("fcntl", &e, format_args!("adopting fd {fd}")))?;
   sys::set_nonblocking(owned.as_fd())
     .map_err(|e| Error::os("fcntl", &e, format_args!("O_NONBLOCK on fd {fd} ({name})")))?;
-  let queue = TunQueue::new(owned, &name, mode)?;
+  let queue = TunQueue::new(owned, &name, mode, offload.as_ref())?;
   let control = LinuxControl::new(name, index, nl, queue.shared_fd(), true);
   Ok(into_opened(vec![queue], control))
+}
+
+/// Offload of an adopted descriptor that has virtio-net headers: its owner chose the kernel's offloads, which this
+/// library leaves alone. Reads are split whatever they bring; writes coalesce TCP (the kernel takes TCP
+/// super-packets on any device with the header, whatever `TUNSETOFFLOAD` said, and if one refuses the writer falls
+/// back); UDP is not coalesced, since whether the kernel knows USO cannot be asked without changing the device.
+fn adopted_offload() -> OffloadSetup {
+  OffloadSetup {
+    raw: false,
+    tcp: true,
+    udp: false,
+    fallbacks: 0,
+    notice: None,
+  }
+}
+
+/// `TUNSETOFFLOAD` flags for a setup: checksum offload, which every other needs, plus TSO and USO as chosen.
+fn offload_flags(tcp: bool, udp: bool) -> u32 {
+  let tso = if tcp { tun::TUN_F_TSO4 | tun::TUN_F_TSO6 } else { 0 };
+  let uso = if udp { tun::TUN_F_USO4 | tun::TUN_F_USO6 } else { 0 };
+  if tso | uso == 0 {
+    0
+  } else {
+    tun::TUN_F_CSUM | tso | uso
+  }
+}
+
+/// Sets the header size of a descriptor attached with `IFF_VNET_HDR` and negotiates the offloads `want` asks for.
+/// USO is only known to Linux 6.2 and later; older kernels refuse the whole request with `EINVAL`, which is then
+/// repeated without it. If the kernel refuses offload altogether the device keeps working without it (every
+/// packet still carries a header, saying "plain packet"), and the returned setup says so in a notice (the facade
+/// prefixes notices with the device's name).
+fn probe_offload(fd: BorrowedFd<'_>, want: Offload) -> Result<OffloadSetup> {
+  tun::set_vnet_hdr_size(fd, VNET_HDR_LEN)
+    .map_err(|e| Error::os("ioctl", &e, format_args!("TUNSETVNETHDRSZ {VNET_HDR_LEN}")))?;
+  Ok(negotiate_offload(want, |flags| tun::set_offload(fd, flags)))
+}
+
+/// The negotiation of [`probe_offload`], with `set_offload` standing for `TUNSETOFFLOAD`.
+fn negotiate_offload(want: Offload, mut set_offload: impl FnMut(u32) -> std::io::Result<()>) -> OffloadSetup {
+  let mut setup = OffloadSetup {
+    raw: want.raw,
+    tcp: want.tcp,
+    udp: want.udp,
+    fallbacks: 0,
+    notice: None,
+  };
+  let mut result = set_offload(offload_flags(want.tcp, want.udp));
+  if want.udp && matches!(&result, Err(e) if sys::errno_of(e) == errno::EINVAL) {
+    setup.udp = false;
+    result = set_offload(offload_flags(want.tcp, false));
+    if result.is_ok() && !want.tcp {
+      setup.notice = Some(
+        "offload: this kernel has no UDP segmentation offload (USO needs Linux 6.2 or later), and TCP offload \
+         was not asked for; the device runs without offload"
+          .to_string(),
+      );
+    }
+  }
+  if let Err(e) = result {
+    setup.tcp = false;
+    setup.udp = false;
+    setup.fallbacks = 1;
+    setup.notice = Some(format!(
+      "offload: the kernel refused TUNSETOFFLOAD ({e}); the device runs without offload (its packets \
+       still carry virtio-net headers, which tunkit handles)"
+    ));
+  }
+  setup
+}
+
+/// Gives another queue's descriptor the offloads the first one negotiated. The header size and offloads belong to
+/// the device, so this repeats what is already in force; it is done anyway so that every descriptor is known to
+/// be set up alike.
+fn apply_offload(fd: BorrowedFd<'_>, setup: &OffloadSetup) -> Result<()> {
+  tun::set_vnet_hdr_size(fd, VNET_HDR_LEN)
+    .map_err(|e| Error::os("ioctl", &e, format_args!("TUNSETVNETHDRSZ {VNET_HDR_LEN}")))?;
+  // After a refusal tcp and udp are off: 0 asks for no offload, which every kernel accepts.
+  let flags = offload_flags(setup.tcp, setup.udp);
+  tun::set_offload(fd, flags)
+    .map_err(|e| Error::os("ioctl", &e, format_args!("TUNSETOFFLOAD {flags:#x}")))?;
+  Ok(())
 }
 
 fn into_opened(queues: Vec<TunQueue>, control: LinuxControl) -> Opened {
@@ -104,12 +202,15 @@ fn into_opened(queues: Vec<TunQueue>, control: LinuxControl) -> Opened {
 }
 
 /// The device flags for `TUNSETIFF`.
-fn iff_flags(mode: Mode, multi_queue: bool) -> u16 {
+fn iff_flags(mode: Mode, multi_queue: bool, vnet_hdr: bool) -> u16 {
   let kind = match mode {
     Mode::Tun => tun::IFF_TUN,
     Mode::Tap => tun::IFF_TAP,
   };
-  kind | tun::IFF_NO_PI | if multi_queue { tun::IFF_MULTI_QUEUE } else { 0 }
+  kind
+    | tun::IFF_NO_PI
+    | if multi_queue { tun::IFF_MULTI_QUEUE } else { 0 }
+    | if vnet_hdr { tun::IFF_VNET_HDR } else { 0 }
 }
 
 /// Opens `/dev/net/tun` and attaches the descriptor with `TUNSETIFF`; returns it and the device's real name.
@@ -198,7 +299,7 @@ impl Pending {
 fn create(cfg: &DeviceConfig) -> Result<(Vec<TunQueue>, LinuxControl)> {
   let mode = cfg.mode;
   let nqueues = cfg.queues.unwrap_or(1);
-  let flags = iff_flags(mode, nqueues > 1);
+  let flags = iff_flags(mode, nqueues > 1, cfg.offload.is_some());
   let nl = Netlink::open().map_err(|e| in_context(e, "opening rtnetlink"))?;
 
   let (requested, existing) = if cfg.open_existing {
@@ -230,30 +331,38 @@ fn create(cfg: &DeviceConfig) -> Result<(Vec<TunQueue>, LinuxControl)> {
     flags | tun::IFF_TUN_EXCL
   };
   let (first, name) = attach(requested, first_flags, mode, existing.is_some())?;
+  let doing = if existing.is_some() {
+    "attaching to"
+  } else {
+    "creating"
+  };
   // Until persistence is set, dropping the descriptor is enough to undo the creation.
-  let first = TunQueue::new(first, &name, mode)?;
+  let offload = match cfg.offload {
+    Some(want) => {
+      Some(probe_offload(first.as_fd(), want).map_err(|e| in_context(e, format_args!("{doing} {name}")))?)
+    }
+    None => None,
+  };
+  let first = TunQueue::new(first, &name, mode, offload.as_ref())?;
   let mut pending = Pending {
     queues: vec![first],
     made_persistent: false,
   };
-  match setup(cfg, &nl, &name, flags, existing, &mut pending) {
+  // The other queues run with the same offloads; what the kernel refused at open is said and counted by the first
+  // queue only (the facade sums counters over queues).
+  let others = offload.map(|o| OffloadSetup {
+    notice: None,
+    fallbacks: 0,
+    ..o
+  });
+  match setup(cfg, &nl, &name, flags, existing, others.as_ref(), &mut pending) {
     Ok(index) => {
       let control = LinuxControl::new(name, index, nl, pending.queues[0].shared_fd(), false);
       Ok((pending.queues, control))
     }
     Err(e) => {
       pending.abandon();
-      Err(in_context(
-        e,
-        format_args!(
-          "{} {name}",
-          if existing.is_some() {
-            "attaching to"
-          } else {
-            "creating"
-          }
-        ),
-      ))
+      Err(in_context(e, format_args!("{doing} {name}")))
     }
   }
 }
@@ -265,6 +374,7 @@ fn setup(
   name: &str,
   flags: u16,
   existing: Option<u32>,
+  offload: Option<&OffloadSetup>,
   pending: &mut Pending,
 ) -> Result<u32> {
   let index = nl
@@ -293,7 +403,10 @@ fn setup(
   for i in 1..cfg.queues.unwrap_or(1) {
     let (fd, _) =
       attach(name, flags, cfg.mode, true).map_err(|e| in_context(e, format_args!("opening queue {i}")))?;
-    pending.queues.push(TunQueue::new(fd, name, cfg.mode)?);
+    if let Some(o) = offload {
+      apply_offload(fd.as_fd(), o).map_err(|e| in_context(e, format_args!("opening queue {i}")))?;
+    }
+    pending.queues.push(TunQueue::new(fd, name, cfg.mode, offload)?);
   }
   configure(cfg, nl, index)?;
   Ok(index)
@@ -435,6 +548,92 @@ mod tests {
       thread::sleep(Duration::from_millis(10));
     }
     true
+  }
+
+  #[test]
+  fn linux_offload_negotiation_falls_back_step_by_step() {
+    use std::io;
+    let einval = || io::Error::from_raw_os_error(errno::EINVAL);
+    let want = |tcp, udp| Offload { tcp, udp, raw: false };
+    const USO: u32 = tun::TUN_F_USO4 | tun::TUN_F_USO6;
+    const ALL: u32 = tun::TUN_F_CSUM | tun::TUN_F_TSO4 | tun::TUN_F_TSO6 | USO;
+    // (wanted, what the kernel refuses, expected tcp/udp/fallbacks, notice?, the flags tried in order)
+    type Kernel = fn(u32) -> bool;
+    type Case = (
+      &'static str,
+      Offload,
+      Kernel,
+      (bool, bool, u64),
+      bool,
+      &'static [u32],
+    );
+    let cases: [Case; 6] = [
+      ("6.2+", want(true, true), |_| true, (true, true, 0), false, &[ALL]),
+      (
+        "before 6.2",
+        want(true, true),
+        |f| f & (tun::TUN_F_USO4 | tun::TUN_F_USO6) == 0,
+        (true, false, 0),
+        false,
+        &[ALL, ALL & !USO],
+      ),
+      (
+        "UDP only before 6.2",
+        want(false, true),
+        |f| f & (tun::TUN_F_USO4 | tun::TUN_F_USO6) == 0,
+        (false, false, 0),
+        true,
+        &[tun::TUN_F_CSUM | USO, 0],
+      ),
+      (
+        "refused",
+        want(true, true),
+        |_| false,
+        (false, false, 1),
+        true,
+        &[ALL, ALL & !USO],
+      ),
+      (
+        "TCP only, refused",
+        want(true, false),
+        |_| false,
+        (false, false, 1),
+        true,
+        &[ALL & !USO],
+      ),
+      (
+        "nothing wanted",
+        want(false, false),
+        |f| f == 0,
+        (false, false, 0),
+        false,
+        &[0],
+      ),
+    ];
+    for (name, w, accepts, (tcp, udp, fallbacks), notice, tried) in cases {
+      let mut calls = Vec::new();
+      let setup = negotiate_offload(w, |f| {
+        calls.push(f);
+        if accepts(f) {
+          Ok(())
+        } else {
+          Err(einval())
+        }
+      });
+      assert_eq!(
+        (setup.tcp, setup.udp, setup.fallbacks),
+        (tcp, udp, fallbacks),
+        "{name}"
+      );
+      assert_eq!(setup.notice.is_some(), notice, "{name}: {:?}", setup.notice);
+      assert_eq!(calls, tried, "{name}");
+    }
+    // Another errno than EINVAL is not "no USO": no retry.
+    let setup = negotiate_offload(want(true, true), |_| {
+      Err(io::Error::from_raw_os_error(errno::EPERM))
+    });
+    assert_eq!(setup.fallbacks, 1);
+    assert!(setup.notice.unwrap().contains("refused TUNSETOFFLOAD"));
   }
 
   #[test]

@@ -277,6 +277,19 @@ fn parse_address(payload: &[u8]) -> Option<(u32, IpCidr)> {
   ))
 }
 
+/// The interface index and flags (`ifa_flags`, widened by an `IFA_FLAGS` attribute when present) of an
+/// `RTM_NEWADDR` payload.
+fn address_flags(payload: &[u8]) -> Option<(u32, u32)> {
+  let ifa = IfAddrMsg::decode(payload)?;
+  let mut flags = u32::from(ifa.flags);
+  for (ty, p) in attrs(&payload[IfAddrMsg::SIZE..]) {
+    if ty == sys::IFA_FLAGS {
+      flags = attr_u32(p).unwrap_or(flags);
+    }
+  }
+  Some((ifa.index, flags))
+}
+
 /// Parses the payload of an `RTM_NEWROUTE` message into `(output ifindex, route)`, or `None` for routes a
 /// caller did not configure: non-unicast ones (local, broadcast, multicast, unreachable…), cloned cache
 /// entries, routes without a single output interface (multipath), and the IPv6 link-local `fe80::/64` and
@@ -692,7 +705,11 @@ impl Netlink {
     check_index(index, "set link up/down")?;
     let req = Self::setlink(index, if up { sys::IFF_UP } else { 0 }, sys::IFF_UP);
     let what = if up { "up" } else { "down" };
-    self.execute(&req, &format!("set link {what} on {}", ifindex(index)), &[])
+    self.execute(&req, &format!("set link {what} on {}", ifindex(index)), &[])?;
+    if up && self.is_noarp(index)? {
+      self.wait_ipv6_settled(index)?;
+    }
+    Ok(())
   }
 
   /// Sets the kernel's transmit queue length (`txqueuelen`).
@@ -722,8 +739,9 @@ impl Netlink {
   }
 
   /// The `RTM_NEWADDR`/`RTM_DELADDR` request for `a`: `IFA_LOCAL` is the address, `IFA_ADDRESS` the peer (or
-  /// the address again). With `IFA_ADDRESS` present the kernel also matches the prefix length on delete.
-  fn address_request(ty: u16, flags: u16, index: u32, a: &IpCidr) -> Request {
+  /// the address again when adding). A delete without a peer leaves `IFA_ADDRESS` out, so it matches the address
+  /// whatever its peer. `ifa_flags` carries `IFA_F_NODAD` where the caller asks for it.
+  fn address_request(ty: u16, flags: u16, index: u32, a: &IpCidr, ifa_flags: u8) -> Request {
     // As iproute2 does: IPv4 loopback addresses get host scope; IPv6 scopes are derived by the kernel.
     let scope = match a.addr {
       IpAddr::V4(v4) if v4.is_loopback() => sys::RT_SCOPE_HOST,
@@ -732,15 +750,54 @@ impl Netlink {
     let ifa = IfAddrMsg {
       family: family_of(&a.addr),
       prefixlen: a.prefix,
-      flags: 0,
+      flags: ifa_flags,
       scope,
       index,
     };
     let mut req = Request::new(ty, flags, &ifa.encode());
+    req.attr_ip(sys::IFA_LOCAL, a.addr);
+    if ty == sys::RTM_NEWADDR || a.peer.is_some() {
+      req.attr_ip(sys::IFA_ADDRESS, a.peer.unwrap_or(a.addr));
+    }
     req
-      .attr_ip(sys::IFA_LOCAL, a.addr)
-      .attr_ip(sys::IFA_ADDRESS, a.peer.unwrap_or(a.addr));
-    req
+  }
+
+  /// The link's `IFF_*` flags.
+  fn link_flags(&self, index: u32) -> Result<u32> {
+    let context = format!("read link flags of {}", ifindex(index));
+    let req = Request::new(sys::RTM_GETLINK, 0, &IfInfoMsg { index: index as i32, ..Default::default() }.encode());
+    let reply = self.transact(&req).map_err(|f| f.into_error(&context, &[]))?;
+    reply
+      .messages
+      .iter()
+      .find(|(ty, _)| *ty == sys::RTM_NEWLINK)
+      .and_then(|(_, p)| IfInfoMsg::decode(p))
+      .map(|i| i.flags)
+      .ok_or_else(|| Error::new(ErrorKind::Os, format!("{context}: the kernel sent no RTM_NEWLINK")))
+  }
+
+  /// Waits, for at most two seconds, until no IPv6 address of the link is tentative any more. On a link without
+  /// neighbour discovery (a TUN device: `IFF_NOARP`) the kernel skips duplicate address detection, but still
+  /// finishes the address's set-up asynchronously after the link comes up; until then binding to the address fails
+  /// with `EADDRNOTAVAIL`. Waiting here makes `create`, `addAddress` and `up` return with addresses ready to use.
+  fn wait_ipv6_settled(&self, index: u32) -> Result<()> {
+    let context = format!("list addresses on {}", ifindex(index));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+      let req = Request::new(sys::RTM_GETADDR, sys::NLM_F_DUMP, &IfAddrMsg { family: sys::AF_INET6, ..Default::default() }.encode());
+      let tentative = self.dump(&req, &context)?.iter().any(|(ty, payload)| {
+        *ty == sys::RTM_NEWADDR && address_flags(payload).is_some_and(|(i, f)| i == index && f & sys::IFA_F_TENTATIVE != 0)
+      });
+      if !tentative || std::time::Instant::now() >= deadline {
+        return Ok(());
+      }
+      std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+  }
+
+  /// Whether the link has no neighbour discovery (`IFF_NOARP`: TUN devices).
+  fn is_noarp(&self, index: u32) -> Result<bool> {
+    Ok(self.link_flags(index)? & sys::IFF_NOARP != 0)
   }
 
   fn describe_address(a: &IpCidr) -> String {
@@ -755,8 +812,15 @@ impl Netlink {
     let context = format!("add {} on {}", Self::describe_address(a), ifindex(index));
     check_index(index, &context)?;
     check_cidr(a, &context)?;
-    let req = Self::address_request(sys::RTM_NEWADDR, sys::NLM_F_CREATE | sys::NLM_F_EXCL, index, a);
-    self.execute(&req, &context, &[(sys::EEXIST, ErrorKind::AlreadyExists, "")])
+    // Duplicate address detection is meaningless without a link layer; say so, so the address is usable at once.
+    let settle = !a.is_ipv4() && self.is_noarp(index)?;
+    let ifa_flags = if settle { sys::IFA_F_NODAD } else { 0 };
+    let req = Self::address_request(sys::RTM_NEWADDR, sys::NLM_F_CREATE | sys::NLM_F_EXCL, index, a, ifa_flags);
+    self.execute(&req, &context, &[(sys::EEXIST, ErrorKind::AlreadyExists, "")])?;
+    if settle {
+      self.wait_ipv6_settled(index)?;
+    }
+    Ok(())
   }
 
   /// Removes an address (same address, prefix length and peer as added). An absent one is `NotFound`.
@@ -764,7 +828,7 @@ impl Netlink {
     let context = format!("remove {} on {}", Self::describe_address(a), ifindex(index));
     check_index(index, &context)?;
     check_cidr(a, &context)?;
-    let req = Self::address_request(sys::RTM_DELADDR, 0, index, a);
+    let req = Self::address_request(sys::RTM_DELADDR, 0, index, a, 0);
     self.execute(
       &req,
       &context,
@@ -1392,7 +1456,7 @@ mod tests {
       .with_peer("10.7.0.2".parse().unwrap())
       .unwrap();
     let msg =
-      Netlink::address_request(sys::RTM_NEWADDR, sys::NLM_F_CREATE | sys::NLM_F_EXCL, 5, &a).finish(1);
+      Netlink::address_request(sys::RTM_NEWADDR, sys::NLM_F_CREATE | sys::NLM_F_EXCL, 5, &a, 0).finish(1);
     let hdr = NlMsgHdr::decode(&msg).unwrap();
     assert_eq!(
       hdr.flags,
@@ -1696,6 +1760,10 @@ mod tests {
       nl.add_address(LO, &p2p).unwrap();
       assert!(nl.addresses(LO).unwrap().contains(&p2p));
       nl.remove_address(LO, &p2p).unwrap();
+      // Removing without naming the peer removes it too.
+      nl.add_address(LO, &p2p).unwrap();
+      nl.remove_address(LO, &"10.8.0.1/32".parse().unwrap()).unwrap();
+      assert!(!nl.addresses(LO).unwrap().contains(&p2p));
       nl.remove_address(LO, &v4).unwrap();
       nl.remove_address(LO, &v6).unwrap();
       let list = nl.addresses(LO).unwrap();

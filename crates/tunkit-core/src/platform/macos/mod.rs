@@ -27,6 +27,8 @@ use sys::{errno, PollFd, UtunStep, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
 
 /// Largest packet a utun read returns (the largest IP packet).
 pub const UTUN_MAX_FRAME: usize = 65535;
+/// How long a writer waits when the interface queue is full (`ENOBUFS`) before trying again.
+const FULL_QUEUE_RETRY_MS: i32 = 1;
 
 /// Creates the utun device `cfg` describes.
 ///
@@ -192,6 +194,20 @@ impl UtunQueue {
     Error::closed(&format!("{op} on {}", self.name))
   }
 
+  /// Sleeps `ms` milliseconds, or until the queue is woken (then `Closed`).
+  fn pause(&self, ms: i32, op: &str) -> Result<()> {
+    let mut fds = [PollFd::new(self.wake_rx.as_fd(), POLLIN)];
+    match sys::poll_fds(&mut fds, ms) {
+      Ok(_) => {}
+      Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+      Err(e) => return Err(mac_error("poll", &e, format_args!("waiting for {}", self.name))),
+    }
+    if self.woken.load(Ordering::Acquire) {
+      return Err(self.closed(op));
+    }
+    Ok(())
+  }
+
   /// Waits until the socket has `events` or the queue is woken (then `Closed`).
   fn wait(&self, events: i16, op: &str) -> Result<Ready> {
     loop {
@@ -230,6 +246,8 @@ impl Queue for UtunQueue {
       let mut n = 0;
       while n < max && batch.data.capacity() - batch.data.len() >= UTUN_MAX_FRAME {
         match sys::utun_read(self.fd.as_fd(), &mut batch.data) {
+          // A datagram with nothing after the 4-byte header carries no packet.
+          Ok(0) => {}
           Ok(len) => {
             batch.lens.push(len as u32);
             n += 1;
@@ -276,12 +294,14 @@ impl Queue for UtunQueue {
             break;
           }
           Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-          // The socket buffer is full (EAGAIN) or the interface queue is (ENOBUFS): wait for room.
-          Err(e) if e.kind() == io::ErrorKind::WouldBlock || sys::errno_of(&e) == errno::ENOBUFS => {
+          // The socket buffer is full: wait until it has room.
+          Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             if let Ready::Error = self.wait(POLLOUT, "write")? {
               return Err(self.closed("write"));
             }
           }
+          // The interface's queue is full, which poll does not report: retry shortly (at once on wake).
+          Err(e) if sys::errno_of(&e) == errno::ENOBUFS => self.pause(FULL_QUEUE_RETRY_MS, "write")?,
           Err(e) if sys::errno_of(&e) == errno::EBADF => return Err(self.closed("write")),
           Err(e) => {
             let err = mac_error(
@@ -377,13 +397,10 @@ impl MacControl {
     } else {
       "RTM_DELETE"
     };
-    sys::write_fd(sock.as_fd(), &msg).map(|_| ()).map_err(|e| {
-      let err = mac_error("write", &e, syscall);
-      match sys::errno_of(&e) {
-        errno::ESRCH => err.with_kind(ErrorKind::NotFound),
-        _ => err,
-      }
-    })
+    // The kernel answers a bad request on the write itself (EEXIST, ESRCH for a missing route, ...).
+    sys::write_fd(sock.as_fd(), &msg)
+      .map(|_| ())
+      .map_err(|e| mac_error("write", &e, syscall))
   }
 
   /// The on-link route that Linux adds for an address's prefix, which a point-to-point utun does not get.
@@ -497,33 +514,26 @@ impl Control for MacControl {
 
   fn add_address(&self, addr: &IpCidr) -> Result<()> {
     self.with_socket(format_args!("addAddress {addr}"), !addr.is_ipv4(), |s| {
-      let mask = route::prefix_mask(!addr.is_ipv4(), addr.prefix);
-      let r = match (addr.addr, mask, addr.peer) {
-        // utun is point-to-point: without a peer, the address is its own destination.
-        (IpAddr::V4(a), IpAddr::V4(m), peer) => {
+      // utun is point-to-point: without a peer, an IPv4 address is its own destination.
+      let r = match (addr.addr, addr.peer) {
+        (IpAddr::V4(a), peer) => {
           let dst = match peer {
             Some(IpAddr::V4(p)) => p,
             _ => a,
           };
-          sys::add_addr4(s.as_fd(), &self.name, a, m, dst).map_err(|e| mac_error("ioctl", &e, "SIOCAIFADDR"))
+          sys::add_addr4(s.as_fd(), &self.name, a, route::mask_v4(addr.prefix), dst)
+            .map_err(|e| mac_error("ioctl", &e, "SIOCAIFADDR"))
         }
-        (IpAddr::V6(a), IpAddr::V6(m), peer) => {
+        (IpAddr::V6(a), peer) => {
           let dst = match peer {
             Some(IpAddr::V6(p)) => Some(p),
             _ => None,
           };
-          sys::add_addr6(s.as_fd(), &self.name, a, m, dst)
+          sys::add_addr6(s.as_fd(), &self.name, a, route::mask_v6(addr.prefix), dst)
             .map_err(|e| mac_error("ioctl", &e, "SIOCAIFADDR_IN6"))
         }
-        _ => unreachable!("prefix_mask returns the family of the address"),
       };
-      r.map_err(|e| {
-        if e.errno() == Some(errno::EEXIST) {
-          e.with_kind(ErrorKind::AlreadyExists)
-        } else {
-          e
-        }
-      })?;
+      r?;
       if let Some(prefix) = MacControl::prefix_route(addr) {
         match self.route(route::RTM_ADD, &prefix) {
           Ok(()) => {}
@@ -591,14 +601,7 @@ impl Control for MacControl {
     let op = format!("addRoute {}", route_label(route));
     MacControl::check_route(route)
       .and_then(|()| self.route(route::RTM_ADD, route))
-      .map_err(|e| {
-        let e = if e.errno() == Some(errno::EEXIST) {
-          e.with_kind(ErrorKind::AlreadyExists)
-        } else {
-          e
-        };
-        context(e, format_args!("{op} on {}", self.name))
-      })
+      .map_err(|e| context(e, format_args!("{op} on {}", self.name)))
   }
 
   fn remove_route(&self, route: &RouteSpec) -> Result<()> {

@@ -18,22 +18,30 @@ const RTA_GATEWAY: i32 = 0x2;
 const RTA_NETMASK: i32 = 0x4;
 const RTA_IFP: i32 = 0x10;
 
+/// The IPv4 netmask of a prefix length.
+pub fn mask_v4(prefix: u8) -> Ipv4Addr {
+  Ipv4Addr::from(if prefix == 0 {
+    0
+  } else {
+    u32::MAX << (32 - u32::from(prefix.min(32)))
+  })
+}
+
+/// The IPv6 netmask of a prefix length.
+pub fn mask_v6(prefix: u8) -> Ipv6Addr {
+  Ipv6Addr::from(if prefix == 0 {
+    0
+  } else {
+    u128::MAX << (128 - u32::from(prefix.min(128)))
+  })
+}
+
 /// The netmask of a prefix length.
 pub fn prefix_mask(v6: bool, prefix: u8) -> IpAddr {
   if v6 {
-    let m = if prefix == 0 {
-      0
-    } else {
-      u128::MAX << (128 - u32::from(prefix.min(128)))
-    };
-    IpAddr::V6(Ipv6Addr::from(m))
+    IpAddr::V6(mask_v6(prefix))
   } else {
-    let m = if prefix == 0 {
-      0
-    } else {
-      u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    IpAddr::V4(Ipv4Addr::from(m))
+    IpAddr::V4(mask_v4(prefix))
   }
 }
 

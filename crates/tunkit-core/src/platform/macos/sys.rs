@@ -506,7 +506,7 @@ pub fn poll_fds(fds: &mut [PollFd<'_>], timeout_ms: i32) -> io::Result<usize> {
 
 /// An `AF_INET` or `AF_INET6` datagram socket for interface ioctls.
 pub fn inet_socket(v6: bool) -> io::Result<OwnedFd> {
-  new_socket(if v6 { AF_INET6 } else { AF_INET } as c_int, SOCK_DGRAM, 0)
+  new_socket(c_int::from(if v6 { AF_INET6 } else { AF_INET }), SOCK_DGRAM, 0)
 }
 
 /// `name` as a NUL-padded `IFNAMSIZ` array; `InvalidInput` when it does not fit.

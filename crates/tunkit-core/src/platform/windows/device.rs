@@ -221,9 +221,6 @@ impl WindowsControl {
   }
 }
 
-/// The interface's own addresses, not the link-local ones Windows generates: those with a manual prefix origin.
-const IP_PREFIX_ORIGIN_MANUAL: i32 = 1;
-
 impl Control for WindowsControl {
   fn name(&self) -> String {
     self.name.clone()
@@ -334,12 +331,13 @@ impl Control for WindowsControl {
 
   fn addresses(&self) -> Result<Vec<IpCidr>> {
     self.on("listing addresses", || {
+      // The interface's own addresses (manual origin), not the link-local ones Windows generates.
       let rows = iphlp::unicast_addresses(0)
         .map_err(|e| win_error("GetUnicastIpAddressTable", &e, "GetUnicastIpAddressTable"))?;
       Ok(
         rows
           .iter()
-          .filter(|r| r.interface_luid == self.luid && r.prefix_origin == IP_PREFIX_ORIGIN_MANUAL)
+          .filter(|r| r.interface_luid == self.luid && r.prefix_origin == iphlp::IP_PREFIX_ORIGIN_MANUAL)
           .filter_map(|r| {
             Some(IpCidr {
               addr: r.address.ip()?,

@@ -19,7 +19,6 @@ use crate::backend::{Control, Opened, Queue};
 use crate::config::{DeviceConfig, Mode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sha256;
-use device::route_label;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -228,9 +227,7 @@ fn configure(cfg: &DeviceConfig, control: &WindowsControl) -> Result<()> {
     control.add_address(a)?;
   }
   for r in &cfg.routes {
-    control
-      .add_route(r)
-      .map_err(|e| context(e, format_args!("route {}", route_label(r))))?;
+    control.add_route(r)?;
   }
   Ok(())
 }

@@ -59,6 +59,8 @@ extern "C" {
   fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
   fn setns(fd: c_int, nstype: c_int) -> c_int;
   fn unshare(flags: c_int) -> c_int;
+  #[cfg(test)]
+  fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: c_uint) -> c_int;
 }
 
 /// Turns the `-1`-and-errno convention of a libc call into an `io::Result`.
@@ -235,6 +237,27 @@ pub fn setns_net(ns: BorrowedFd<'_>) -> io::Result<()> {
 pub fn unshare_netns() -> io::Result<()> {
   // SAFETY: unshare takes a flag, no memory; CLONE_NEWNET is allowed in a multi-threaded process.
   cvt(unsafe { unshare(CLONE_NEWNET) }).map(|_| ())
+}
+
+/// `setsockopt(SOL_UDP, UDP_SEGMENT)`: every send on the UDP socket `fd` is cut by the kernel into datagrams of
+/// `size` payload bytes, handed down as one super-packet (UDP GSO). Tests use it to make the kernel produce USO
+/// super-packets.
+#[cfg(test)]
+pub fn set_udp_segment(fd: BorrowedFd<'_>, size: u16) -> io::Result<()> {
+  const SOL_UDP: c_int = 17;
+  const UDP_SEGMENT: c_int = 103;
+  let value = size as c_int;
+  // SAFETY: setsockopt reads `len` (4) bytes from the pointer, which points to a live local int for the whole call.
+  let ret = unsafe {
+    setsockopt(
+      fd.as_raw_fd(),
+      SOL_UDP,
+      UDP_SEGMENT,
+      (&value as *const c_int).cast(),
+      std::mem::size_of::<c_int>() as c_uint,
+    )
+  };
+  cvt(ret).map(|_| ())
 }
 
 #[cfg(test)]

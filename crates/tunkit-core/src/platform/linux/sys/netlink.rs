@@ -98,6 +98,8 @@ pub const RTM_DELROUTE: u16 = 25;
 pub const RTM_GETROUTE: u16 = 26;
 
 pub const IFF_UP: u32 = 0x1;
+/// The link has no address resolution (TUN devices).
+pub const IFF_NOARP: u32 = 0x80;
 
 pub const IFLA_ADDRESS: u16 = 1;
 pub const IFLA_IFNAME: u16 = 3;
@@ -108,6 +110,12 @@ pub const IFLA_STATS64: u16 = 23;
 
 pub const IFA_ADDRESS: u16 = 1;
 pub const IFA_LOCAL: u16 = 2;
+/// `u32` flags attribute (supersedes the 8-bit `ifa_flags`).
+pub const IFA_FLAGS: u16 = 8;
+/// Skip duplicate address detection.
+pub const IFA_F_NODAD: u8 = 0x02;
+/// The address is still being set up (duplicate address detection pending).
+pub const IFA_F_TENTATIVE: u32 = 0x40;
 
 pub const RTA_DST: u16 = 1;
 pub const RTA_OIF: u16 = 4;

@@ -20,6 +20,10 @@ const NO_ERROR: u32 = 0;
 const IP_DAD_STATE_PREFERRED: i32 = 4;
 /// `MIB_IPPROTO_NETMGMT`: a static route added by management (what `InitializeIpForwardEntry` sets too).
 pub const MIB_IPPROTO_NETMGMT: i32 = 3;
+/// `IpPrefixOriginManual`: an address configured by hand; the ones Windows generates (link-local) have others.
+pub const IP_PREFIX_ORIGIN_MANUAL: i32 = 1;
+/// `IpSuffixOriginManual`.
+const IP_SUFFIX_ORIGIN_MANUAL: i32 = 1;
 /// `IfOperStatusUp`.
 const IF_OPER_STATUS_UP: i32 = 1;
 
@@ -271,6 +275,9 @@ fn unicast_row(luid: u64, ip: IpAddr, prefix: u8) -> MibUnicastIpAddressRow {
   row.address = SockaddrInet::from_ip(ip);
   row.interface_luid = luid;
   row.on_link_prefix_length = prefix;
+  // Configured by hand (what `addresses()` lists), not learned from DHCP or router advertisements.
+  row.prefix_origin = IP_PREFIX_ORIGIN_MANUAL;
+  row.suffix_origin = IP_SUFFIX_ORIGIN_MANUAL;
   row.dad_state = IP_DAD_STATE_PREFERRED;
   row
 }
@@ -329,6 +336,7 @@ pub fn route_row(
     None => SockaddrInet::unspecified_like(dest),
   };
   row.metric = metric;
+  row.protocol = MIB_IPPROTO_NETMGMT;
   row
 }
 
