@@ -104,6 +104,7 @@ const KNOWN_OPTIONS = new Set([
   'name', 'mode', 'addresses', 'routes', 'mtu', 'up', 'txQueueLength', 'queues', 'persist', 'owner', 'group', 'mac',
   'netns', 'ring', 'offload',
 ])
+const BACKEND_FLAGS = new Set(['offloadTcp', 'offloadUdp'])
 const ITERATE_OPTIONS = new Set(['signal', 'closeOnReturn'])
 const KNOWN_ROUTE_KEYS = new Set(['to', 'via', 'metric', 'table'])
 const KNOWN_ADDRESS_OPTIONS = new Set(['peer'])
@@ -475,7 +476,10 @@ export class Tun implements AsyncDisposable {
         const v = s[k]
         if (typeof v === 'number') (total[k] as number) += v
       }
-      for (const [k, v] of Object.entries(s.backend)) total.backend[k] = (total.backend[k] ?? 0) + v
+      for (const [k, v] of Object.entries(s.backend)) {
+        // Most backend counters add up over queues; the on/off flags (offloadTcp, offloadUdp) do not.
+        total.backend[k] = BACKEND_FLAGS.has(k) ? Math.max(total.backend[k] ?? 0, v) : (total.backend[k] ?? 0) + v
+      }
       total.lastWriteError ??= s.lastWriteError
     }
     return { ...total, kernel: native(() => binding.link(this.#dev)).stats }

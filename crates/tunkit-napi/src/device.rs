@@ -16,13 +16,22 @@ pub struct DeviceHandle {
   mode: Mode,
   /// Last known MTU, the write-size limit; re-read from the OS before refusing a packet.
   mtu: AtomicU32,
+  /// Opened with `offload: { raw: true }`: packets are a virtio-net header followed by the packet.
+  raw: bool,
 }
 
 impl DeviceHandle {
-  fn new(device: Device) -> DeviceHandle {
+  fn new(device: Device, raw: bool) -> DeviceHandle {
     let c = device.control();
     let mtu = c.link().map(|l| l.mtu).unwrap_or(tunkit_core::config::MAX_MTU);
-    DeviceHandle { name: c.name(), index: c.index(), mode: device.mode(), mtu: AtomicU32::new(mtu), device: Mutex::new(Some(Arc::new(device))) }
+    DeviceHandle {
+      name: c.name(),
+      index: c.index(),
+      mode: device.mode(),
+      mtu: AtomicU32::new(mtu),
+      raw,
+      device: Mutex::new(Some(Arc::new(device))),
+    }
   }
 
   pub fn get(&self, op: &str) -> Result<Arc<Device>, Error> {
@@ -61,14 +70,14 @@ fn queue(cx: &CallContext) -> JsResult<Arc<QueueHandle>> {
   cx.env.unwrap_external::<QueueHandle>(cx.arg(0)?, "queue")
 }
 
-fn wrap(env: Env, device: Device) -> JsResult<Value> {
-  env.external(Arc::new(DeviceHandle::new(device)))
+fn wrap(env: Env, device: Device, raw: bool) -> JsResult<Value> {
+  env.external(Arc::new(DeviceHandle::new(device, raw)))
 }
 
 /// `createDevice(options)`: creates (or with `openExisting`, attaches to) a device.
 pub fn create_device(cx: &CallContext) -> JsResult<Value> {
   let cfg = convert::device_config(cx.env, cx.arg(0)?)?;
-  wrap(cx.env, Device::open(&cfg)?)
+  wrap(cx.env, Device::open(&cfg)?, cfg.offload.is_some_and(|o| o.raw))
 }
 
 /// `createMemoryPair(mtu, capacity)`: two connected in-memory devices.
@@ -77,8 +86,8 @@ pub fn create_memory_pair(cx: &CallContext) -> JsResult<Value> {
   let mtu = env.to_int(cx.arg(0)?, "mtu", 0, u32::MAX as u64)? as u32;
   let capacity = env.to_int(cx.arg(1)?, "capacity", 1, 1 << 20)? as usize;
   let (a, b) = tunkit_core::platform::memory::pair(mtu, capacity)?;
-  let a = wrap(env, Device::from_opened(a, Mode::Tun))?;
-  let b = wrap(env, Device::from_opened(b, Mode::Tun))?;
+  let a = wrap(env, Device::from_opened(a, Mode::Tun), false)?;
+  let b = wrap(env, Device::from_opened(b, Mode::Tun), false)?;
   env.array_of(&[a, b])
 }
 
@@ -92,7 +101,7 @@ pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
   };
   #[cfg(target_os = "linux")]
   {
-    wrap(env, Device::from_opened(tunkit_core::platform::linux::from_fd(fd, mode)?, mode))
+    wrap(env, Device::from_opened(tunkit_core::platform::linux::from_fd(fd, mode)?, mode), false)
   }
   #[cfg(not(target_os = "linux"))]
   {
@@ -286,6 +295,7 @@ struct Detached {
   index: u32,
   mode: Mode,
   mtu: u32,
+  raw: bool,
 }
 
 static DETACHED: Mutex<Vec<(u32, Detached)>> = Mutex::new(Vec::new());
@@ -298,7 +308,15 @@ pub fn detach_queue(cx: &CallContext) -> JsResult<Value> {
   let device = h.get("detachQueue")?;
   let queue = device.take_queue(index)?;
   let token = NEXT_TOKEN.fetch_add(1, Relaxed);
-  let d = Detached { queue, device, name: h.name.clone(), index: h.index, mode: h.mode, mtu: h.mtu.load(Relaxed) };
+  let d = Detached {
+    queue,
+    device,
+    name: h.name.clone(),
+    index: h.index,
+    mode: h.mode,
+    mtu: h.mtu.load(Relaxed),
+    raw: h.raw,
+  };
   lock(&DETACHED).push((token, d));
   cx.env.number(token as f64)
 }
@@ -330,6 +348,7 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
     index: d.index,
     mode: d.mode,
     mtu: AtomicU32::new(d.mtu),
+    raw: d.raw,
   });
   let handle = env.external(h.clone())?;
   let q = start_queue(env, h, d.queue, cfg, on_event)?;
@@ -359,6 +378,11 @@ pub fn pull(cx: &CallContext) -> JsResult<Value> {
 }
 
 fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Result<(), Error> {
+  if h.raw {
+    return tunkit_core::packet::virtio::validate_raw(pkt, h.mode)
+      .map(|_| ())
+      .map_err(|e| Error::new(e.kind(), format!("write on {}: packet {i}: {}", h.name, e.message())));
+  }
   let bad = |why: String| Err(Error::new(ErrorKind::InvalidPacket, format!("write on {}: packet {i} {why}", h.name)));
   if pkt.is_empty() {
     return bad("is empty".into());
