@@ -77,6 +77,12 @@ pub trait Queue: Send + Sync {
   /// Largest frame a read can return; slabs always keep this much room for the next read.
   fn max_frame(&self) -> usize;
 
+  /// Whether `write_batch` never waits (a TUN device takes every write at once). The ring then writes on the
+  /// caller's thread when nothing is queued, instead of waking its writer thread.
+  fn writes_never_block(&self) -> bool {
+    false
+  }
+
   /// Unblocks `read_batch` and `write_batch` for good (they then return `Closed`). Idempotent, callable from any
   /// thread.
   fn wake(&self);

@@ -804,6 +804,11 @@ impl Queue for TunQueue {
     self.max_frame
   }
 
+  /// A TUN/TAP write hands the packet to the stack and returns; it does not wait for a reader.
+  fn writes_never_block(&self) -> bool {
+    true
+  }
+
   fn wake(&self) {
     self.woken.store(true, Ordering::Release);
     // The counter is never read, so the eventfd stays readable and every later poll returns at once. The write
