@@ -18,7 +18,10 @@ pub struct Batch {
 
 impl Batch {
   pub fn with_capacity(bytes: usize, packets: usize) -> Batch {
-    Batch { data: Vec::with_capacity(bytes), lens: Vec::with_capacity(packets) }
+    Batch {
+      data: Vec::with_capacity(bytes),
+      lens: Vec::with_capacity(packets),
+    }
   }
 
   /// Number of packets.

@@ -41,7 +41,10 @@ impl FromStr for Mode {
     match s {
       "tun" => Ok(Mode::Tun),
       "tap" => Ok(Mode::Tap),
-      _ => Err(Error::new(ErrorKind::InvalidArgument, format!("mode must be 'tun' or 'tap', got {s:?}"))),
+      _ => Err(Error::new(
+        ErrorKind::InvalidArgument,
+        format!("mode must be 'tun' or 'tap', got {s:?}"),
+      )),
     }
   }
 }
@@ -58,15 +61,25 @@ impl IpCidr {
   pub fn new(addr: IpAddr, prefix: u8) -> Result<IpCidr> {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if prefix > max {
-      return Err(Error::new(ErrorKind::InvalidAddress, format!("prefix /{prefix} is too long for {addr}")));
+      return Err(Error::new(
+        ErrorKind::InvalidAddress,
+        format!("prefix /{prefix} is too long for {addr}"),
+      ));
     }
-    Ok(IpCidr { addr, prefix, peer: None })
+    Ok(IpCidr {
+      addr,
+      prefix,
+      peer: None,
+    })
   }
 
   /// Adds a peer address; it must be of the same family.
   pub fn with_peer(mut self, peer: IpAddr) -> Result<IpCidr> {
     if peer.is_ipv4() != self.addr.is_ipv4() {
-      return Err(Error::new(ErrorKind::InvalidAddress, format!("peer {peer} is not of the family of {}", self.addr)));
+      return Err(Error::new(
+        ErrorKind::InvalidAddress,
+        format!("peer {peer} is not of the family of {}", self.addr),
+      ));
     }
     self.peer = Some(peer);
     Ok(self)
@@ -89,11 +102,19 @@ impl IpCidr {
   pub fn network(&self) -> IpAddr {
     match self.addr {
       IpAddr::V4(a) => {
-        let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix as u32) };
+        let mask = if self.prefix == 0 {
+          0
+        } else {
+          u32::MAX << (32 - self.prefix as u32)
+        };
         IpAddr::V4((u32::from(a) & mask).into())
       }
       IpAddr::V6(a) => {
-        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix as u32) };
+        let mask = if self.prefix == 0 {
+          0
+        } else {
+          u128::MAX << (128 - self.prefix as u32)
+        };
         IpAddr::V6((u128::from(a) & mask).into())
       }
     }
@@ -102,7 +123,13 @@ impl IpCidr {
   /// Whether `ip` lies inside this prefix.
   pub fn contains(&self, ip: IpAddr) -> bool {
     ip.is_ipv4() == self.addr.is_ipv4()
-      && IpCidr { addr: ip, prefix: self.prefix, peer: None }.network() == self.network()
+      && IpCidr {
+        addr: ip,
+        prefix: self.prefix,
+        peer: None,
+      }
+      .network()
+        == self.network()
   }
 }
 
@@ -110,7 +137,12 @@ impl FromStr for IpCidr {
   type Err = Error;
   /// Parses `"10.7.0.1/24"` or `"fd07::1/64"`. A bare address gets the full-length prefix (/32 or /128).
   fn from_str(s: &str) -> Result<IpCidr> {
-    let bad = || Error::new(ErrorKind::InvalidAddress, format!("invalid address {s:?}: expected CIDR like '10.7.0.1/24' or 'fd07::1/64'"));
+    let bad = || {
+      Error::new(
+        ErrorKind::InvalidAddress,
+        format!("invalid address {s:?}: expected CIDR like '10.7.0.1/24' or 'fd07::1/64'"),
+      )
+    };
     let (addr, prefix) = match s.split_once('/') {
       Some((a, p)) => {
         if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
@@ -151,12 +183,20 @@ impl RouteSpec {
     if self.to.network() != self.to.addr {
       return Err(Error::new(
         ErrorKind::InvalidAddress,
-        format!("route destination {} has host bits set; did you mean {}/{}?", self.to, self.to.network(), self.to.prefix),
+        format!(
+          "route destination {} has host bits set; did you mean {}/{}?",
+          self.to,
+          self.to.network(),
+          self.to.prefix
+        ),
       ));
     }
     if let Some(via) = self.via {
       if via.is_ipv4() != self.to.is_ipv4() {
-        return Err(Error::new(ErrorKind::InvalidAddress, format!("gateway {via} is not of the family of {}", self.to)));
+        return Err(Error::new(
+          ErrorKind::InvalidAddress,
+          format!("gateway {via} is not of the family of {}", self.to),
+        ));
       }
     }
     Ok(())
@@ -177,7 +217,11 @@ pub struct Offload {
 
 impl Default for Offload {
   fn default() -> Self {
-    Offload { tcp: true, udp: true, raw: false }
+    Offload {
+      tcp: true,
+      udp: true,
+      raw: false,
+    }
   }
 }
 
@@ -223,7 +267,10 @@ impl DeviceConfig {
     }
     for (i, a) in self.addresses.iter().enumerate() {
       if self.addresses[..i].iter().any(|b| b.addr == a.addr) {
-        return Err(Error::new(ErrorKind::AlreadyExists, format!("address {} is given twice", a.addr)));
+        return Err(Error::new(
+          ErrorKind::AlreadyExists,
+          format!("address {} is given twice", a.addr),
+        ));
       }
     }
     for r in &self.routes {
@@ -231,20 +278,32 @@ impl DeviceConfig {
     }
     if let Some(q) = self.queues {
       if q == 0 || q > 256 {
-        return Err(Error::new(ErrorKind::InvalidArgument, format!("queues must be 1..=256, got {q}")));
+        return Err(Error::new(
+          ErrorKind::InvalidArgument,
+          format!("queues must be 1..=256, got {q}"),
+        ));
       }
     }
     if self.mac.is_some() && self.mode != Mode::Tap {
-      return Err(Error::new(ErrorKind::InvalidArgument, "mac is only for mode 'tap'"));
+      return Err(Error::new(
+        ErrorKind::InvalidArgument,
+        "mac is only for mode 'tap'",
+      ));
     }
     if let Some(o) = self.offload {
       if self.mode == Mode::Tap && !o.raw {
-        return Err(Error::new(ErrorKind::Unsupported, "offload on TAP devices is only available with raw: true"));
+        return Err(Error::new(
+          ErrorKind::Unsupported,
+          "offload on TAP devices is only available with raw: true",
+        ));
       }
     }
     if let Some(mac) = self.mac {
       if mac[0] & 1 == 1 {
-        return Err(Error::new(ErrorKind::InvalidAddress, "mac must be a unicast address (low bit of the first octet clear)"));
+        return Err(Error::new(
+          ErrorKind::InvalidAddress,
+          "mac must be a unicast address (low bit of the first octet clear)",
+        ));
       }
     }
     Ok(())
@@ -252,24 +311,37 @@ impl DeviceConfig {
 
   /// Whether the link goes up after creation.
   pub fn wants_up(&self) -> bool {
-    self.up.unwrap_or(!self.addresses.is_empty() || !self.routes.is_empty())
+    self
+      .up
+      .unwrap_or(!self.addresses.is_empty() || !self.routes.is_empty())
   }
 }
 
 /// Checks an interface name the way the kernel's `dev_valid_name` does, plus its `%d` template rule, so a bad name
 /// fails before any syscall with a message that says which rule it broke.
 pub fn validate_name(name: &str) -> Result<()> {
-  let bad = |why: &str| Err(Error::new(ErrorKind::InvalidName, format!("invalid interface name {name:?}: {why}")));
+  let bad = |why: &str| {
+    Err(Error::new(
+      ErrorKind::InvalidName,
+      format!("invalid interface name {name:?}: {why}"),
+    ))
+  };
   if name.is_empty() {
     return bad("it is empty");
   }
   if name.len() > MAX_NAME_LEN {
-    return bad(&format!("it is {} bytes long, the limit is {MAX_NAME_LEN}", name.len()));
+    return bad(&format!(
+      "it is {} bytes long, the limit is {MAX_NAME_LEN}",
+      name.len()
+    ));
   }
   if name == "." || name == ".." {
     return bad("'.' and '..' are reserved");
   }
-  if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control()) {
+  if let Some(c) = name
+    .chars()
+    .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+  {
     return bad(&format!("it contains {c:?}"));
   }
   let percents = name.matches('%').count();
@@ -282,17 +354,28 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// Checks an MTU against the device limits and, when the link carries IPv6, the IPv6 minimum.
 pub fn validate_mtu(mtu: u32, has_ipv6: bool) -> Result<()> {
   if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-    return Err(Error::new(ErrorKind::InvalidMtu, format!("mtu {mtu} is out of range {MIN_MTU}..={MAX_MTU}")));
+    return Err(Error::new(
+      ErrorKind::InvalidMtu,
+      format!("mtu {mtu} is out of range {MIN_MTU}..={MAX_MTU}"),
+    ));
   }
   if has_ipv6 && mtu < MIN_MTU_IPV6 {
-    return Err(Error::new(ErrorKind::InvalidMtu, format!("mtu {mtu} is below {MIN_MTU_IPV6}, the minimum for IPv6 addresses")));
+    return Err(Error::new(
+      ErrorKind::InvalidMtu,
+      format!("mtu {mtu} is below {MIN_MTU_IPV6}, the minimum for IPv6 addresses"),
+    ));
   }
   Ok(())
 }
 
 /// Parses `"02:00:00:00:00:01"`.
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-  let bad = || Error::new(ErrorKind::InvalidAddress, format!("invalid MAC address {s:?}: expected six hex octets like '02:00:5e:00:00:01'"));
+  let bad = || {
+    Error::new(
+      ErrorKind::InvalidAddress,
+      format!("invalid MAC address {s:?}: expected six hex octets like '02:00:5e:00:00:01'"),
+    )
+  };
   let mut mac = [0u8; 6];
   let mut parts = s.split(':');
   for b in mac.iter_mut() {
@@ -310,7 +393,11 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
 
 /// Formats a MAC as lower-case colon-separated hex.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-  mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+  mac
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect::<Vec<_>>()
+    .join(":")
 }
 
 #[cfg(test)]
@@ -322,7 +409,19 @@ mod tests {
     for ok in ["tun0", "a", "tk%d", "x".repeat(15).as_str(), "vpn-1.wg_x"] {
       assert!(validate_name(ok).is_ok(), "{ok}");
     }
-    for bad in ["", "x".repeat(16).as_str(), "a/b", "a b", "a\tb", "a:b", ".", "..", "%d%d", "a%", "a%s"] {
+    for bad in [
+      "",
+      "x".repeat(16).as_str(),
+      "a/b",
+      "a b",
+      "a\tb",
+      "a:b",
+      ".",
+      "..",
+      "%d%d",
+      "a%",
+      "a%s",
+    ] {
       let e = validate_name(bad).unwrap_err();
       assert_eq!(e.kind(), ErrorKind::InvalidName, "{bad:?}");
     }
@@ -341,16 +440,35 @@ mod tests {
     assert_eq!(c6.network().to_string(), "fd07::");
     assert_eq!("10.0.0.1".parse::<IpCidr>().unwrap().prefix, 32);
     assert_eq!("::1".parse::<IpCidr>().unwrap().prefix, 128);
-    assert_eq!("0.0.0.0/0".parse::<IpCidr>().unwrap().network().to_string(), "0.0.0.0");
-    for bad in ["", "10.0.0.1/33", "fd00::1/129", "10.0.0/24", "10.0.0.1/", "10.0.0.1/+4", "x/24", "10.0.0.1/24/1"] {
-      assert_eq!(bad.parse::<IpCidr>().unwrap_err().kind(), ErrorKind::InvalidAddress, "{bad:?}");
+    assert_eq!(
+      "0.0.0.0/0".parse::<IpCidr>().unwrap().network().to_string(),
+      "0.0.0.0"
+    );
+    for bad in [
+      "",
+      "10.0.0.1/33",
+      "fd00::1/129",
+      "10.0.0/24",
+      "10.0.0.1/",
+      "10.0.0.1/+4",
+      "x/24",
+      "10.0.0.1/24/1",
+    ] {
+      assert_eq!(
+        bad.parse::<IpCidr>().unwrap_err().kind(),
+        ErrorKind::InvalidAddress,
+        "{bad:?}"
+      );
     }
     assert!(c.with_peer("fd00::1".parse().unwrap()).is_err());
   }
 
   #[test]
   fn config_validation() {
-    let mut cfg = DeviceConfig { mtu: Some(1000), ..Default::default() };
+    let mut cfg = DeviceConfig {
+      mtu: Some(1000),
+      ..Default::default()
+    };
     assert!(cfg.validate().is_ok());
     cfg.addresses.push("fd00::1/64".parse().unwrap());
     assert_eq!(cfg.validate().unwrap_err().kind(), ErrorKind::InvalidMtu);
@@ -358,8 +476,16 @@ mod tests {
     cfg.addresses.push("fd00::1/120".parse().unwrap());
     assert_eq!(cfg.validate().unwrap_err().kind(), ErrorKind::AlreadyExists);
     assert_eq!(validate_mtu(67, false).unwrap_err().kind(), ErrorKind::InvalidMtu);
-    assert_eq!(validate_mtu(65536, false).unwrap_err().kind(), ErrorKind::InvalidMtu);
-    let r = RouteSpec { to: "10.9.0.1/16".parse().unwrap(), via: None, metric: None, table: None };
+    assert_eq!(
+      validate_mtu(65536, false).unwrap_err().kind(),
+      ErrorKind::InvalidMtu
+    );
+    let r = RouteSpec {
+      to: "10.9.0.1/16".parse().unwrap(),
+      via: None,
+      metric: None,
+      table: None,
+    };
     assert_eq!(r.validate().unwrap_err().kind(), ErrorKind::InvalidAddress);
   }
 
@@ -367,7 +493,13 @@ mod tests {
   fn macs() {
     assert_eq!(parse_mac("02:00:5e:00:00:01").unwrap(), [2, 0, 0x5e, 0, 0, 1]);
     assert_eq!(format_mac(&[2, 0, 0x5e, 0, 0, 1]), "02:00:5e:00:00:01");
-    for bad in ["", "02:00:5e:00:00", "02:00:5e:00:00:01:02", "0g:00:00:00:00:00", "2:0:0:0:0:1"] {
+    for bad in [
+      "",
+      "02:00:5e:00:00",
+      "02:00:5e:00:00:01:02",
+      "0g:00:00:00:00:00",
+      "2:0:0:0:0:1",
+    ] {
       assert!(parse_mac(bad).is_err(), "{bad}");
     }
   }

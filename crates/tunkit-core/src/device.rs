@@ -21,7 +21,11 @@ impl Device {
 
   /// Wraps queues and control a backend produced.
   pub fn from_opened(opened: Opened, mode: Mode) -> Device {
-    Device { control: opened.control, mode, queues: Mutex::new(opened.queues.into_iter().map(Some).collect()) }
+    Device {
+      control: opened.control,
+      mode,
+      queues: Mutex::new(opened.queues.into_iter().map(Some).collect()),
+    }
   }
 
   pub fn control(&self) -> &dyn Control {
@@ -41,10 +45,16 @@ impl Device {
     let mut qs = self.queues.lock().unwrap_or_else(|e| e.into_inner());
     let n = qs.len();
     match qs.get_mut(i) {
-      None => Err(Error::new(ErrorKind::InvalidArgument, format!("queue {i} does not exist (the device has {n})"))),
-      Some(slot) => slot
-        .take()
-        .ok_or_else(|| Error::new(ErrorKind::Busy, format!("queue {i} of {} is already in use", self.control.name()))),
+      None => Err(Error::new(
+        ErrorKind::InvalidArgument,
+        format!("queue {i} does not exist (the device has {n})"),
+      )),
+      Some(slot) => slot.take().ok_or_else(|| {
+        Error::new(
+          ErrorKind::Busy,
+          format!("queue {i} of {} is already in use", self.control.name()),
+        )
+      }),
     }
   }
 }

@@ -79,7 +79,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
   /// An error without an OS cause.
   pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-    Error { kind, message: message.into(), errno: None, syscall: None }
+    Error {
+      kind,
+      message: message.into(),
+      errno: None,
+      syscall: None,
+    }
   }
 
   /// An error from a failed syscall. The kind is derived from the errno unless the caller knows better (see
@@ -87,7 +92,12 @@ impl Error {
   pub fn os(syscall: &'static str, err: &io::Error, context: impl fmt::Display) -> Self {
     let errno = err.raw_os_error();
     let kind = errno.map(kind_of_errno).unwrap_or(ErrorKind::Os);
-    Error { kind, message: format!("{context}: {err}"), errno, syscall: Some(syscall) }
+    Error {
+      kind,
+      message: format!("{context}: {err}"),
+      errno,
+      syscall: Some(syscall),
+    }
   }
 
   /// The "device closed" error for an operation.
@@ -97,7 +107,10 @@ impl Error {
 
   /// The "not on this platform" error for an operation.
   pub fn unsupported(op: &str) -> Self {
-    Error::new(ErrorKind::Unsupported, format!("{op} is not supported on this platform"))
+    Error::new(
+      ErrorKind::Unsupported,
+      format!("{op} is not supported on this platform"),
+    )
   }
 
   /// Replaces the kind, keeping message and errno.

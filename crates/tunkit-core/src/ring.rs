@@ -168,7 +168,11 @@ impl SlabPool {
         stalled = true;
         stalls.fetch_add(1, Relaxed);
       }
-      free = self.returned.wait_timeout(free, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+      free = self
+        .returned
+        .wait_timeout(free, Duration::from_millis(100))
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0);
     }
   }
 
@@ -316,7 +320,12 @@ impl PacketRing {
       max_frame,
       inline_writes: queue.writes_never_block(),
       pool,
-      rx: Mutex::new(RxState { batches: VecDeque::new(), waiting: false, ended: false, error: None }),
+      rx: Mutex::new(RxState {
+        batches: VecDeque::new(),
+        waiting: false,
+        ended: false,
+        error: None,
+      }),
       rx_space: Condvar::new(),
       tx: Mutex::new(TxState {
         batches: VecDeque::new(),
@@ -352,7 +361,11 @@ impl PacketRing {
         return Err(e);
       }
     };
-    Ok(PacketRing { shared, queue: Mutex::new(Some(queue)), threads: Mutex::new(vec![reader, writer]) })
+    Ok(PacketRing {
+      shared,
+      queue: Mutex::new(Some(queue)),
+      threads: Mutex::new(vec![reader, writer]),
+    })
   }
 
   /// Takes the next batch without blocking, or arms [`RingEvent::Readable`].
@@ -365,7 +378,13 @@ impl PacketRing {
       if was_full {
         s.rx_space.notify_one();
       }
-      return Pull::Batch(SlabGuard { data, pool: s.pool.clone() }, lens);
+      return Pull::Batch(
+        SlabGuard {
+          data,
+          pool: s.pool.clone(),
+        },
+        lens,
+      );
     }
     if rx.ended {
       return Pull::Ended(rx.error.clone());
@@ -439,7 +458,10 @@ impl PacketRing {
     let c = &s.counters;
     let queued = lock(&s.rx).batches.len() as u64;
     let tx_queued = lock(&s.tx).bytes as u64;
-    let backend = lock(&self.queue).as_ref().map(|q| q.counters()).unwrap_or_default();
+    let backend = lock(&self.queue)
+      .as_ref()
+      .map(|q| q.counters())
+      .unwrap_or_default();
     RingStats {
       rx_packets: c.rx_packets.load(Relaxed),
       rx_bytes: c.rx_bytes.load(Relaxed),
@@ -496,7 +518,11 @@ impl PacketRing {
         if now >= deadline {
           break;
         }
-        tx = s.tx_cv.wait_timeout(tx, deadline - now).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+        tx = s
+          .tx_cv
+          .wait_timeout(tx, deadline - now)
+          .map(|(g, _)| g)
+          .unwrap_or_else(|e| e.into_inner().0);
       }
     }
     if let Some(q) = lock(&self.queue).as_ref() {
@@ -525,13 +551,22 @@ impl Drop for PacketRing {
 
 fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
   let end_error = loop {
-    let Some(data) = s.pool.take(&s.counters.rx_stalls) else { break None };
-    let mut batch = Batch { data, lens: Vec::with_capacity(s.cfg.batch_packets) };
+    let Some(data) = s.pool.take(&s.counters.rx_stalls) else {
+      break None;
+    };
+    let mut batch = Batch {
+      data,
+      lens: Vec::with_capacity(s.cfg.batch_packets),
+    };
     match queue.read_batch(&mut batch, s.cfg.batch_packets) {
       Ok(_) => {}
       Err(e) => {
         s.pool.give_back(batch.data);
-        break if e.kind() == ErrorKind::Closed { None } else { Some(e) };
+        break if e.kind() == ErrorKind::Closed {
+          None
+        } else {
+          Some(e)
+        };
       }
     }
     forward_notice(&s, &*queue);
@@ -552,7 +587,11 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
       c.rx_stalls.fetch_add(1, Relaxed);
     }
     while rx.batches.len() >= s.cfg.ring_batches && !s.closing.load(Relaxed) {
-      rx = s.rx_space.wait_timeout(rx, Duration::from_millis(100)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+      rx = s
+        .rx_space
+        .wait_timeout(rx, Duration::from_millis(100))
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0);
     }
     if s.closing.load(Relaxed) {
       drop(rx);
@@ -582,7 +621,9 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     while (tx.batches.is_empty() || tx.writing) && !(tx.closing && tx.batches.is_empty()) {
       tx = s.tx_cv.wait(tx).unwrap_or_else(|e| e.into_inner());
     }
-    let Some(batch) = tx.batches.pop_front() else { break };
+    let Some(batch) = tx.batches.pop_front() else {
+      break;
+    };
     tx.writing = true;
     drop(tx);
 

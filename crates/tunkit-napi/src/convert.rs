@@ -14,7 +14,9 @@ pub fn field(env: Env, obj: Value, key: &str) -> JsResult<Option<Value>> {
 }
 
 fn opt_u32(env: Env, obj: Value, key: &str, min: u32, max: u32) -> JsResult<Option<u32>> {
-  field(env, obj, key)?.map(|v| env.to_int(v, key, min as u64, max as u64).map(|n| n as u32)).transpose()
+  field(env, obj, key)?
+    .map(|v| env.to_int(v, key, min as u64, max as u64).map(|n| n as u32))
+    .transpose()
 }
 
 fn opt_bool(env: Env, obj: Value, key: &str) -> JsResult<Option<bool>> {
@@ -29,7 +31,9 @@ fn strings(env: Env, v: Value, what: &str) -> JsResult<Vec<String>> {
   if !env.is_array(v)? {
     return Err(type_error(format!("{what} must be an array of strings")));
   }
-  (0..env.array_len(v)?).map(|i| env.to_string(env.element(v, i)?, &format!("{what}[{i}]"))).collect()
+  (0..env.array_len(v)?)
+    .map(|i| env.to_string(env.element(v, i)?, &format!("{what}[{i}]")))
+    .collect()
 }
 
 /// The options object of `createDevice`.
@@ -105,18 +109,30 @@ pub fn route(env: Env, v: Value) -> JsResult<RouteSpec> {
   };
   let via = match opt_string(env, v, "via")? {
     Some(s) => Some(s.parse().map_err(|_| {
-      tunkit_core::Error::new(tunkit_core::ErrorKind::InvalidAddress, format!("route.via {s:?} is not an IP address"))
+      tunkit_core::Error::new(
+        tunkit_core::ErrorKind::InvalidAddress,
+        format!("route.via {s:?} is not an IP address"),
+      )
     })?),
     None => None,
   };
-  let r = RouteSpec { to, via, metric: opt_u32(env, v, "metric", 0, u32::MAX)?, table: opt_u32(env, v, "table", 1, u32::MAX)? };
+  let r = RouteSpec {
+    to,
+    via,
+    metric: opt_u32(env, v, "metric", 0, u32::MAX)?,
+    table: opt_u32(env, v, "table", 1, u32::MAX)?,
+  };
   r.validate()?;
   Ok(r)
 }
 
 pub fn route_to_js(env: Env, r: &RouteSpec) -> JsResult<Value> {
   let o = env.object()?;
-  env.set(o, "to", env.string(&format!("{}/{}", r.to.network(), r.to.prefix))?)?;
+  env.set(
+    o,
+    "to",
+    env.string(&format!("{}/{}", r.to.network(), r.to.prefix))?,
+  )?;
   if let Some(via) = r.via {
     env.set(o, "via", env.string(&via.to_string())?)?;
   }

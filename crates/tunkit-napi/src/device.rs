@@ -35,7 +35,9 @@ impl DeviceHandle {
   }
 
   pub fn get(&self, op: &str) -> Result<Arc<Device>, Error> {
-    lock(&self.device).clone().ok_or_else(|| Error::closed(&format!("{op} on {}", self.name)))
+    lock(&self.device)
+      .clone()
+      .ok_or_else(|| Error::closed(&format!("{op} on {}", self.name)))
   }
 
   /// Largest packet a write may carry: the MTU, plus the Ethernet and VLAN headers for TAP.
@@ -101,7 +103,11 @@ pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
   };
   #[cfg(target_os = "linux")]
   {
-    wrap(env, Device::from_opened(tunkit_core::platform::linux::from_fd(fd, mode)?, mode), false)
+    wrap(
+      env,
+      Device::from_opened(tunkit_core::platform::linux::from_fd(fd, mode)?, mode),
+      false,
+    )
   }
   #[cfg(not(target_os = "linux"))]
   {
@@ -164,7 +170,13 @@ pub fn set_mac(cx: &CallContext) -> JsResult<Value> {
   let h = dev(cx)?;
   let mac = parse_mac(&cx.env.to_string(cx.arg(1)?, "mac")?)?;
   if h.mode != Mode::Tap {
-    return Err(Error::new(ErrorKind::Unsupported, format!("setMac on {}: only TAP devices have a MAC address", h.name)).into());
+    return Err(
+      Error::new(
+        ErrorKind::Unsupported,
+        format!("setMac on {}: only TAP devices have a MAC address", h.name),
+      )
+      .into(),
+    );
   }
   h.get("setMac")?.control().set_mac(mac)?;
   cx.env.undefined()
@@ -188,7 +200,12 @@ pub fn add_address(cx: &CallContext) -> JsResult<Value> {
   if !cx.env.is_nullish(opts)? {
     if let Some(p) = field(cx.env, opts, "peer")? {
       let p = cx.env.to_string(p, "peer")?;
-      let ip = p.parse().map_err(|_| Error::new(ErrorKind::InvalidAddress, format!("peer {p:?} is not an IP address")))?;
+      let ip = p.parse().map_err(|_| {
+        Error::new(
+          ErrorKind::InvalidAddress,
+          format!("peer {p:?} is not an IP address"),
+        )
+      })?;
       a = a.with_peer(ip)?;
     }
   }
@@ -206,7 +223,10 @@ pub fn remove_address(cx: &CallContext) -> JsResult<Value> {
 pub fn addresses(cx: &CallContext) -> JsResult<Value> {
   let h = dev(cx)?;
   let list = h.get("addresses")?.control().addresses()?;
-  let items = list.iter().map(|a| convert::cidr_to_js(cx.env, a)).collect::<JsResult<Vec<_>>>()?;
+  let items = list
+    .iter()
+    .map(|a| convert::cidr_to_js(cx.env, a))
+    .collect::<JsResult<Vec<_>>>()?;
   cx.env.array_of(&items)
 }
 
@@ -227,7 +247,10 @@ pub fn remove_route(cx: &CallContext) -> JsResult<Value> {
 pub fn routes(cx: &CallContext) -> JsResult<Value> {
   let h = dev(cx)?;
   let list = h.get("routes")?.control().routes()?;
-  let items = list.iter().map(|r| convert::route_to_js(cx.env, r)).collect::<JsResult<Vec<_>>>()?;
+  let items = list
+    .iter()
+    .map(|r| convert::route_to_js(cx.env, r))
+    .collect::<JsResult<Vec<_>>>()?;
   cx.env.array_of(&items)
 }
 
@@ -281,7 +304,11 @@ fn start_queue(
       }
     }),
   )?;
-  env.external(Arc::new(QueueHandle { ring, device: h, tsfn }))
+  env.external(Arc::new(QueueHandle {
+    ring,
+    device: h,
+    tsfn,
+  }))
 }
 
 /// Queues taken out of a device to be attached from another thread (a `worker_threads` worker): they wait here,
@@ -337,7 +364,11 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
       Some(i) => list.swap_remove(i).1,
       None => {
         return Err(
-          Error::new(ErrorKind::NotFound, format!("queue token {token} is unknown or was attached already")).into(),
+          Error::new(
+            ErrorKind::NotFound,
+            format!("queue token {token} is unknown or was attached already"),
+          )
+          .into(),
         )
       }
     }
@@ -364,7 +395,10 @@ pub fn pull(cx: &CallContext) -> JsResult<Value> {
   let lens = cx.arg(1)?;
   // Checked before taking a batch: a batch taken and then not handed over would be lost.
   if env.u32_len(lens, "lens")? < q.ring.batch_packets() + 1 {
-    return Err(type_error(format!("lens must hold {} entries", q.ring.batch_packets() + 1)));
+    return Err(type_error(format!(
+      "lens must hold {} entries",
+      q.ring.batch_packets() + 1
+    )));
   }
   match q.ring.pull() {
     Pull::Batch(slab, l) => {
@@ -381,9 +415,19 @@ fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Re
   if h.raw {
     return tunkit_core::packet::virtio::validate_raw(pkt, h.mode)
       .map(|_| ())
-      .map_err(|e| Error::new(e.kind(), format!("write on {}: packet {i}: {}", h.name, e.message())));
+      .map_err(|e| {
+        Error::new(
+          e.kind(),
+          format!("write on {}: packet {i}: {}", h.name, e.message()),
+        )
+      });
   }
-  let bad = |why: String| Err(Error::new(ErrorKind::InvalidPacket, format!("write on {}: packet {i} {why}", h.name)));
+  let bad = |why: String| {
+    Err(Error::new(
+      ErrorKind::InvalidPacket,
+      format!("write on {}: packet {i} {why}", h.name),
+    ))
+  };
   if pkt.is_empty() {
     return bad("is empty".into());
   }
@@ -405,7 +449,12 @@ fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Re
     if pkt.len() > *limit {
       return Err(Error::new(
         ErrorKind::PacketTooLarge,
-        format!("write on {}: packet {i} is {} bytes, the device takes at most {}", h.name, pkt.len(), *limit),
+        format!(
+          "write on {}: packet {i} is {} bytes, the device takes at most {}",
+          h.name,
+          pkt.len(),
+          *limit
+        ),
       ));
     }
   }
@@ -488,7 +537,12 @@ pub fn take_write_error(cx: &CallContext) -> JsResult<Value> {
 /// `takeNotices(queue)`: the backend's notices since the last call (event `4` says there are some).
 pub fn take_notices(cx: &CallContext) -> JsResult<Value> {
   let q = queue(cx)?;
-  let items = q.ring.take_notices().iter().map(|n| cx.env.string(n)).collect::<JsResult<Vec<_>>>()?;
+  let items = q
+    .ring
+    .take_notices()
+    .iter()
+    .map(|n| cx.env.string(n))
+    .collect::<JsResult<Vec<_>>>()?;
   cx.env.array_of(&items)
 }
 

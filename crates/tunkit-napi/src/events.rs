@@ -56,7 +56,11 @@ pub fn subscribe(cx: &CallContext) -> JsResult<Value> {
   }
   let source: Arc<dyn EventSource> = Arc::from(dev.get("events")?.control().events()?);
   let tsfn = Arc::new(Mutex::new(Some(Tsfn::new(env, on_event, "tunkit-events")?)));
-  let state = Arc::new(Mutex::new(State { events: VecDeque::new(), ended: false, error: None }));
+  let state = Arc::new(Mutex::new(State {
+    events: VecDeque::new(),
+    ended: false,
+    error: None,
+  }));
   let (src, st, t) = (source.clone(), state.clone(), tsfn.clone());
   let thread = std::thread::Builder::new()
     .name("tunkit-events".into())
@@ -85,11 +89,17 @@ pub fn subscribe(cx: &CallContext) -> JsResult<Value> {
       }
     })
     .map_err(|e| Error::os("pthread_create", &e, "starting the tunkit event thread"))?;
-  env.external(Arc::new(Subscription { source, state, thread: Mutex::new(Some(thread)), tsfn }))
+  env.external(Arc::new(Subscription {
+    source,
+    state,
+    thread: Mutex::new(Some(thread)),
+    tsfn,
+  }))
 }
 
 fn subscription(cx: &CallContext) -> JsResult<Arc<Subscription>> {
-  cx.env.unwrap_external::<Subscription>(cx.arg(0)?, "event subscription")
+  cx.env
+    .unwrap_external::<Subscription>(cx.arg(0)?, "event subscription")
 }
 
 /// `takeEvents(sub)`: the events since the last call (possibly none); `undefined` once ended and drained. Throws

@@ -20,7 +20,12 @@ struct Inbox {
 
 impl Inbox {
   fn new(capacity: usize) -> Arc<Inbox> {
-    Arc::new(Inbox { packets: Mutex::new(VecDeque::new()), changed: Condvar::new(), capacity, closed: AtomicBool::new(false) })
+    Arc::new(Inbox {
+      packets: Mutex::new(VecDeque::new()),
+      changed: Condvar::new(),
+      capacity,
+      closed: AtomicBool::new(false),
+    })
   }
 }
 
@@ -41,7 +46,12 @@ impl Queue for MemoryQueue {
       if !q.is_empty() {
         break;
       }
-      q = self.inbox.changed.wait_timeout(q, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+      q = self
+        .inbox
+        .changed
+        .wait_timeout(q, Duration::from_millis(200))
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0);
     }
     let mut n = 0;
     while n < max_packets && batch.data.capacity() - batch.data.len() >= self.max_frame() {
@@ -61,14 +71,22 @@ impl Queue for MemoryQueue {
     for pkt in batch.iter() {
       if pkt.len() > mtu {
         report.errors += 1;
-        report.last_error = Some(Error::new(ErrorKind::PacketTooLarge, format!("write on {}: {} bytes exceed mtu {mtu}", self.name, pkt.len())));
+        report.last_error = Some(Error::new(
+          ErrorKind::PacketTooLarge,
+          format!("write on {}: {} bytes exceed mtu {mtu}", self.name, pkt.len()),
+        ));
         continue;
       }
       while q.len() >= self.peer.capacity {
         if self.inbox.closed.load(Relaxed) || self.peer.closed.load(Relaxed) {
           return Err(Error::closed(&format!("write on {}", self.name)));
         }
-        q = self.peer.changed.wait_timeout(q, Duration::from_millis(200)).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+        q = self
+          .peer
+          .changed
+          .wait_timeout(q, Duration::from_millis(200))
+          .map(|(g, _)| g)
+          .unwrap_or_else(|e| e.into_inner().0);
       }
       q.push_back(pkt.to_vec());
       report.packets += 1;
@@ -100,7 +118,12 @@ impl Control for MemoryControl {
     self.name.clone()
   }
   fn link(&self) -> Result<LinkInfo> {
-    Ok(LinkInfo { name: self.name.clone(), mtu: self.mtu.load(Relaxed), up: true, ..Default::default() })
+    Ok(LinkInfo {
+      name: self.name.clone(),
+      mtu: self.mtu.load(Relaxed),
+      up: true,
+      ..Default::default()
+    })
   }
   fn set_mtu(&self, mtu: u32) -> Result<()> {
     crate::config::validate_mtu(mtu, false)?;
@@ -108,7 +131,10 @@ impl Control for MemoryControl {
     Ok(())
   }
   fn events(&self) -> Result<Box<dyn crate::backend::EventSource>> {
-    Err(Error::new(ErrorKind::Unsupported, format!("events on {}: the in-memory device has no link events", self.name)))
+    Err(Error::new(
+      ErrorKind::Unsupported,
+      format!("events on {}: the in-memory device has no link events", self.name),
+    ))
   }
 }
 
@@ -117,13 +143,24 @@ impl Control for MemoryControl {
 pub fn pair(mtu: u32, capacity: usize) -> Result<(Opened, Opened)> {
   crate::config::validate_mtu(mtu, false)?;
   if capacity == 0 {
-    return Err(Error::new(ErrorKind::InvalidArgument, "capacity must be at least 1"));
+    return Err(Error::new(
+      ErrorKind::InvalidArgument,
+      "capacity must be at least 1",
+    ));
   }
   let (a, b) = (Inbox::new(capacity), Inbox::new(capacity));
   let mtu = Arc::new(AtomicU32::new(mtu));
   let side = |name: &str, inbox: &Arc<Inbox>, peer: &Arc<Inbox>| Opened {
-    queues: vec![Box::new(MemoryQueue { name: name.into(), inbox: inbox.clone(), peer: peer.clone(), mtu: mtu.clone() })],
-    control: Box::new(MemoryControl { name: name.into(), mtu: mtu.clone() }),
+    queues: vec![Box::new(MemoryQueue {
+      name: name.into(),
+      inbox: inbox.clone(),
+      peer: peer.clone(),
+      mtu: mtu.clone(),
+    })],
+    control: Box::new(MemoryControl {
+      name: name.into(),
+      mtu: mtu.clone(),
+    }),
   };
   Ok((side("mem0", &a, &b), side("mem1", &b, &a)))
 }
@@ -144,9 +181,14 @@ mod tests {
       close_flush: Duration::from_millis(300),
       ..RingConfig::default()
     };
-    let r = PacketRing::start(q, cfg, Box::new(move |e| {
-      let _ = tx.lock().unwrap().send(e);
-    })).unwrap();
+    let r = PacketRing::start(
+      q,
+      cfg,
+      Box::new(move |e| {
+        let _ = tx.lock().unwrap().send(e);
+      }),
+    )
+    .unwrap();
     (r, rx)
   }
 
@@ -176,7 +218,9 @@ mod tests {
     let (a, b) = pair(1500, 64).unwrap();
     let (ra, _ea) = ring(a.queues.into_iter().next().unwrap());
     let (rb, eb) = ring(b.queues.into_iter().next().unwrap());
-    let pkts: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_be_bytes().repeat(1 + (i % 300) as usize)).collect();
+    let pkts: Vec<Vec<u8>> = (0..5000u32)
+      .map(|i| i.to_be_bytes().repeat(1 + (i % 300) as usize))
+      .collect();
     let mut sent = 0;
     while sent < pkts.len() {
       let chunk = &pkts[sent..(sent + 100).min(pkts.len())];
@@ -220,7 +264,11 @@ mod tests {
     }
     let st = rb.stats();
     assert!(st.rx_stalls > 0, "reader never stalled");
-    assert!(st.rx_live_bytes <= 8 << 20, "live bytes {} above budget", st.rx_live_bytes);
+    assert!(
+      st.rx_live_bytes <= 8 << 20,
+      "live bytes {} above budget",
+      st.rx_live_bytes
+    );
     for (slab, _) in &held {
       assert!(slab.data().iter().all(|&b| b == 7));
     }
@@ -232,7 +280,10 @@ mod tests {
       let _ = ra.send(std::iter::repeat_n(pkt.as_slice(), 64), 64 * 1400);
       drop(pull_all(&rb, &eb, 1));
     }
-    assert!(rb.stats().rx_packets > before, "reading did not resume after the slabs came back");
+    assert!(
+      rb.stats().rx_packets > before,
+      "reading did not resume after the slabs came back"
+    );
     ra.close();
     rb.close();
   }
@@ -255,7 +306,11 @@ mod tests {
       }
     };
     assert_eq!(guard.len(), 100);
-    assert_eq!(guard.footprint(), 100, "a 100-byte batch should not pin a whole slab");
+    assert_eq!(
+      guard.footprint(),
+      100,
+      "a 100-byte batch should not pin a whole slab"
+    );
     drop(guard);
     // 64 KiB slabs in this ring; a 40 KiB batch is above copy_below (16 KiB) and is handed over as is.
     let big = vec![5u8; 1000];
@@ -300,7 +355,10 @@ mod tests {
     let big = vec![1u8; 1400];
     let mut refused = false;
     for _ in 0..20_000 {
-      if !ra.send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400).unwrap() {
+      if !ra
+        .send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400)
+        .unwrap()
+      {
         refused = true;
         break;
       }
@@ -316,7 +374,10 @@ mod tests {
     }
     assert!(writable, "no Writable event after the peer drained");
     // With the peer stuck again, close gives up flushing after close_flush and still returns.
-    while ra.send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400).unwrap() {}
+    while ra
+      .send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400)
+      .unwrap()
+    {}
     let t = Instant::now();
     ra.close();
     assert!(t.elapsed() < Duration::from_secs(3));

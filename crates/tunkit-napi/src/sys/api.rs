@@ -38,7 +38,10 @@ pub type JsResult<T> = Result<T, JsError>;
 
 /// A wrong-type argument.
 pub fn type_error(msg: impl Into<String>) -> JsError {
-  JsError::Tun(tunkit_core::Error::new(tunkit_core::ErrorKind::InvalidArgument, msg))
+  JsError::Tun(tunkit_core::Error::new(
+    tunkit_core::ErrorKind::InvalidArgument,
+    msg,
+  ))
 }
 
 fn check(env: napi_env, status: napi_status, what: &str) -> JsResult<()> {
@@ -51,7 +54,9 @@ fn check(env: napi_env, status: napi_status, what: &str) -> JsResult<()> {
   if pending || status == NAPI_PENDING_EXCEPTION {
     Err(JsError::Pending)
   } else {
-    Err(JsError::Internal(format!("{what} failed with napi_status {status}")))
+    Err(JsError::Internal(format!(
+      "{what} failed with napi_status {status}"
+    )))
   }
 }
 
@@ -77,10 +82,23 @@ impl CallContext {
 pub type Callback = fn(&CallContext) -> JsResult<Value>;
 
 extern "C" fn trampoline(env: napi_env, info: napi_callback_info) -> napi_value {
-  let mut ctx = CallContext { env: Env(env), args: [null_mut(); 8], argc: 8 };
+  let mut ctx = CallContext {
+    env: Env(env),
+    args: [null_mut(); 8],
+    argc: 8,
+  };
   let mut data: *mut c_void = null_mut();
   // SAFETY: env/info come from Node for this call; argv has room for `argc` (8) values.
-  let status = unsafe { napi_get_cb_info(env, info, &mut ctx.argc, ctx.args.as_mut_ptr(), null_mut(), &mut data) };
+  let status = unsafe {
+    napi_get_cb_info(
+      env,
+      info,
+      &mut ctx.argc,
+      ctx.args.as_mut_ptr(),
+      null_mut(),
+      &mut data,
+    )
+  };
   if status != NAPI_OK {
     return null_mut();
   }
@@ -115,7 +133,11 @@ impl Env {
       let mut out = null_mut();
       let (c, m) = (self.string(code)?, self.string(&message)?);
       // SAFETY: c and m are live string values of this env; out is a valid out-pointer.
-      check(self.0, unsafe { napi_create_error(self.0, c.0, m.0, &mut out) }, "napi_create_error")?;
+      check(
+        self.0,
+        unsafe { napi_create_error(self.0, c.0, m.0, &mut out) },
+        "napi_create_error",
+      )?;
       let e = Value(out);
       if let Some(n) = errno {
         self.set(e, "errno", self.number(n as f64)?)?;
@@ -137,7 +159,14 @@ impl Env {
     // SAFETY: name points to name.len() UTF-8 bytes; the data pointer is a plain fn pointer read back only by
     // `trampoline`, which is the callback registered here.
     let status = unsafe {
-      napi_create_function(self.0, name.as_ptr().cast(), name.len(), Some(trampoline), f as *mut c_void, &mut out)
+      napi_create_function(
+        self.0,
+        name.as_ptr().cast(),
+        name.len(),
+        Some(trampoline),
+        f as *mut c_void,
+        &mut out,
+      )
     };
     check(self.0, status, "napi_create_function")?;
     Ok(Value(out))
@@ -146,49 +175,77 @@ impl Env {
   pub fn undefined(self) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(self.0, unsafe { napi_get_undefined(self.0, &mut out) }, "napi_get_undefined")?;
+    check(
+      self.0,
+      unsafe { napi_get_undefined(self.0, &mut out) },
+      "napi_get_undefined",
+    )?;
     Ok(Value(out))
   }
 
   pub fn null(self) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(self.0, unsafe { napi_get_null(self.0, &mut out) }, "napi_get_null")?;
+    check(
+      self.0,
+      unsafe { napi_get_null(self.0, &mut out) },
+      "napi_get_null",
+    )?;
     Ok(Value(out))
   }
 
   pub fn boolean(self, b: bool) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(self.0, unsafe { napi_get_boolean(self.0, b, &mut out) }, "napi_get_boolean")?;
+    check(
+      self.0,
+      unsafe { napi_get_boolean(self.0, b, &mut out) },
+      "napi_get_boolean",
+    )?;
     Ok(Value(out))
   }
 
   pub fn number(self, n: f64) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(self.0, unsafe { napi_create_double(self.0, n, &mut out) }, "napi_create_double")?;
+    check(
+      self.0,
+      unsafe { napi_create_double(self.0, n, &mut out) },
+      "napi_create_double",
+    )?;
     Ok(Value(out))
   }
 
   pub fn string(self, s: &str) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: s points to s.len() valid UTF-8 bytes.
-    check(self.0, unsafe { napi_create_string_utf8(self.0, s.as_ptr().cast(), s.len(), &mut out) }, "napi_create_string_utf8")?;
+    check(
+      self.0,
+      unsafe { napi_create_string_utf8(self.0, s.as_ptr().cast(), s.len(), &mut out) },
+      "napi_create_string_utf8",
+    )?;
     Ok(Value(out))
   }
 
   pub fn object(self) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(self.0, unsafe { napi_create_object(self.0, &mut out) }, "napi_create_object")?;
+    check(
+      self.0,
+      unsafe { napi_create_object(self.0, &mut out) },
+      "napi_create_object",
+    )?;
     Ok(Value(out))
   }
 
   pub fn array(self, len: usize) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(self.0, unsafe { napi_create_array_with_length(self.0, len, &mut out) }, "napi_create_array_with_length")?;
+    check(
+      self.0,
+      unsafe { napi_create_array_with_length(self.0, len, &mut out) },
+      "napi_create_array_with_length",
+    )?;
     Ok(Value(out))
   }
 
@@ -197,7 +254,11 @@ impl Env {
     let arr = self.array(items.len())?;
     for (i, v) in items.iter().enumerate() {
       // SAFETY: arr and v are live values of this env.
-      check(self.0, unsafe { napi_set_element(self.0, arr.0, i as u32, v.0) }, "napi_set_element")?;
+      check(
+        self.0,
+        unsafe { napi_set_element(self.0, arr.0, i as u32, v.0) },
+        "napi_set_element",
+      )?;
     }
     Ok(arr)
   }
@@ -205,14 +266,22 @@ impl Env {
   pub fn set(self, obj: Value, key: &str, v: Value) -> JsResult<()> {
     let key = CString::new(key).map_err(|_| JsError::Internal("property name with NUL".into()))?;
     // SAFETY: obj and v are live values; key is NUL-terminated.
-    check(self.0, unsafe { napi_set_named_property(self.0, obj.0, key.as_ptr(), v.0) }, "napi_set_named_property")
+    check(
+      self.0,
+      unsafe { napi_set_named_property(self.0, obj.0, key.as_ptr(), v.0) },
+      "napi_set_named_property",
+    )
   }
 
   pub fn get(self, obj: Value, key: &str) -> JsResult<Value> {
     let key = CString::new(key).map_err(|_| JsError::Internal("property name with NUL".into()))?;
     let mut out = null_mut();
     // SAFETY: obj is a live value; key is NUL-terminated; out is a valid out-pointer.
-    check(self.0, unsafe { napi_get_named_property(self.0, obj.0, key.as_ptr(), &mut out) }, "napi_get_named_property")?;
+    check(
+      self.0,
+      unsafe { napi_get_named_property(self.0, obj.0, key.as_ptr(), &mut out) },
+      "napi_get_named_property",
+    )?;
     Ok(Value(out))
   }
 
@@ -242,7 +311,11 @@ impl Env {
     }
     let mut len = 0usize;
     // SAFETY: v is a string; a null buffer asks for the length only.
-    check(self.0, unsafe { napi_get_value_string_utf8(self.0, v.0, null_mut(), 0, &mut len) }, "napi_get_value_string_utf8")?;
+    check(
+      self.0,
+      unsafe { napi_get_value_string_utf8(self.0, v.0, null_mut(), 0, &mut len) },
+      "napi_get_value_string_utf8",
+    )?;
     let mut buf = vec![0u8; len + 1];
     // SAFETY: buf has len + 1 bytes, room for the string and its NUL.
     check(
@@ -260,7 +333,11 @@ impl Env {
     }
     let mut n = 0.0;
     // SAFETY: v is a number; n is a valid out-pointer.
-    check(self.0, unsafe { napi_get_value_double(self.0, v.0, &mut n) }, "napi_get_value_double")?;
+    check(
+      self.0,
+      unsafe { napi_get_value_double(self.0, v.0, &mut n) },
+      "napi_get_value_double",
+    )?;
     Ok(n)
   }
 
@@ -268,7 +345,9 @@ impl Env {
   pub fn to_int(self, v: Value, what: &str, min: u64, max: u64) -> JsResult<u64> {
     let n = self.to_f64(v, what)?;
     if n.fract() != 0.0 || n < min as f64 || n > max as f64 {
-      return Err(type_error(format!("{what} must be an integer in {min}..={max}, got {n}")));
+      return Err(type_error(format!(
+        "{what} must be an integer in {min}..={max}, got {n}"
+      )));
     }
     Ok(n as u64)
   }
@@ -279,41 +358,62 @@ impl Env {
     }
     let mut b = false;
     // SAFETY: v is a boolean; b is a valid out-pointer.
-    check(self.0, unsafe { napi_get_value_bool(self.0, v.0, &mut b) }, "napi_get_value_bool")?;
+    check(
+      self.0,
+      unsafe { napi_get_value_bool(self.0, v.0, &mut b) },
+      "napi_get_value_bool",
+    )?;
     Ok(b)
   }
 
   pub fn is_array(self, v: Value) -> JsResult<bool> {
     let mut b = false;
     // SAFETY: v is a live value; b is a valid out-pointer.
-    check(self.0, unsafe { napi_is_array(self.0, v.0, &mut b) }, "napi_is_array")?;
+    check(
+      self.0,
+      unsafe { napi_is_array(self.0, v.0, &mut b) },
+      "napi_is_array",
+    )?;
     Ok(b)
   }
 
   pub fn array_len(self, v: Value) -> JsResult<u32> {
     let mut n = 0;
     // SAFETY: v is an array (callers check); n is a valid out-pointer.
-    check(self.0, unsafe { napi_get_array_length(self.0, v.0, &mut n) }, "napi_get_array_length")?;
+    check(
+      self.0,
+      unsafe { napi_get_array_length(self.0, v.0, &mut n) },
+      "napi_get_array_length",
+    )?;
     Ok(n)
   }
 
   pub fn element(self, v: Value, i: u32) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: v is a live object; out is a valid out-pointer.
-    check(self.0, unsafe { napi_get_element(self.0, v.0, i, &mut out) }, "napi_get_element")?;
+    check(
+      self.0,
+      unsafe { napi_get_element(self.0, v.0, i, &mut out) },
+      "napi_get_element",
+    )?;
     Ok(Value(out))
   }
 
   fn typed_array(self, v: Value, want: napi_typedarray_type, what: &str) -> JsResult<(*mut c_void, usize)> {
     let mut is = false;
     // SAFETY: v is a live value; is is a valid out-pointer.
-    check(self.0, unsafe { napi_is_typedarray(self.0, v.0, &mut is) }, "napi_is_typedarray")?;
+    check(
+      self.0,
+      unsafe { napi_is_typedarray(self.0, v.0, &mut is) },
+      "napi_is_typedarray",
+    )?;
     if !is {
       return Err(type_error(format!("{what} must be a Buffer or Uint8Array")));
     }
     let (mut kind, mut len, mut data, mut off) = (0, 0usize, null_mut(), 0usize);
     // SAFETY: v is a typed array; every out-pointer is valid; the array buffer out-pointer may be null.
-    let status = unsafe { napi_get_typedarray_info(self.0, v.0, &mut kind, &mut len, &mut data, null_mut(), &mut off) };
+    let status =
+      unsafe { napi_get_typedarray_info(self.0, v.0, &mut kind, &mut len, &mut data, null_mut(), &mut off) };
     check(self.0, status, "napi_get_typedarray_info")?;
     if kind != want {
       return Err(type_error(format!("{what} has the wrong typed array type")));
@@ -360,7 +460,8 @@ impl Env {
     let raw = Box::into_raw(boxed);
     let mut out = null_mut();
     // SAFETY: raw is a leaked Box that `drop_external` takes back exactly once, when V8 collects the external.
-    let status = unsafe { napi_create_external(self.0, raw.cast(), Some(drop_external), null_mut(), &mut out) };
+    let status =
+      unsafe { napi_create_external(self.0, raw.cast(), Some(drop_external), null_mut(), &mut out) };
     if let Err(e) = check(self.0, status, "napi_create_external") {
       // SAFETY: creation failed, so the finalizer will never run: take the box back here.
       drop(unsafe { Box::from_raw(raw) });
@@ -376,14 +477,21 @@ impl Env {
     }
     let mut data = null_mut();
     // SAFETY: v is an external; data is a valid out-pointer.
-    check(self.0, unsafe { napi_get_value_external(self.0, v.0, &mut data) }, "napi_get_value_external")?;
+    check(
+      self.0,
+      unsafe { napi_get_value_external(self.0, v.0, &mut data) },
+      "napi_get_value_external",
+    )?;
     if data.is_null() {
       return Err(type_error(format!("{what} is not a tunkit handle")));
     }
     // SAFETY: every external this addon creates holds a `Box<Arc<dyn Any>>` (see `external`), alive until the
     // external is collected, which cannot happen while it is an argument of this call.
     let any: &Arc<dyn Any + Send + Sync> = unsafe { &*(data as *const Arc<dyn Any + Send + Sync>) };
-    any.clone().downcast::<T>().map_err(|_| type_error(format!("{what} is the wrong kind of tunkit handle")))
+    any
+      .clone()
+      .downcast::<T>()
+      .map_err(|_| type_error(format!("{what} is the wrong kind of tunkit handle")))
   }
 
   /// An ArrayBuffer over the packets of `slab`, without copying. The slab returns to its pool when the
@@ -397,7 +505,8 @@ impl Env {
     let mut out = null_mut();
     // SAFETY: ptr points to `len` bytes owned by the slab in `hint`, which stays alive (and unmoved: only the Box
     // moves, not the Vec's heap buffer) until `drop_slab` runs once V8 collects the ArrayBuffer.
-    let status = unsafe { napi_create_external_arraybuffer(self.0, ptr, len, Some(drop_slab), hint.cast(), &mut out) };
+    let status =
+      unsafe { napi_create_external_arraybuffer(self.0, ptr, len, Some(drop_slab), hint.cast(), &mut out) };
     if let Err(e) = check(self.0, status, "napi_create_external_arraybuffer") {
       // SAFETY: creation failed, so the finalizer will never run.
       drop(unsafe { Box::from_raw(hint) });
@@ -417,7 +526,11 @@ impl Env {
     let argv: Vec<napi_value> = args.iter().map(|a| a.0).collect();
     let mut out = null_mut();
     // SAFETY: f, recv and argv are live values of this env.
-    check(self.0, unsafe { napi_call_function(self.0, recv.0, f.0, argv.len(), argv.as_ptr(), &mut out) }, "napi_call_function")?;
+    check(
+      self.0,
+      unsafe { napi_call_function(self.0, recv.0, f.0, argv.len(), argv.as_ptr(), &mut out) },
+      "napi_call_function",
+    )?;
     Ok(Value(out))
   }
 }
@@ -525,7 +638,9 @@ pub fn register(env: napi_env, exports: napi_value, init: fn(Env, Value) -> JsRe
       null_mut()
     }
     Err(_) => {
-      env.throw(JsError::Internal("tunkit internal error (panic) while loading the addon".into()));
+      env.throw(JsError::Internal(
+        "tunkit internal error (panic) while loading the addon".into(),
+      ));
       null_mut()
     }
   }

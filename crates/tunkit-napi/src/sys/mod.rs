@@ -40,7 +40,8 @@ pub const NAPI_TSFN_RELEASE: i32 = 0;
 
 pub type napi_callback = Option<unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value>;
 pub type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
-pub type napi_threadsafe_function_call_js = Option<unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void)>;
+pub type napi_threadsafe_function_call_js =
+  Option<unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void)>;
 
 /// Declares the Node-API functions once; `link.rs` (Unix) or `windows.rs` turns the list into callable items.
 macro_rules! node_api {

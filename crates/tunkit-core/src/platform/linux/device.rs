@@ -984,7 +984,10 @@ impl Control for LinuxControl {
       if addr.needs_ipv6_mtu() {
         let mtu = nl.link(i)?.mtu;
         if mtu < MIN_MTU_IPV6 {
-          return Err(Error::new(ErrorKind::InvalidMtu, format!("mtu {mtu} is below {MIN_MTU_IPV6}, too small for IPv6")));
+          return Err(Error::new(
+            ErrorKind::InvalidMtu,
+            format!("mtu {mtu} is below {MIN_MTU_IPV6}, too small for IPv6"),
+          ));
         }
       }
       nl.add_address(i, addr)

@@ -765,7 +765,15 @@ impl Netlink {
   /// The link's `IFF_*` flags.
   fn link_flags(&self, index: u32) -> Result<u32> {
     let context = format!("read link flags of {}", ifindex(index));
-    let req = Request::new(sys::RTM_GETLINK, 0, &IfInfoMsg { index: index as i32, ..Default::default() }.encode());
+    let req = Request::new(
+      sys::RTM_GETLINK,
+      0,
+      &IfInfoMsg {
+        index: index as i32,
+        ..Default::default()
+      }
+      .encode(),
+    );
     let reply = self.transact(&req).map_err(|f| f.into_error(&context, &[]))?;
     reply
       .messages
@@ -773,7 +781,12 @@ impl Netlink {
       .find(|(ty, _)| *ty == sys::RTM_NEWLINK)
       .and_then(|(_, p)| IfInfoMsg::decode(p))
       .map(|i| i.flags)
-      .ok_or_else(|| Error::new(ErrorKind::Os, format!("{context}: the kernel sent no RTM_NEWLINK")))
+      .ok_or_else(|| {
+        Error::new(
+          ErrorKind::Os,
+          format!("{context}: the kernel sent no RTM_NEWLINK"),
+        )
+      })
   }
 
   /// Waits, for at most two seconds, until no IPv6 address of the link is tentative any more. On a link without
@@ -784,9 +797,18 @@ impl Netlink {
     let context = format!("list addresses on {}", ifindex(index));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-      let req = Request::new(sys::RTM_GETADDR, sys::NLM_F_DUMP, &IfAddrMsg { family: sys::AF_INET6, ..Default::default() }.encode());
+      let req = Request::new(
+        sys::RTM_GETADDR,
+        sys::NLM_F_DUMP,
+        &IfAddrMsg {
+          family: sys::AF_INET6,
+          ..Default::default()
+        }
+        .encode(),
+      );
       let tentative = self.dump(&req, &context)?.iter().any(|(ty, payload)| {
-        *ty == sys::RTM_NEWADDR && address_flags(payload).is_some_and(|(i, f)| i == index && f & sys::IFA_F_TENTATIVE != 0)
+        *ty == sys::RTM_NEWADDR
+          && address_flags(payload).is_some_and(|(i, f)| i == index && f & sys::IFA_F_TENTATIVE != 0)
       });
       if !tentative || std::time::Instant::now() >= deadline {
         return Ok(());
@@ -815,7 +837,13 @@ impl Netlink {
     // Duplicate address detection is meaningless without a link layer; say so, so the address is usable at once.
     let settle = !a.is_ipv4() && self.is_noarp(index)?;
     let ifa_flags = if settle { sys::IFA_F_NODAD } else { 0 };
-    let req = Self::address_request(sys::RTM_NEWADDR, sys::NLM_F_CREATE | sys::NLM_F_EXCL, index, a, ifa_flags);
+    let req = Self::address_request(
+      sys::RTM_NEWADDR,
+      sys::NLM_F_CREATE | sys::NLM_F_EXCL,
+      index,
+      a,
+      ifa_flags,
+    );
     self.execute(&req, &context, &[(sys::EEXIST, ErrorKind::AlreadyExists, "")])?;
     if settle {
       self.wait_ipv6_settled(index)?;
