@@ -47,8 +47,12 @@ deviceTest('a kernel-assigned name, and two devices at once', async (t) => {
   t.not(a.index, b.index)
   const s = await udpSocket('udp4')
   const got = await Promise.all([
-    (async () => { for await (const p of a.packets()) if (packet.parse(p)?.dstPort === 9001) return packet.parse(p)!.dst })(),
-    (async () => { for await (const p of b.packets()) if (packet.parse(p)?.dstPort === 9002) return packet.parse(p)!.dst })(),
+    (async () => {
+      for await (const p of a.packets()) if (packet.parse(p)?.dstPort === 9001) return packet.parse(p)!.dst
+    })(),
+    (async () => {
+      for await (const p of b.packets()) if (packet.parse(p)?.dstPort === 9002) return packet.parse(p)!.dst
+    })(),
     send(s, Buffer.from('a'), 9001, '10.21.0.2').then(() => send(s, Buffer.from('b'), 9002, '10.22.0.2')),
   ])
   t.deepEqual(got.slice(0, 2), ['10.21.0.2', '10.22.0.2'])
@@ -91,7 +95,11 @@ deviceTest('UDP datagrams routed into the TUN are read byte-exact (IPv4 and IPv6
     for await (const p of tun.packets()) {
       const info = packet.parse(p)
       if (info?.protocol !== packet.PROTO_UDP || info.dstPort !== 7777) continue
-      got.push({ v: info.version, dst: info.dst, payload: Buffer.from(p.subarray(info.payloadOffset, info.payloadOffset + info.payloadLength)) })
+      got.push({
+        v: info.version,
+        dst: info.dst,
+        payload: Buffer.from(p.subarray(info.payloadOffset, info.payloadOffset + info.payloadLength)),
+      })
       if (got.length === payloads.length * 2) return got
     }
     return got
@@ -99,8 +107,14 @@ deviceTest('UDP datagrams routed into the TUN are read byte-exact (IPv4 and IPv6
   for (const p of payloads) await send(s4, p, 7777, '10.7.0.9')
   for (const p of payloads) await send(s6, p, 7777, 'fd07::9')
   const got = await reading
-  t.deepEqual(got.filter((g) => g.v === 4).map((g) => g.payload), payloads)
-  t.deepEqual(got.filter((g) => g.v === 6).map((g) => g.payload), payloads)
+  t.deepEqual(
+    got.filter((g) => g.v === 4).map((g) => g.payload),
+    payloads,
+  )
+  t.deepEqual(
+    got.filter((g) => g.v === 6).map((g) => g.payload),
+    payloads,
+  )
   t.true(got.every((g) => g.dst === (g.v === 4 ? '10.7.0.9' : 'fd07::9')))
   s4.close()
   s6.close()
@@ -128,8 +142,14 @@ deviceTest('packets written to the TUN reach a UDP socket byte-exact, single and
   await tun.write(batch)
   await tun.write(Array.from({ length: 20 }, (_, i) => mk(i, true)))
   await until(() => received.length === 101 && received6.length === 20, 3000, 'the batch')
-  t.deepEqual(received, [mk(0), ...batch].map((p) => p.subarray(28)))
-  t.deepEqual(received6, Array.from({ length: 20 }, (_, i) => mk(i, true).subarray(48)))
+  t.deepEqual(
+    received,
+    [mk(0), ...batch].map((p) => p.subarray(28)),
+  )
+  t.deepEqual(
+    received6,
+    Array.from({ length: 20 }, (_, i) => mk(i, true).subarray(48)),
+  )
   const st = tun.stats()
   t.is(st.txPackets, 121)
   t.is(st.txErrors, 0)
@@ -143,7 +163,11 @@ deviceTest('200 packets kept from early batches are byte-identical after 100 000
   const kept: Buffer[] = []
   const copies: Buffer[] = []
   let passed = 0
-  const flood = run(process.execPath, [`${root}/__test__/helpers/flood.mjs`, '10.7.0.2', '9100', '120', '400000', '20'], { timeoutMs: 60_000 })
+  const flood = run(
+    process.execPath,
+    [`${root}/__test__/helpers/flood.mjs`, '10.7.0.2', '9100', '120', '400000', '20'],
+    { timeoutMs: 60_000 },
+  )
   for await (const p of tun.packets()) {
     if (packet.parse(p)?.dstPort !== 9100) continue
     if (kept.length < 200) {
@@ -155,7 +179,10 @@ deviceTest('200 packets kept from early batches are byte-identical after 100 000
   t.is(f.code, 0, f.stderr)
   t.is(kept.length, 200)
   t.true(passed >= 100_000)
-  t.true(kept.every((p, i) => p.equals(copies[i]!)), 'a kept packet changed')
+  t.true(
+    kept.every((p, i) => p.equals(copies[i]!)),
+    'a kept packet changed',
+  )
   t.log(`flood: ${f.stdout.trim()}; stats ${JSON.stringify(tun.stats())}`)
 })
 
@@ -163,7 +190,11 @@ deviceTest('a timer keeps firing and memory stays bounded during a long saturati
   await using tun = await Tun.create({ name: devName('f'), addresses: ['10.7.0.1/24'] })
   let ticks = 0
   const timer = setInterval(() => ticks++, 10)
-  const flood = run(process.execPath, [`${root}/__test__/helpers/flood.mjs`, '10.7.0.2', '9200', '1400', '2000000', '6'], { timeoutMs: 60_000 })
+  const flood = run(
+    process.execPath,
+    [`${root}/__test__/helpers/flood.mjs`, '10.7.0.2', '9200', '1400', '2000000', '6'],
+    { timeoutMs: 60_000 },
+  )
   const rss: number[] = []
   let n = 0
   const start = Date.now()
@@ -180,7 +211,9 @@ deviceTest('a timer keeps firing and memory stays bounded during a long saturati
   const settled = rss.slice(Math.floor(rss.length / 3))
   const growth = Math.max(...settled) - Math.min(...settled)
   t.true(growth < 256 * 1024 * 1024, `RSS grew by ${(growth / 2 ** 20).toFixed(0)} MiB during the flood`)
-  t.log(`${n} packets in ${secs.toFixed(1)} s, ${ticks} ticks, RSS ${(Math.min(...settled) / 2 ** 20).toFixed(0)}..${(Math.max(...settled) / 2 ** 20).toFixed(0)} MiB`)
+  t.log(
+    `${n} packets in ${secs.toFixed(1)} s, ${ticks} ticks, RSS ${(Math.min(...settled) / 2 ** 20).toFixed(0)}..${(Math.max(...settled) / 2 ** 20).toFixed(0)} MiB`,
+  )
 })
 
 deviceTest('close() while a for-await waits ends it within 100 ms; an AbortSignal ends it too', async (t) => {
@@ -199,11 +232,14 @@ deviceTest('close() while a for-await waits ends it within 100 ms; an AbortSigna
   await using tun2 = await Tun.create({ name: devName('c'), addresses: ['10.7.0.1/24'] })
   const ac = new AbortController()
   setTimeout(() => ac.abort(), 30)
-  await t.throwsAsync(async () => {
-    for await (const _ of tun2.batches({ signal: ac.signal })) {
-      /* nothing */
-    }
-  }, { name: 'AbortError' })
+  await t.throwsAsync(
+    async () => {
+      for await (const _ of tun2.batches({ signal: ac.signal })) {
+        /* nothing */
+      }
+    },
+    { name: 'AbortError' },
+  )
   t.false(tun2.closed)
 })
 
@@ -213,20 +249,27 @@ deviceTest('device errors are typed: name in use, duplicate address, MTU, packet
   const busy = await t.throwsAsync(() => Tun.create({ name }))
   t.is((busy as TunError).code, 'ERR_TUN_BUSY')
   t.regex(busy!.message, new RegExp(name))
-  t.is((await t.throwsAsync(() => Tun.create({ name: 'lo' })) as TunError).code, 'ERR_TUN_BUSY')
+  t.is(((await t.throwsAsync(() => Tun.create({ name: 'lo' }))) as TunError).code, 'ERR_TUN_BUSY')
   const dup = await t.throwsAsync(() => tun.addAddress('10.7.0.1/24'))
   t.is((dup as TunError).code, 'ERR_TUN_EXISTS')
   t.is((dup as TunError).errno, 17)
   t.regex(dup!.message, new RegExp(`addAddress 10.7.0.1/24 on ${name}`))
-  t.is((await t.throwsAsync(() => tun.setMtu(70_000)) as TunError).code, 'ERR_TUN_INVALID_MTU')
-  t.is((await t.throwsAsync(() => tun.write(Buffer.alloc(1501, 0x45))) as TunError).code, 'ERR_TUN_PACKET_TOO_LARGE')
-  t.is((await t.throwsAsync(() => tun.write(Buffer.from([0x20, 0, 0]))) as TunError).code, 'ERR_TUN_INVALID_PACKET')
+  t.is(((await t.throwsAsync(() => tun.setMtu(70_000))) as TunError).code, 'ERR_TUN_INVALID_MTU')
+  t.is(((await t.throwsAsync(() => tun.write(Buffer.alloc(1501, 0x45)))) as TunError).code, 'ERR_TUN_PACKET_TOO_LARGE')
+  t.is(((await t.throwsAsync(() => tun.write(Buffer.from([0x20, 0, 0])))) as TunError).code, 'ERR_TUN_INVALID_PACKET')
   // The device keeps working after every error.
   await tun.setMtu(1300)
   t.is(tun.mtu, 1300)
-  t.is((await t.throwsAsync(() => tun.write(Buffer.alloc(1301, 0x45))) as TunError).code, 'ERR_TUN_PACKET_TOO_LARGE')
+  t.is(((await t.throwsAsync(() => tun.write(Buffer.alloc(1301, 0x45)))) as TunError).code, 'ERR_TUN_PACKET_TOO_LARGE')
   await tun.close()
-  t.is((await t.throwsAsync(() => tun.write(packet.udp({ src: '10.7.0.2', dst: '10.7.0.1', srcPort: 1, dstPort: 2, payload: Buffer.alloc(1) }))) as TunError).code, 'ERR_TUN_CLOSED')
+  t.is(
+    (
+      (await t.throwsAsync(() =>
+        tun.write(packet.udp({ src: '10.7.0.2', dst: '10.7.0.1', srcPort: 1, dstPort: 2, payload: Buffer.alloc(1) })),
+      )) as TunError
+    ).code,
+    'ERR_TUN_CLOSED',
+  )
   t.throws(() => tun.packets(), { code: 'ERR_TUN_CLOSED' })
   await t.throwsAsync(() => tun.addAddress('10.8.0.1/24'), { code: 'ERR_TUN_CLOSED' })
 })
@@ -238,7 +281,9 @@ deviceTest('the MTU raised from outside: a 9000-byte packet is read whole', asyn
   t.is(tun.mtu, 9000)
   const s = await udpSocket('udp4')
   const payload = Buffer.alloc(9000 - 28, 0xab)
-  const reading = (async () => { for await (const p of tun.packets()) if (packet.parse(p)?.dstPort === 9300) return p })()
+  const reading = (async () => {
+    for await (const p of tun.packets()) if (packet.parse(p)?.dstPort === 9300) return p
+  })()
   await send(s, payload, 9300, '10.7.0.2')
   const p = await reading
   t.is(p!.length, 9000)
@@ -250,15 +295,23 @@ deviceTest('no /dev/net/tun gives ERR_TUN_NO_DRIVER; no privilege gives ERR_TUN_
   const script = `import { Tun } from '${root}/index.ts'
 try { await Tun.create({ name: 'tknodrv0' }); console.log('created') } catch (e) { console.log(JSON.stringify({ code: e.code, errno: e.errno, message: e.message })) }`
   const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', script]
-  const noDriver = await run('unshare', ['--mount', 'sh', '-c', `mount -t tmpfs none /dev/net && exec "$@"`, 'sh', ...node], { timeoutMs: 30_000 })
+  const noDriver = await run(
+    'unshare',
+    ['--mount', 'sh', '-c', `mount -t tmpfs none /dev/net && exec "$@"`, 'sh', ...node],
+    { timeoutMs: 30_000 },
+  )
   const r1 = JSON.parse(noDriver.stdout.trim().split('\n').pop()!)
   t.is(r1.code, 'ERR_TUN_NO_DRIVER', noDriver.stdout + noDriver.stderr)
   t.is(r1.errno, 2)
   t.regex(r1.message, /\/dev\/net\/tun/)
-  const unpriv = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', ...node], {
-    timeoutMs: 30_000,
-    env: { ...process.env, HOME: '/tmp', TSX_TSCONFIG_PATH: '' },
-  })
+  const unpriv = await run(
+    'setpriv',
+    ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', ...node],
+    {
+      timeoutMs: 30_000,
+      env: { ...process.env, HOME: '/tmp', TSX_TSCONFIG_PATH: '' },
+    },
+  )
   const r2 = JSON.parse(unpriv.stdout.trim().split('\n').pop()!)
   t.is(r2.code, 'ERR_TUN_PERMISSION', unpriv.stdout + unpriv.stderr)
   t.true(r2.errno === 1 || r2.errno === 13)

@@ -25,7 +25,8 @@ function label(e: LinkEvent): string {
 }
 
 /** The kernel adds and removes an IPv6 link-local address by itself as the link goes up and down. */
-const isLinkLocal = (e: LinkEvent) => (e.type === 'address-added' || e.type === 'address-removed') && e.address.address.startsWith('fe80:')
+const isLinkLocal = (e: LinkEvent) =>
+  (e.type === 'address-added' || e.type === 'address-removed') && e.address.address.startsWith('fe80:')
 
 /** Pulls events from `it` until `want` has been seen (bounded); returns every event pulled. */
 async function pullUntil(it: AsyncIterator<LinkEvent>, want: string, ms = 3000): Promise<string[]> {
@@ -182,11 +183,13 @@ test('events() of an in-memory device is ERR_TUN_UNSUPPORTED (it has no link)', 
   await y.close()
 })
 
-deviceTest('a signal that is not an AbortSignal is a typed error and leaves nothing behind (the process can exit)', async (t) => {
-  // In a child process: a subscription left behind by the refused call would keep it alive after close().
-  const name = devName(tag)
-  const child = spawnLines(
-    nodeScript(`import { Tun } from ${JSON.stringify(INDEX)}
+deviceTest(
+  'a signal that is not an AbortSignal is a typed error and leaves nothing behind (the process can exit)',
+  async (t) => {
+    // In a child process: a subscription left behind by the refused call would keep it alive after close().
+    const name = devName(tag)
+    const child = spawnLines(
+      nodeScript(`import { Tun } from ${JSON.stringify(INDEX)}
 import { execFileSync } from 'node:child_process'
 const tun = await Tun.create({ name: ${JSON.stringify(name)} })
 try { tun.events({ signal: 'soon' }); console.log('accepted') } catch (e) { console.log(e.code ?? e.name) }
@@ -194,18 +197,19 @@ execFileSync('ip', ['link', 'set', ${JSON.stringify(name)}, 'mtu', '1400'])
 await new Promise((r) => setTimeout(r, 200))
 await tun.close()
 console.log('closed')`),
-    { env: childEnv },
-  )
-  try {
-    t.is(await child.line(20_000, 'the outcome of events()'), 'ERR_TUN_INVALID_ARGUMENT')
-    t.is(await child.line(5000, 'close'), 'closed')
-    const timer = setTimeout(() => void child.kill(), 5000)
-    const { code, signal } = await child.exited
-    clearTimeout(timer)
-    t.is(signal, null, 'the process did not exit by itself within 5 s of close()')
-    t.is(code, 0)
-    t.notRegex(child.stderr(), /Uncaught N-API callback exception/)
-  } finally {
-    await child.kill()
-  }
-})
+      { env: childEnv },
+    )
+    try {
+      t.is(await child.line(20_000, 'the outcome of events()'), 'ERR_TUN_INVALID_ARGUMENT')
+      t.is(await child.line(5000, 'close'), 'closed')
+      const timer = setTimeout(() => void child.kill(), 5000)
+      const { code, signal } = await child.exited
+      clearTimeout(timer)
+      t.is(signal, null, 'the process did not exit by itself within 5 s of close()')
+      t.is(code, 0)
+      t.notRegex(child.stderr(), /Uncaught N-API callback exception/)
+    } finally {
+      await child.kill()
+    }
+  },
+)

@@ -41,7 +41,10 @@ test('batches() yields arrays of zero-copy Buffers sharing one ArrayBuffer', asy
   const seen: Buffer[] = []
   for await (const batch of b.batches()) {
     t.true(batch.length >= 1)
-    t.true(batch.every((p) => p.buffer === batch[0]!.buffer), 'packets of a batch share one slab')
+    t.true(
+      batch.every((p) => p.buffer === batch[0]!.buffer),
+      'packets of a batch share one slab',
+    )
     seen.push(...batch)
     total += batch.length
     if (total >= sent.length) break
@@ -87,14 +90,20 @@ test('packets kept from early batches stay intact while 100 000 more pass', asyn
   }
   t.is(await reader, total)
   t.is(kept.length, 200)
-  t.true(kept.every((p, i) => p.equals(copies[i]!)), 'a kept packet changed')
+  t.true(
+    kept.every((p, i) => p.equals(copies[i]!)),
+    'a kept packet changed',
+  )
   t.true(kept.every((p, i) => p.readUInt32BE(4) === i))
   await a.close()
   await b.close()
 })
 
 test('write() waits when the transmit ring is full and resolves once the peer reads', async (t) => {
-  const [a, b] = Tun.createMemoryPair({ capacity: 8, ring: { txRingBytes: 65536, ringBatches: 2, batchPackets: 8, slabBytes: 4096 } })
+  const [a, b] = Tun.createMemoryPair({
+    capacity: 8,
+    ring: { txRingBytes: 65536, ringBatches: 2, batchPackets: 8, slabBytes: 4096 },
+  })
   const pkt = ipv4(1400, 7)
   let pending: Promise<void> | null = null
   let writes = 0
@@ -190,7 +199,10 @@ test('bad packets reject with typed errors and nothing of their batch is sent; q
   }
   await a.write(ipv4(100, 7))
   const got = await collect(b.packets(), 3)
-  t.deepEqual(got.map((p) => p.readUInt32BE(4)), [1, 2, 7])
+  t.deepEqual(
+    got.map((p) => p.readUInt32BE(4)),
+    [1, 2, 7],
+  )
   t.is(b.stats().rxPackets, 3)
   await a.close()
   await b.close()
@@ -213,7 +225,9 @@ test('wrong argument types reject with ERR_TUN_INVALID_ARGUMENT', async (t) => {
   await t.throwsAsync(() => Tun.create({ addresses: '10.0.0.1/24' } as never), { code: 'ERR_TUN_INVALID_ARGUMENT' })
   await t.throwsAsync(() => Tun.create({ mtu: 1.5 }), { code: 'ERR_TUN_INVALID_ARGUMENT' })
   await t.throwsAsync(() => Tun.create({ mode: 'tan' as never }), { code: 'ERR_TUN_INVALID_ARGUMENT' })
-  await t.throwsAsync(() => Tun.create({ routes: [{ via: '10.0.0.1' }] as never }), { code: 'ERR_TUN_INVALID_ARGUMENT' })
+  await t.throwsAsync(() => Tun.create({ routes: [{ via: '10.0.0.1' }] as never }), {
+    code: 'ERR_TUN_INVALID_ARGUMENT',
+  })
   // The device still works after all of that.
   await a.write(ipv4(40, 1))
   t.is((await collect(b.packets(), 1)).length, 1)
@@ -266,7 +280,10 @@ test('use after close rejects with ERR_TUN_CLOSED; await using closes', async (t
 })
 
 test('writes waiting for room when the device closes reject with ERR_TUN_CLOSED instead of vanishing', async (t) => {
-  const [a, b] = Tun.createMemoryPair({ capacity: 4, ring: { txRingBytes: 65536, ringBatches: 1, batchPackets: 4, slabBytes: 4096, closeFlushMs: 50 } })
+  const [a, b] = Tun.createMemoryPair({
+    capacity: 4,
+    ring: { txRingBytes: 65536, ringBatches: 1, batchPackets: 4, slabBytes: 4096, closeFlushMs: 50 },
+  })
   const pkt = ipv4(1400, 1)
   const writes: Promise<void>[] = []
   for (let i = 0; i < 400; i++) writes.push(a.write(Array(16).fill(pkt)))

@@ -16,7 +16,8 @@ const WORKER = new URL('./helpers/queue-worker.ts', import.meta.url)
 async function sendFlows(dst: string, port: number, flows: number, perFlow: number): Promise<number[]> {
   const socks = await Promise.all(Array.from({ length: flows }, () => udpSocket('udp4')))
   try {
-    for (let i = 0; i < perFlow; i++) for (const s of socks) await send(s, Buffer.from(`flow ${s.address().port} #${i}`), port, dst)
+    for (let i = 0; i < perFlow; i++)
+      for (const s of socks) await send(s, Buffer.from(`flow ${s.address().port} #${i}`), port, dst)
     return socks.map((s) => s.address().port)
   } finally {
     for (const s of socks) s.close()
@@ -38,12 +39,18 @@ async function countFlows(q: TunQueue, port: number, signal: AbortSignal, into: 
 const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0)
 
 type Msg = { type: string; [k: string]: unknown }
-const isType = <T extends string>(type: T) => (m: unknown): m is Msg & { type: T } => (m as Msg)?.type === type
+const isType =
+  <T extends string>(type: T) =>
+  (m: unknown): m is Msg & { type: T } =>
+    (m as Msg)?.type === type
 
 /** A worker driving one detached queue (helpers/queue-worker.ts), counting datagrams to `port` per flow. */
 class QueueWorker {
   total = 0
-  private constructor(readonly w: Worker, readonly name: string) {
+  private constructor(
+    readonly w: Worker,
+    readonly name: string,
+  ) {
     w.on('message', (m: Msg) => {
       if (m.type === 'progress') this.total = m.total as number
     })
@@ -51,7 +58,12 @@ class QueueWorker {
 
   static async start(token: number, port: number): Promise<QueueWorker> {
     const w = tsWorker(WORKER, { workerData: { token, port } })
-    const m = await nextMessage(w, (x): x is Msg => isType('ready')(x) || isType('error')(x), 20_000, 'the worker to attach')
+    const m = await nextMessage(
+      w,
+      (x): x is Msg => isType('ready')(x) || isType('error')(x),
+      20_000,
+      'the worker to attach',
+    )
     if (m.type === 'error') {
       await w.terminate()
       throw new TunError(m.code as never, `in the worker: ${m.message as string}`)
@@ -60,7 +72,12 @@ class QueueWorker {
   }
 
   async write(packets: Buffer[]): Promise<Msg> {
-    const reply = nextMessage(this.w, (x): x is Msg => isType('written')(x) || isType('write-error')(x), 10_000, 'the write')
+    const reply = nextMessage(
+      this.w,
+      (x): x is Msg => isType('written')(x) || isType('write-error')(x),
+      10_000,
+      'the write',
+    )
     this.w.postMessage({ type: 'write', packets })
     return reply
   }
@@ -110,32 +127,41 @@ deviceTest('packets of one flow stay on one queue, and flows spread over both qu
     t.true(on.filter((n) => n > 0).length === 1, `flow ${p} was split over the queues: ${on}`)
     t.is(on[0]! + on[1]!, perFlow, `flow ${p}`)
   }
-  t.true(counts[0]!.size > 0 && counts[1]!.size > 0, `all ${flows} flows on one queue: ${counts[0]!.size} / ${counts[1]!.size}`)
+  t.true(
+    counts[0]!.size > 0 && counts[1]!.size > 0,
+    `all ${flows} flows on one queue: ${counts[0]!.size} / ${counts[1]!.size}`,
+  )
   t.log(`flows per queue: ${counts[0]!.size} / ${counts[1]!.size}`)
   const st = tun.stats()
   t.true(st.rxPackets >= flows * perFlow, 'stats() sums the queues')
 })
 
-deviceTest('two worker_threads workers each drive one queue of a 2-queue device: every flow arrives, none twice', async (t) => {
-  await using tun = await Tun.create({ name: devName(tag), queues: 2, addresses: ['10.41.0.1/24'] })
-  // Every queue goes to a worker; the main thread keeps only the configuration.
-  const tokens = [tun.detachQueue(0), tun.detachQueue(1)]
-  const workers = await Promise.all(tokens.map((tok) => QueueWorker.start(tok, 9401)))
-  try {
-    t.deepEqual(workers.map((w) => w.name), [tun.name, tun.name])
-    const ports = await sendFlows('10.41.0.2', 9401, 32, 10)
-    await until(() => workers[0]!.total + workers[1]!.total >= 320, 10_000, 'every datagram in the workers')
-    const counts = await Promise.all(workers.map((w) => w.stop()))
-    for (const p of ports) {
-      const on = counts.map((c) => c.get(p) ?? 0)
-      t.is(on.filter((n) => n > 0).length, 1, `flow ${p}: ${on}`)
-      t.is(on[0]! + on[1]!, 10, `flow ${p}`)
+deviceTest(
+  'two worker_threads workers each drive one queue of a 2-queue device: every flow arrives, none twice',
+  async (t) => {
+    await using tun = await Tun.create({ name: devName(tag), queues: 2, addresses: ['10.41.0.1/24'] })
+    // Every queue goes to a worker; the main thread keeps only the configuration.
+    const tokens = [tun.detachQueue(0), tun.detachQueue(1)]
+    const workers = await Promise.all(tokens.map((tok) => QueueWorker.start(tok, 9401)))
+    try {
+      t.deepEqual(
+        workers.map((w) => w.name),
+        [tun.name, tun.name],
+      )
+      const ports = await sendFlows('10.41.0.2', 9401, 32, 10)
+      await until(() => workers[0]!.total + workers[1]!.total >= 320, 10_000, 'every datagram in the workers')
+      const counts = await Promise.all(workers.map((w) => w.stop()))
+      for (const p of ports) {
+        const on = counts.map((c) => c.get(p) ?? 0)
+        t.is(on.filter((n) => n > 0).length, 1, `flow ${p}: ${on}`)
+        t.is(on[0]! + on[1]!, 10, `flow ${p}`)
+      }
+      t.true(counts[0]!.size > 0 && counts[1]!.size > 0, `flows per worker ${counts[0]!.size} / ${counts[1]!.size}`)
+    } finally {
+      await Promise.all(workers.map((w) => w.w.terminate()))
     }
-    t.true(counts[0]!.size > 0 && counts[1]!.size > 0, `flows per worker ${counts[0]!.size} / ${counts[1]!.size}`)
-  } finally {
-    await Promise.all(workers.map((w) => w.w.terminate()))
-  }
-})
+  },
+)
 
 deviceTest('the main thread and two workers share a 3-queue device: each flow on exactly one of them', async (t) => {
   await using tun = await Tun.create({ name: devName(tag), queues: 3, addresses: ['10.42.0.1/24'] })
@@ -153,7 +179,11 @@ deviceTest('the main thread and two workers share a 3-queue device: each flow on
     for (const p of ports) {
       const on = counts.map((c) => c.get(p) ?? 0)
       t.is(on.filter((n) => n > 0).length, 1, `flow ${p}: ${on}`)
-      t.is(on.reduce((a, b) => a + b), 10, `flow ${p}`)
+      t.is(
+        on.reduce((a, b) => a + b),
+        10,
+        `flow ${p}`,
+      )
     }
     t.true(counts[1]!.size > 0 && counts[2]!.size > 0, `flows per queue ${counts.map((c) => c.size)}`)
     t.log(`flows per queue (main, worker 1, worker 2): ${counts.map((c) => c.size).join(' / ')}`)
@@ -170,16 +200,29 @@ deviceTest('a worker writes through its queue, also after the MTU was raised fro
     const got: Buffer[] = []
     sock.on('message', (m) => got.push(m))
     const mk = (size: number) =>
-      packet.udp({ src: '10.43.0.2', dst: '10.43.0.1', srcPort: 5000, dstPort: sock.address().port, payload: Buffer.alloc(size, 0x33) })
+      packet.udp({
+        src: '10.43.0.2',
+        dst: '10.43.0.1',
+        srcPort: 5000,
+        dstPort: sock.address().port,
+        payload: Buffer.alloc(size, 0x33),
+      })
     t.deepEqual(await worker.write([mk(100), mk(1472)]), { type: 'written' })
     await until(() => got.length === 2, 3000, 'the datagrams the worker wrote')
-    t.deepEqual(got.map((g) => g.length), [100, 1472])
+    t.deepEqual(
+      got.map((g) => g.length),
+      [100, 1472],
+    )
     // Too large for the current MTU: refused in the worker, typed.
     const big = await worker.write([mk(9000 - 28)])
     t.like(big, { type: 'write-error', code: 'ERR_TUN_PACKET_TOO_LARGE' })
     // Raised from outside, after the queue was detached: the worker's queue follows the kernel's MTU.
     await ipOk(['link', 'set', tun.name, 'mtu', '9000'])
-    t.deepEqual(await worker.write([mk(9000 - 28)]), { type: 'written' }, 'a 9000-byte packet after the MTU went to 9000')
+    t.deepEqual(
+      await worker.write([mk(9000 - 28)]),
+      { type: 'written' },
+      'a 9000-byte packet after the MTU went to 9000',
+    )
     await until(() => got.length === 3, 3000, 'the 9000-byte datagram')
     t.is(got[2]!.length, 9000 - 28)
     sock.close()
@@ -188,22 +231,31 @@ deviceTest('a worker writes through its queue, also after the MTU was raised fro
   }
 })
 
-deviceTest('close(): a queue detached but never attached does not keep the device, and its token is void', async (t) => {
-  const tun = await Tun.create({ name: devName(tag), queues: 2, addresses: ['10.44.0.1/24'] })
-  const token = tun.detachQueue(1)
-  await tun.close()
-  await t.notThrowsAsync(() => waitGone(tun.name, 2000), 'the device outlived close() because of its unattached queue')
-  const e = t.throws(() => TunQueue.attach(token)) as TunError
-  t.true(e.code === 'ERR_TUN_NOT_FOUND' || e.code === 'ERR_TUN_CLOSED', e.message)
-})
+deviceTest(
+  'close(): a queue detached but never attached does not keep the device, and its token is void',
+  async (t) => {
+    const tun = await Tun.create({ name: devName(tag), queues: 2, addresses: ['10.44.0.1/24'] })
+    const token = tun.detachQueue(1)
+    await tun.close()
+    await t.notThrowsAsync(
+      () => waitGone(tun.name, 2000),
+      'the device outlived close() because of its unattached queue',
+    )
+    const e = t.throws(() => TunQueue.attach(token)) as TunError
+    t.true(e.code === 'ERR_TUN_NOT_FOUND' || e.code === 'ERR_TUN_CLOSED', e.message)
+  },
+)
 
-deviceTest('a detached queue keeps the device until the worker closes it; a terminated worker lets it go', async (t) => {
-  const tun = await Tun.create({ name: devName(tag), queues: 2, addresses: ['10.44.1.1/24'] })
-  const a = await QueueWorker.start(tun.detachQueue(1), 9404)
-  await tun.close()
-  // The worker's queue still holds a descriptor of the device.
-  t.truthy(await ipLink(tun.name), 'the device went while a worker still had a queue')
-  // Ending the worker (terminate(), no close()) releases it.
-  await a.w.terminate()
-  await t.notThrowsAsync(() => waitGone(tun.name, 3000))
-})
+deviceTest(
+  'a detached queue keeps the device until the worker closes it; a terminated worker lets it go',
+  async (t) => {
+    const tun = await Tun.create({ name: devName(tag), queues: 2, addresses: ['10.44.1.1/24'] })
+    const a = await QueueWorker.start(tun.detachQueue(1), 9404)
+    await tun.close()
+    // The worker's queue still holds a descriptor of the device.
+    t.truthy(await ipLink(tun.name), 'the device went while a worker still had a queue')
+    // Ending the worker (terminate(), no close()) releases it.
+    await a.w.terminate()
+    await t.notThrowsAsync(() => waitGone(tun.name, 3000))
+  },
+)

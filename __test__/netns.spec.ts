@@ -32,50 +32,53 @@ async function forward(from: Tun, to: Tun): Promise<number> {
   return n
 }
 
-deviceTest('netns: a device made in another namespace is there and not here; control and events work across', async (t) => {
-  await withNamespaces(1, async ([a]) => {
-    const name = devName(tag)
-    await using tun = await Tun.create({ name, netns: a!.path, addresses: ['10.60.0.1/24', 'fd60::1/64'] })
-    t.false(await linkExists(name), 'the device must not appear in the caller namespace')
-    const k = (await ipLink(name, a!.path))!
-    t.truthy(k, 'the device is in namespace A')
-    t.is(k.ifindex, tun.index)
-    t.true(k.flags.includes('UP'))
-    const addrs = (await ipAddrs(name, a!.path)).map((x) => `${x.local}/${x.prefixlen}`)
-    t.true(addrs.includes('10.60.0.1/24') && addrs.includes('fd60::1/64'), addrs.join(' '))
+deviceTest(
+  'netns: a device made in another namespace is there and not here; control and events work across',
+  async (t) => {
+    await withNamespaces(1, async ([a]) => {
+      const name = devName(tag)
+      await using tun = await Tun.create({ name, netns: a!.path, addresses: ['10.60.0.1/24', 'fd60::1/64'] })
+      t.false(await linkExists(name), 'the device must not appear in the caller namespace')
+      const k = (await ipLink(name, a!.path))!
+      t.truthy(k, 'the device is in namespace A')
+      t.is(k.ifindex, tun.index)
+      t.true(k.flags.includes('UP'))
+      const addrs = (await ipAddrs(name, a!.path)).map((x) => `${x.local}/${x.prefixlen}`)
+      t.true(addrs.includes('10.60.0.1/24') && addrs.includes('fd60::1/64'), addrs.join(' '))
 
-    // Live configuration goes to namespace A.
-    await tun.setMtu(1400)
-    await tun.addAddress('10.60.1.1/24')
-    await tun.addRoute({ to: '10.61.0.0/16', metric: 9 })
-    t.is((await ipLink(name, a!.path))!.mtu, 1400)
-    t.true((await ipAddrs(name, a!.path)).some((x) => x.local === '10.60.1.1'))
-    t.regex(await ipOk(['route', 'show', 'dev', name], a!.path), /10\.61\.0\.0\/16 .*metric 9/)
-    t.is(tun.link().mtu, 1400)
+      // Live configuration goes to namespace A.
+      await tun.setMtu(1400)
+      await tun.addAddress('10.60.1.1/24')
+      await tun.addRoute({ to: '10.61.0.0/16', metric: 9 })
+      t.is((await ipLink(name, a!.path))!.mtu, 1400)
+      t.true((await ipAddrs(name, a!.path)).some((x) => x.local === '10.60.1.1'))
+      t.regex(await ipOk(['route', 'show', 'dev', name], a!.path), /10\.61\.0\.0\/16 .*metric 9/)
+      t.is(tun.link().mtu, 1400)
 
-    // Events of namespace A: changes made there from outside.
-    const evs: LinkEvent[] = []
-    const ac = new AbortController()
-    const watching = (async () => {
-      try {
-        for await (const e of tun.events({ signal: ac.signal })) {
-          evs.push(e)
-          if (e.type === 'mtu' && e.mtu === 1300) return
+      // Events of namespace A: changes made there from outside.
+      const evs: LinkEvent[] = []
+      const ac = new AbortController()
+      const watching = (async () => {
+        try {
+          for await (const e of tun.events({ signal: ac.signal })) {
+            evs.push(e)
+            if (e.type === 'mtu' && e.mtu === 1300) return
+          }
+        } catch (e) {
+          if ((e as Error).name !== 'AbortError') throw e
         }
-      } catch (e) {
-        if ((e as Error).name !== 'AbortError') throw e
-      }
-    })()
-    await new Promise((r) => setTimeout(r, 50))
-    await ipOk(['link', 'set', name, 'mtu', '1300'], a!.path)
-    const timer = setTimeout(() => ac.abort(), 5000)
-    await watching
-    clearTimeout(timer)
-    t.deepEqual(evs.at(-1), { type: 'mtu', mtu: 1300 })
-    await tun.close()
-    await t.notThrowsAsync(() => waitGone(name, 2000, a!.path))
-  })
-})
+      })()
+      await new Promise((r) => setTimeout(r, 50))
+      await ipOk(['link', 'set', name, 'mtu', '1300'], a!.path)
+      const timer = setTimeout(() => ac.abort(), 5000)
+      await watching
+      clearTimeout(timer)
+      t.deepEqual(evs.at(-1), { type: 'mtu', mtu: 1300 })
+      await tun.close()
+      await t.notThrowsAsync(() => waitGone(name, 2000, a!.path))
+    })
+  },
+)
 
 deviceTest('one process forwards ping between TUN devices in two namespaces (IPv4 and IPv6)', async (t) => {
   await withNamespaces(2, async ([a, b]) => {
@@ -130,7 +133,9 @@ deviceTest('Tun.open with netns attaches to a persistent device in that namespac
 })
 
 deviceTest('netns: typed errors for a path that is missing or not a network namespace', async (t) => {
-  const missing = (await t.throwsAsync(() => Tun.create({ name: devName(tag), netns: '/proc/999999999/ns/net' }))) as TunError
+  const missing = (await t.throwsAsync(() =>
+    Tun.create({ name: devName(tag), netns: '/proc/999999999/ns/net' }),
+  )) as TunError
   t.is(missing.code, 'ERR_TUN_NOT_FOUND')
   t.is(missing.errno, 2)
   const notNs = (await t.throwsAsync(() => Tun.create({ name: devName(tag), netns: '/proc/self/ns/uts' }))) as TunError
@@ -138,7 +143,10 @@ deviceTest('netns: typed errors for a path that is missing or not a network name
   t.is(notNs.errno, 22)
   const dir = (await t.throwsAsync(() => Tun.create({ name: devName(tag), netns: '/proc' }))) as TunError
   t.is(dir.code, 'ERR_TUN_INVALID_ARGUMENT', dir.message)
-  t.is(((await t.throwsAsync(() => Tun.open('tkns0', { netns: '/nonexistent' }))) as TunError).code, 'ERR_TUN_NOT_FOUND')
+  t.is(
+    ((await t.throwsAsync(() => Tun.open('tkns0', { netns: '/nonexistent' }))) as TunError).code,
+    'ERR_TUN_NOT_FOUND',
+  )
 })
 
 deviceTest('netns as an open descriptor: /proc/self/fd/N of a namespace whose holder has gone', async (t) => {

@@ -56,11 +56,18 @@ function lineChild(argv: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: n
     waitFor(re, ms) {
       return new Promise((resolve, reject) => {
         const check = () => {
-          const m = stdout.split('\n').map((l) => l.match(re)).find((x) => x !== null)
+          const m = stdout
+            .split('\n')
+            .map((l) => l.match(re))
+            .find((x) => x !== null)
           if (m) return finish(() => resolve(m))
-          if (exited) finish(() => reject(new Error(`${argv.join(' ').slice(0, 80)} exited before ${re}: ${stderr.trim()}`)))
+          if (exited)
+            finish(() => reject(new Error(`${argv.join(' ').slice(0, 80)} exited before ${re}: ${stderr.trim()}`)))
         }
-        const t = setTimeout(() => finish(() => reject(new Error(`timed out after ${ms} ms waiting for ${re}; stderr: ${stderr.trim()}`))), ms)
+        const t = setTimeout(
+          () => finish(() => reject(new Error(`timed out after ${ms} ms waiting for ${re}; stderr: ${stderr.trim()}`))),
+          ms,
+        )
         const finish = (f: () => void) => {
           clearTimeout(t)
           waiters.delete(check)
@@ -131,7 +138,8 @@ async function tcpTransfer(nsA: HeldNetns, nsB: HeldNetns, total: number): Promi
     const port = (await rx.waitFor(/^PORT (\d+)$/, 10_000))[1]!
     const tx = lineChild(nodeIn(nsA, TCP_SENDER, [B_ADDR, port, total]), { timeoutMs: 90_000 })
     const [s, r] = await Promise.all([tx.done, rx.done])
-    if (s.code !== 0 || r.code !== 0) throw new Error(`sender exit ${s.code}: ${s.stderr}; receiver exit ${r.code}: ${r.stderr}`)
+    if (s.code !== 0 || r.code !== 0)
+      throw new Error(`sender exit ${s.code}: ${s.stderr}; receiver exit ${r.code}: ${r.stderr}`)
     const last = (out: string) => JSON.parse(out.trim().split('\n').pop()!) as Digest
     return { sent: last(s.stdout), got: last(r.stdout) }
   } finally {
@@ -314,7 +322,10 @@ deviceTest('offload: UDP segmentation (USO) super-packets are split and coalesce
     try {
       const rx = lineChild(nodeIn(nsB, UDP_RECEIVER, [B_ADDR, SENDS * perSend]), { timeoutMs: 60_000 })
       const port = (await rx.waitFor(/^PORT (\d+)$/, 10_000))[1]!
-      const tx = lineChild(['nsenter', `--net=${nsA.path}`, sender, B_ADDR, port, String(SENDS), String(LEN), String(SEG)], { timeoutMs: 60_000 })
+      const tx = lineChild(
+        ['nsenter', `--net=${nsA.path}`, sender, B_ADDR, port, String(SENDS), String(LEN), String(SEG)],
+        { timeoutMs: 60_000 },
+      )
       const s = await tx.done
       t.is(s.code, 0, s.stderr)
       const r = await rx.done
@@ -326,7 +337,10 @@ deviceTest('offload: UDP segmentation (USO) super-packets are split and coalesce
         for (let off = 0; off < LEN; off += SEG) want.push(whole.subarray(off, Math.min(LEN, off + SEG)))
       }
       t.is(got.length, want.length, 'datagrams were lost')
-      t.true(got.every((g, i) => g.equals(want[i]!)), 'a datagram arrived changed or out of order')
+      t.true(
+        got.every((g, i) => g.equals(want[i]!)),
+        'a datagram arrived changed or out of order',
+      )
       sa = a.stats().backend
       sb = b.stats().backend
     } finally {
@@ -366,97 +380,114 @@ process.stdin.once('data', async () => {
 })
 `
 
-deviceTest('offload: when the kernel refuses a coalesced write, the forwarder falls back, loses nothing, warns once', async (t: ExecutionContext) => {
-  await withNamespaces(async (nsA, nsB) => {
-    const env = { ...process.env, TUNKIT_TEST_FAIL_OFFLOAD_WRITE: '1' }
-    const fwd = lineChild(
-      [process.execPath, '--import', 'tsx', '--input-type=module', '-e', FORWARDER, JSON.stringify(deviceOptions('a', nsA, true)), JSON.stringify(deviceOptions('b', nsB, true))],
-      { env, timeoutMs: 100_000 },
-    )
-    try {
-      await fwd.waitFor(/^READY$/, 20_000)
-      const { sent, got } = await tcpTransfer(nsA, nsB, 20 * MB)
-      t.is(sent.bytes, 20 * MB)
-      t.deepEqual(got, sent, 'the receiver got other bytes than were sent')
-      fwd.send('stop')
-      const out = await fwd.done
-      t.is(out.code, 0, out.stderr)
-      const { a, b, notices } = JSON.parse(out.stdout.trim().split('\n').pop()!) as {
-        a: Record<string, number>
-        b: Record<string, number>
-        notices: string[]
-      }
-      t.log(`a: ${JSON.stringify(a)}`)
-      t.log(`b: ${JSON.stringify(b)}`)
-      t.true(a.offloadSuperPacketsRead! > 0, 'no super-packet was read: the fallback path was not reached')
-      t.is(b.offloadFallbacks, 1)
-      t.is(a.offloadFallbacks, 0)
-      t.is(b.offloadSuperPacketsWritten, 0, 'coalesced writes went on after the fallback')
-      t.is(notices.length, 1, JSON.stringify(notices))
-      t.regex(notices[0]!, /refused a super-packet write/)
-    } finally {
-      fwd.kill()
-    }
-  })
-})
-
-deviceTest('offload raw: super-packets pass through a forwarder with their headers, byte-exact; bad frames are refused', async (t) => {
-  await withNamespaces(async (nsA, nsB) => {
-    const a = await Tun.create(deviceOptions('a', nsA, { raw: true }))
-    const b = await Tun.create(deviceOptions('b', nsB, { raw: true }))
-    let largest = 0
-    let plainHeaders = 0
-    let sa: Record<string, number> = {}
-    let sb: Record<string, number> = {}
-    const loops = [
-      (async () => {
-        for await (const batch of a.batches()) {
-          for (const f of batch) {
-            largest = Math.max(largest, f.length)
-            // byte 1 is gso_type: 0 for a plain packet, whose IP header then starts at byte 10.
-            if (f[1] === 0 && f[10]! >> 4 === 4) plainHeaders++
-          }
-          await b.write(batch)
-        }
-      })(),
-      forward(b, a),
-    ]
-    try {
-      // A valid frame: an all-zero header (a plain packet), then an IPv4/UDP packet (to a closed port in B).
-      const udp = packet.udp({ src: A_ADDR, dst: B_ADDR, srcPort: 9, dstPort: 9, payload: Buffer.from('raw') })
+deviceTest(
+  'offload: when the kernel refuses a coalesced write, the forwarder falls back, loses nothing, warns once',
+  async (t: ExecutionContext) => {
+    await withNamespaces(async (nsA, nsB) => {
+      const env = { ...process.env, TUNKIT_TEST_FAIL_OFFLOAD_WRITE: '1' }
+      const fwd = lineChild(
+        [
+          process.execPath,
+          '--import',
+          'tsx',
+          '--input-type=module',
+          '-e',
+          FORWARDER,
+          JSON.stringify(deviceOptions('a', nsA, true)),
+          JSON.stringify(deviceOptions('b', nsB, true)),
+        ],
+        { env, timeoutMs: 100_000 },
+      )
       try {
-        await b.write(Buffer.concat([Buffer.alloc(10), udp]))
-      } catch (e) {
-        t.fail(`a valid raw frame was refused (${(e as Error).message}): the binding must check raw writes with packet::virtio::validate_raw`)
-        return
+        await fwd.waitFor(/^READY$/, 20_000)
+        const { sent, got } = await tcpTransfer(nsA, nsB, 20 * MB)
+        t.is(sent.bytes, 20 * MB)
+        t.deepEqual(got, sent, 'the receiver got other bytes than were sent')
+        fwd.send('stop')
+        const out = await fwd.done
+        t.is(out.code, 0, out.stderr)
+        const { a, b, notices } = JSON.parse(out.stdout.trim().split('\n').pop()!) as {
+          a: Record<string, number>
+          b: Record<string, number>
+          notices: string[]
+        }
+        t.log(`a: ${JSON.stringify(a)}`)
+        t.log(`b: ${JSON.stringify(b)}`)
+        t.true(a.offloadSuperPacketsRead! > 0, 'no super-packet was read: the fallback path was not reached')
+        t.is(b.offloadFallbacks, 1)
+        t.is(a.offloadFallbacks, 0)
+        t.is(b.offloadSuperPacketsWritten, 0, 'coalesced writes went on after the fallback')
+        t.is(notices.length, 1, JSON.stringify(notices))
+        t.regex(notices[0]!, /refused a super-packet write/)
+      } finally {
+        fwd.kill()
       }
-      // A frame is the 10-byte header and a packet: anything else fails its own write, typed, before it is queued.
-      const bad = await t.throwsAsync(() => b.write(Buffer.from([0, 0, 0, 0, 0])))
-      t.is((bad as Error & { code?: string }).code, 'ERR_TUN_INVALID_PACKET')
-      const ufo = Buffer.alloc(60)
-      ufo[1] = 3 // GSO_UDP (UFO), which tunkit does not pass on
-      ufo[10] = 0x45
-      t.is((await t.throwsAsync(() => b.write(ufo)) as Error & { code?: string }).code, 'ERR_TUN_INVALID_PACKET')
-      const { sent, got } = await tcpTransfer(nsA, nsB, 20 * MB)
-      t.is(sent.bytes, 20 * MB)
-      t.deepEqual(got, sent, 'the receiver got other bytes than were sent')
-      sa = a.stats().backend
-      sb = b.stats().backend
-    } finally {
-      await a.close()
-      await b.close()
-      await Promise.all(loops)
-    }
-    t.log(`a: ${JSON.stringify(sa)}; largest frame ${largest} bytes`)
-    t.log(`b: ${JSON.stringify(sb)}`)
-    t.true(sa.offloadSuperPacketsRead! > 0)
-    t.true(largest > 1500 + 10, 'no frame was larger than the MTU: super-packets were not passed on')
-    t.true(plainHeaders > 0, 'plain packets (the handshake) did not come with an all-zero segmentation header')
-    t.true(sb.offloadSuperPacketsWritten! > 0)
-    t.is(sb.offloadSegmentsCoalesced, 0, 'raw mode does not coalesce')
-    t.is(sa.offloadSegmentsRead, 0, 'raw mode does not split')
-  })
-})
+    })
+  },
+)
+
+deviceTest(
+  'offload raw: super-packets pass through a forwarder with their headers, byte-exact; bad frames are refused',
+  async (t) => {
+    await withNamespaces(async (nsA, nsB) => {
+      const a = await Tun.create(deviceOptions('a', nsA, { raw: true }))
+      const b = await Tun.create(deviceOptions('b', nsB, { raw: true }))
+      let largest = 0
+      let plainHeaders = 0
+      let sa: Record<string, number> = {}
+      let sb: Record<string, number> = {}
+      const loops = [
+        (async () => {
+          for await (const batch of a.batches()) {
+            for (const f of batch) {
+              largest = Math.max(largest, f.length)
+              // byte 1 is gso_type: 0 for a plain packet, whose IP header then starts at byte 10.
+              if (f[1] === 0 && f[10]! >> 4 === 4) plainHeaders++
+            }
+            await b.write(batch)
+          }
+        })(),
+        forward(b, a),
+      ]
+      try {
+        // A valid frame: an all-zero header (a plain packet), then an IPv4/UDP packet (to a closed port in B).
+        const udp = packet.udp({ src: A_ADDR, dst: B_ADDR, srcPort: 9, dstPort: 9, payload: Buffer.from('raw') })
+        try {
+          await b.write(Buffer.concat([Buffer.alloc(10), udp]))
+        } catch (e) {
+          t.fail(
+            `a valid raw frame was refused (${(e as Error).message}): the binding must check raw writes with packet::virtio::validate_raw`,
+          )
+          return
+        }
+        // A frame is the 10-byte header and a packet: anything else fails its own write, typed, before it is queued.
+        const bad = await t.throwsAsync(() => b.write(Buffer.from([0, 0, 0, 0, 0])))
+        t.is((bad as Error & { code?: string }).code, 'ERR_TUN_INVALID_PACKET')
+        const ufo = Buffer.alloc(60)
+        ufo[1] = 3 // GSO_UDP (UFO), which tunkit does not pass on
+        ufo[10] = 0x45
+        t.is(((await t.throwsAsync(() => b.write(ufo))) as Error & { code?: string }).code, 'ERR_TUN_INVALID_PACKET')
+        const { sent, got } = await tcpTransfer(nsA, nsB, 20 * MB)
+        t.is(sent.bytes, 20 * MB)
+        t.deepEqual(got, sent, 'the receiver got other bytes than were sent')
+        sa = a.stats().backend
+        sb = b.stats().backend
+      } finally {
+        await a.close()
+        await b.close()
+        await Promise.all(loops)
+      }
+      t.log(`a: ${JSON.stringify(sa)}; largest frame ${largest} bytes`)
+      t.log(`b: ${JSON.stringify(sb)}`)
+      t.true(sa.offloadSuperPacketsRead! > 0)
+      t.true(largest > 1500 + 10, 'no frame was larger than the MTU: super-packets were not passed on')
+      t.true(plainHeaders > 0, 'plain packets (the handshake) did not come with an all-zero segmentation header')
+      t.true(sb.offloadSuperPacketsWritten! > 0)
+      t.is(sb.offloadSegmentsCoalesced, 0, 'raw mode does not coalesce')
+      t.is(sa.offloadSegmentsRead, 0, 'raw mode does not split')
+    })
+  },
+)
 
 deviceTest('offload: option validation and switches', async (t) => {
   await withNamespaces(async (nsA) => {
@@ -469,7 +500,9 @@ deviceTest('offload: option validation and switches', async (t) => {
     const plain = await Tun.create({ ...deviceOptions('a', nsA, false) })
     t.deepEqual(plain.stats().backend, {}, 'offload: false opens the device without virtio-net headers')
     await plain.close()
-    await t.throwsAsync(() => Tun.create({ mode: 'tap', offload: true, netns: nsA.path }), { code: 'ERR_TUN_UNSUPPORTED' })
+    await t.throwsAsync(() => Tun.create({ mode: 'tap', offload: true, netns: nsA.path }), {
+      code: 'ERR_TUN_UNSUPPORTED',
+    })
     await t.throwsAsync(() => Tun.create({ offload: { tcp: 'yes' } as never, netns: nsA.path }))
   })
 })

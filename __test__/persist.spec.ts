@@ -3,7 +3,17 @@
 // Runs inside the private network namespace the test runner made; nothing leaves it.
 // Address plan of this file: 10.45.0.0/16 .. 10.49.0.0/16, devices tkper<n>.
 import { Tun, TunError } from '../index.ts'
-import { INDEX, NOBODY, asUser, buildTunFd, childEnv, nodeScript, spawnLines, worldOpenTun, type LineChild } from './helpers/child.ts'
+import {
+  INDEX,
+  NOBODY,
+  asUser,
+  buildTunFd,
+  childEnv,
+  nodeScript,
+  spawnLines,
+  worldOpenTun,
+  type LineChild,
+} from './helpers/child.ts'
 import { deviceTest, devName } from './helpers/device.ts'
 import { ip, ipLink, ipOk, linkExists, waitGone } from './helpers/link.ts'
 import { send, udpSocket } from './helpers/net.ts'
@@ -72,42 +82,53 @@ async function removePersistent(name: string): Promise<void> {
   }
 }
 
-deviceTest('a persistent device owned by an unprivileged uid is opened and used by a process running as that uid', async (t) => {
-  const name = devName(tag)
-  const made = await Tun.create({ name, persist: true, owner: NOBODY, addresses: ['10.45.0.1/24'] })
-  try {
-    await made.close()
-    const k = (await ipLink(name))!
-    t.truthy(k, 'a persistent device outlives close()')
-    t.is(k.linkinfo?.info_data?.persist, true)
-    t.regex(String(k.linkinfo?.info_data?.user), /^(nobody|65534)$/)
-
-    // uid 65534 without any capability: Tun.open, read a datagram the parent sends, answer it.
-    const child = spawnLines([...worldOpenTun(), ...asUser(NOBODY), ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`))])
+deviceTest(
+  'a persistent device owned by an unprivileged uid is opened and used by a process running as that uid',
+  async (t) => {
+    const name = devName(tag)
+    const made = await Tun.create({ name, persist: true, owner: NOBODY, addresses: ['10.45.0.1/24'] })
     try {
-      const ready = await readyOf(child)
-      t.deepEqual(ready, { name, mode: 'tun', uid: NOBODY, up: true })
-      const r = await pingPong('10.45.0.2')
-      t.deepEqual(r, { msg: 'pong:ping', from: '10.45.0.2:9450' })
-      t.regex(await child.line(5000, 'the answered line'), /"answered":"10\.45\.0\.1:\d+"/)
-      t.is((await child.exited).code, 0, child.stderr())
-    } finally {
-      await child.kill()
-    }
-    // The child closed its handle: the device is still there (persistent), and still configured.
-    t.true(await linkExists(name))
+      await made.close()
+      const k = (await ipLink(name))!
+      t.truthy(k, 'a persistent device outlives close()')
+      t.is(k.linkinfo?.info_data?.persist, true)
+      t.regex(String(k.linkinfo?.info_data?.user), /^(nobody|65534)$/)
 
-    // Another unprivileged uid may not attach.
-    const other = spawnLines([...worldOpenTun(), ...asUser(NOBODY - 1), ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`))])
-    const o = JSON.parse(await other.line(20_000, 'the refusal'))
-    await other.kill()
-    t.is(o.error?.code, 'ERR_TUN_PERMISSION', JSON.stringify(o))
-    t.is(o.error?.errno, 1)
-  } finally {
-    await removePersistent(name)
-  }
-  await t.notThrowsAsync(() => waitGone(name, 2000), 'setPersist(false) + close removed the device')
-})
+      // uid 65534 without any capability: Tun.open, read a datagram the parent sends, answer it.
+      const child = spawnLines([
+        ...worldOpenTun(),
+        ...asUser(NOBODY),
+        ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`)),
+      ])
+      try {
+        const ready = await readyOf(child)
+        t.deepEqual(ready, { name, mode: 'tun', uid: NOBODY, up: true })
+        const r = await pingPong('10.45.0.2')
+        t.deepEqual(r, { msg: 'pong:ping', from: '10.45.0.2:9450' })
+        t.regex(await child.line(5000, 'the answered line'), /"answered":"10\.45\.0\.1:\d+"/)
+        t.is((await child.exited).code, 0, child.stderr())
+      } finally {
+        await child.kill()
+      }
+      // The child closed its handle: the device is still there (persistent), and still configured.
+      t.true(await linkExists(name))
+
+      // Another unprivileged uid may not attach.
+      const other = spawnLines([
+        ...worldOpenTun(),
+        ...asUser(NOBODY - 1),
+        ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`)),
+      ])
+      const o = JSON.parse(await other.line(20_000, 'the refusal'))
+      await other.kill()
+      t.is(o.error?.code, 'ERR_TUN_PERMISSION', JSON.stringify(o))
+      t.is(o.error?.errno, 1)
+    } finally {
+      await removePersistent(name)
+    }
+    await t.notThrowsAsync(() => waitGone(name, 2000), 'setPersist(false) + close removed the device')
+  },
+)
 
 deviceTest('group: a member of the owning group opens the device, a non-member does not', async (t) => {
   const name = devName(tag)
@@ -115,7 +136,11 @@ deviceTest('group: a member of the owning group opens the device, a non-member d
   await made.close()
   try {
     t.regex(String((await ipLink(name))!.linkinfo?.info_data?.group), /^(nogroup|65534)$/)
-    const member = spawnLines([...worldOpenTun(), ...asUser(12345, NOBODY), ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`))])
+    const member = spawnLines([
+      ...worldOpenTun(),
+      ...asUser(12345, NOBODY),
+      ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`)),
+    ])
     try {
       t.like(await readyOf(member), { name, uid: 12345 })
       t.deepEqual(await pingPong('10.46.0.2'), { msg: 'pong:ping', from: '10.46.0.2:9450' })
@@ -123,7 +148,11 @@ deviceTest('group: a member of the owning group opens the device, a non-member d
     } finally {
       await member.kill()
     }
-    const stranger = spawnLines([...worldOpenTun(), ...asUser(12345), ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`))])
+    const stranger = spawnLines([
+      ...worldOpenTun(),
+      ...asUser(12345),
+      ...nodeScript(exchangeScript(`Tun.open(${JSON.stringify(name)})`)),
+    ])
     const o = JSON.parse(await stranger.line(20_000, 'the refusal'))
     await stranger.kill()
     t.is(o.error?.code, 'ERR_TUN_PERMISSION', JSON.stringify(o))
@@ -132,96 +161,112 @@ deviceTest('group: a member of the owning group opens the device, a non-member d
   }
 })
 
-deviceTest('Tun.open: attaches to a persistent device, keeps its configuration; typed errors when it cannot', async (t) => {
-  const name = devName(tag)
-  const made = await Tun.create({ name, persist: true, addresses: ['10.47.0.1/24'], mtu: 1400 })
-  try {
-    // Single-queue and held: busy.
-    t.is(((await t.throwsAsync(() => Tun.open(name))) as TunError).code, 'ERR_TUN_BUSY')
-    await made.close()
-    // Another kind than the device's: busy, with errno.
-    const e = (await t.throwsAsync(() => Tun.open(name, { mode: 'tap' }))) as TunError
-    t.is(e.code, 'ERR_TUN_BUSY', e.message)
-    t.is(((await t.throwsAsync(() => Tun.open(name, { queues: 2 }))) as TunError).code, 'ERR_TUN_BUSY')
-    // Attached: same index, configuration kept, and it works.
-    await using tun = await Tun.open(name)
-    t.is(tun.name, name)
-    t.is(tun.index, (await ipLink(name))!.ifindex)
-    t.is(tun.mtu, 1400)
-    t.true((await tun.addresses()).some((a) => a.cidr === '10.47.0.1/24'))
-    const s = await udpSocket('udp4')
-    const reading = (async () => {
-      for await (const p of tun.packets()) if (p.length > 28 && p.readUInt16BE(22) === 9451) return p.subarray(28).toString()
-    })()
-    await send(s, Buffer.from('hello'), 9451, '10.47.0.2')
-    t.is(await reading, 'hello')
-    s.close()
-    await tun.setPersist(false)
-    await tun.close()
+deviceTest(
+  'Tun.open: attaches to a persistent device, keeps its configuration; typed errors when it cannot',
+  async (t) => {
+    const name = devName(tag)
+    const made = await Tun.create({ name, persist: true, addresses: ['10.47.0.1/24'], mtu: 1400 })
+    try {
+      // Single-queue and held: busy.
+      t.is(((await t.throwsAsync(() => Tun.open(name))) as TunError).code, 'ERR_TUN_BUSY')
+      await made.close()
+      // Another kind than the device's: busy, with errno.
+      const e = (await t.throwsAsync(() => Tun.open(name, { mode: 'tap' }))) as TunError
+      t.is(e.code, 'ERR_TUN_BUSY', e.message)
+      t.is(((await t.throwsAsync(() => Tun.open(name, { queues: 2 }))) as TunError).code, 'ERR_TUN_BUSY')
+      // Attached: same index, configuration kept, and it works.
+      await using tun = await Tun.open(name)
+      t.is(tun.name, name)
+      t.is(tun.index, (await ipLink(name))!.ifindex)
+      t.is(tun.mtu, 1400)
+      t.true((await tun.addresses()).some((a) => a.cidr === '10.47.0.1/24'))
+      const s = await udpSocket('udp4')
+      const reading = (async () => {
+        for await (const p of tun.packets())
+          if (p.length > 28 && p.readUInt16BE(22) === 9451) return p.subarray(28).toString()
+      })()
+      await send(s, Buffer.from('hello'), 9451, '10.47.0.2')
+      t.is(await reading, 'hello')
+      s.close()
+      await tun.setPersist(false)
+      await tun.close()
+      await t.notThrowsAsync(() => waitGone(name, 2000))
+    } finally {
+      if (await linkExists(name)) await removePersistent(name)
+    }
+    t.is(
+      ((await t.throwsAsync(() => Tun.open(name))) as TunError).code,
+      'ERR_TUN_NOT_FOUND',
+      'gone, so nothing to attach to',
+    )
+  },
+)
+
+deviceTest(
+  'Tun.fromFd adopts a descriptor that a privileged parent opened and passed to an unprivileged process',
+  async (t) => {
+    // The parent is tunfd (helpers/tunfd.c), run as root: it opens /dev/net/tun, attaches it to the device and execs
+    // setpriv, which drops to uid 65534 with no capabilities and execs node; the descriptor is inherited as fd 3
+    // through both execs. (A Node parent cannot hand over a TUN descriptor itself: tunkit does not expose its fds,
+    // and opening /proc/<pid>/fd/N of a /dev/net/tun descriptor opens a fresh, unattached one.)
+    const name = devName(tag)
+    const tunfd = buildTunFd()
+    const script = exchangeScript(
+      'Tun.fromFd(3)',
+      // A wrong mode is refused and the descriptor stays with the caller, so the next call can still adopt it.
+      `try { Tun.fromFd(3, { mode: 'tap' }); out({ unexpected: 'tap accepted' }) } catch (e) { out({ refused: e.code }) }`,
+    )
+    const child = spawnLines([tunfd, name, 'tun', '3', ...asUser(NOBODY), ...nodeScript(script)], { env: childEnv })
+    try {
+      t.deepEqual(JSON.parse(await child.line(20_000, 'the refused tap adoption')), {
+        refused: 'ERR_TUN_INVALID_ARGUMENT',
+      })
+      const ready = await readyOf(child)
+      t.deepEqual(ready, { name, mode: 'tun', uid: NOBODY, up: false })
+      // The unprivileged child cannot configure the device; the privileged side does it from outside.
+      await ipOk(['addr', 'add', '10.48.0.1/24', 'dev', name])
+      await ipOk(['link', 'set', name, 'up'])
+      t.deepEqual(await pingPong('10.48.0.2'), { msg: 'pong:ping', from: '10.48.0.2:9450' })
+      t.is((await child.exited).code, 0, child.stderr())
+    } finally {
+      await child.kill()
+    }
+    // The adopted descriptor was the device's only one: closing it removed the non-persistent device.
     await t.notThrowsAsync(() => waitGone(name, 2000))
-  } finally {
-    if (await linkExists(name)) await removePersistent(name)
-  }
-  t.is(((await t.throwsAsync(() => Tun.open(name))) as TunError).code, 'ERR_TUN_NOT_FOUND', 'gone, so nothing to attach to')
-})
+  },
+)
 
-deviceTest('Tun.fromFd adopts a descriptor that a privileged parent opened and passed to an unprivileged process', async (t) => {
-  // The parent is tunfd (helpers/tunfd.c), run as root: it opens /dev/net/tun, attaches it to the device and execs
-  // setpriv, which drops to uid 65534 with no capabilities and execs node; the descriptor is inherited as fd 3
-  // through both execs. (A Node parent cannot hand over a TUN descriptor itself: tunkit does not expose its fds,
-  // and opening /proc/<pid>/fd/N of a /dev/net/tun descriptor opens a fresh, unattached one.)
-  const name = devName(tag)
-  const tunfd = buildTunFd()
-  const script = exchangeScript(
-    'Tun.fromFd(3)',
-    // A wrong mode is refused and the descriptor stays with the caller, so the next call can still adopt it.
-    `try { Tun.fromFd(3, { mode: 'tap' }); out({ unexpected: 'tap accepted' }) } catch (e) { out({ refused: e.code }) }`,
-  )
-  const child = spawnLines([tunfd, name, 'tun', '3', ...asUser(NOBODY), ...nodeScript(script)], { env: childEnv })
-  try {
-    t.deepEqual(JSON.parse(await child.line(20_000, 'the refused tap adoption')), { refused: 'ERR_TUN_INVALID_ARGUMENT' })
-    const ready = await readyOf(child)
-    t.deepEqual(ready, { name, mode: 'tun', uid: NOBODY, up: false })
-    // The unprivileged child cannot configure the device; the privileged side does it from outside.
-    await ipOk(['addr', 'add', '10.48.0.1/24', 'dev', name])
-    await ipOk(['link', 'set', name, 'up'])
-    t.deepEqual(await pingPong('10.48.0.2'), { msg: 'pong:ping', from: '10.48.0.2:9450' })
-    t.is((await child.exited).code, 0, child.stderr())
-  } finally {
-    await child.kill()
-  }
-  // The adopted descriptor was the device's only one: closing it removed the non-persistent device.
-  await t.notThrowsAsync(() => waitGone(name, 2000))
-})
-
-deviceTest('a non-persistent device disappears when its process is killed with SIGKILL; a persistent one stays', async (t) => {
-  const spawnHolder = (name: string, persist: boolean) =>
-    spawnLines(
-      nodeScript(`import { Tun } from ${JSON.stringify(INDEX)}
+deviceTest(
+  'a non-persistent device disappears when its process is killed with SIGKILL; a persistent one stays',
+  async (t) => {
+    const spawnHolder = (name: string, persist: boolean) =>
+      spawnLines(
+        nodeScript(`import { Tun } from ${JSON.stringify(INDEX)}
 const tun = await Tun.create({ name: ${JSON.stringify(name)}, persist: ${persist}, addresses: ['10.49.0.1/24'] })
 console.log(tun.name)
 setInterval(() => {}, 1000)`),
-      { env: childEnv },
-    )
-  const name = devName(tag)
-  const child = spawnHolder(name, false)
-  t.is(await child.line(20_000, 'the device name'), name)
-  t.true(await linkExists(name))
-  child.proc.kill('SIGKILL')
-  const { signal } = await child.exited
-  t.is(signal, 'SIGKILL')
-  const ms = await waitGone(name, 5000)
-  t.log(`gone ${ms} ms after the process died`)
+        { env: childEnv },
+      )
+    const name = devName(tag)
+    const child = spawnHolder(name, false)
+    t.is(await child.line(20_000, 'the device name'), name)
+    t.true(await linkExists(name))
+    child.proc.kill('SIGKILL')
+    const { signal } = await child.exited
+    t.is(signal, 'SIGKILL')
+    const ms = await waitGone(name, 5000)
+    t.log(`gone ${ms} ms after the process died`)
 
-  const kept = devName(tag)
-  const holder = spawnHolder(kept, true)
-  try {
-    t.is(await holder.line(20_000, 'the device name'), kept)
-    await holder.kill()
-    await new Promise((r) => setTimeout(r, 200))
-    t.true(await linkExists(kept), 'a persistent device survives its process')
-  } finally {
-    await removePersistent(kept)
-  }
-  await t.notThrowsAsync(() => waitGone(kept, 2000))
-})
+    const kept = devName(tag)
+    const holder = spawnHolder(kept, true)
+    try {
+      t.is(await holder.line(20_000, 'the device name'), kept)
+      await holder.kill()
+      await new Promise((r) => setTimeout(r, 200))
+      t.true(await linkExists(kept), 'a persistent device survives its process')
+    } finally {
+      await removePersistent(kept)
+    }
+    await t.notThrowsAsync(() => waitGone(kept, 2000))
+  },
+)

@@ -77,8 +77,22 @@ function positive(env: string, dflt: number, max: number): number {
  */
 async function forwarder(nsA: string, nsB: string, offload: Offload): Promise<void> {
   const ring = process.env.BENCH_FWD_RING ? (JSON.parse(process.env.BENCH_FWD_RING) as TunOptions['ring']) : undefined
-  const a = await Tun.create({ name: 'tkfwda', netns: nsA, addresses: [A_NET.addr], routes: [{ to: A_NET.route }], offload, ring })
-  const b = await Tun.create({ name: 'tkfwdb', netns: nsB, addresses: [B_NET.addr], routes: [{ to: B_NET.route }], offload, ring })
+  const a = await Tun.create({
+    name: 'tkfwda',
+    netns: nsA,
+    addresses: [A_NET.addr],
+    routes: [{ to: A_NET.route }],
+    offload,
+    ring,
+  })
+  const b = await Tun.create({
+    name: 'tkfwdb',
+    netns: nsB,
+    addresses: [B_NET.addr],
+    routes: [{ to: B_NET.route }],
+    offload,
+    ring,
+  })
   const errors: string[] = []
   const forward = async (from: Tun, to: Tun) => {
     try {
@@ -97,7 +111,9 @@ async function forwarder(nsA: string, nsB: string, offload: Offload): Promise<vo
   await a.close()
   await b.close()
   await Promise.all(loops)
-  console.log(JSON.stringify({ a: stats.a.backend, b: stats.b.backend, txErrors: stats.a.txErrors + stats.b.txErrors, errors }))
+  console.log(
+    JSON.stringify({ a: stats.a.backend, b: stats.b.backend, txErrors: stats.a.txErrors + stats.b.txErrors, errors }),
+  )
   process.exit(0)
 }
 
@@ -137,7 +153,10 @@ class Child {
   async line(re: RegExp, ms: number): Promise<RegExpMatchArray> {
     const deadline = Date.now() + ms
     for (;;) {
-      const m = this.stdout.split('\n').map((l) => re.exec(l)).find((x) => x !== null)
+      const m = this.stdout
+        .split('\n')
+        .map((l) => re.exec(l))
+        .find((x) => x !== null)
       if (m) return m
       if (this.exited) throw new Error(`${this.proc.spawnfile} exited before ${re}: ${this.stderr.trim()}`)
       const left = deadline - Date.now()
@@ -248,15 +267,33 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
   let server: Child | undefined
   try {
     if (row.kind === 'c') {
-      fwd = new Child(join(BIN, 'fwd'), [nsA.path, 'tkfwda', nsB.path, 'tkfwdb', row.offload ? '1' : '0', String(seconds + 60)])
+      fwd = new Child(join(BIN, 'fwd'), [
+        nsA.path,
+        'tkfwda',
+        nsB.path,
+        'tkfwdb',
+        row.offload ? '1' : '0',
+        String(seconds + 60),
+      ])
       await fwd.line(/^READY$/, CHILD_TIMEOUT_MS)
-      for (const [ns, dev, net] of [[nsA.path, 'tkfwda', A_NET], [nsB.path, 'tkfwdb', B_NET]] as const) {
+      for (const [ns, dev, net] of [
+        [nsA.path, 'tkfwda', A_NET],
+        [nsB.path, 'tkfwdb', B_NET],
+      ] as const) {
         ip(ns, ['addr', 'add', net.addr, 'dev', dev])
         ip(ns, ['link', 'set', dev, 'up', 'txqueuelen', String(TXQLEN)])
         ip(ns, ['route', 'add', net.route, 'dev', dev])
       }
     } else {
-      fwd = new Child(process.execPath, ['--import', 'tsx', SELF, '--forwarder', nsA.path, nsB.path, JSON.stringify(row.offload)])
+      fwd = new Child(process.execPath, [
+        '--import',
+        'tsx',
+        SELF,
+        '--forwarder',
+        nsA.path,
+        nsB.path,
+        JSON.stringify(row.offload),
+      ])
       await fwd.line(/^READY$/, CHILD_TIMEOUT_MS)
     }
 
@@ -274,7 +311,19 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
     const t0 = performance.now()
     const client = spawnSync(
       'nsenter',
-      [`--net=${nsA.path}`, 'iperf3', '-c', B_IP, '-p', '5201', '-t', String(seconds), '-J', '--connect-timeout', '3000'],
+      [
+        `--net=${nsA.path}`,
+        'iperf3',
+        '-c',
+        B_IP,
+        '-p',
+        '5201',
+        '-t',
+        String(seconds),
+        '-J',
+        '--connect-timeout',
+        '3000',
+      ],
       { encoding: 'utf8', timeout: (seconds + 20) * 1000 },
     )
     const wall = (performance.now() - t0) / 1000
@@ -304,7 +353,17 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
     } catch {
       note ??= `the forwarder printed no result: ${fwd.stderr.trim().slice(0, 200)}`
     }
-    return { gbps, cpuPct, busyBefore, retransmits, p50: percentile(rtts, 50), p99: percentile(rtts, 99), pingLoss: 50 - rtts.length, superPackets, note }
+    return {
+      gbps,
+      cpuPct,
+      busyBefore,
+      retransmits,
+      p50: percentile(rtts, 50),
+      p99: percentile(rtts, 99),
+      pingLoss: 50 - rtts.length,
+      superPackets,
+      note,
+    }
   } finally {
     await server?.stop('SIGKILL')
     await fwd?.stop('SIGKILL')
@@ -378,7 +437,14 @@ async function main(): Promise<void> {
   ]
   for (const row of ROWS) {
     const g = med(row.label, 'gbps')
-    const notes = [...new Set(results.get(row.label)!.map((r) => r.note).filter(Boolean))].join('; ')
+    const notes = [
+      ...new Set(
+        results
+          .get(row.label)!
+          .map((r) => r.note)
+          .filter(Boolean),
+      ),
+    ].join('; ')
     lines.push(
       `| ${row.label} | ${fmt(g)} | ${fmt(g / cPlain)} | ${fmt(g / cPass)} | ${fmt(med(row.label, 'cpuPct'), 0)} | ` +
         `${fmt(med(row.label, 'busyBefore'), 0)} | ` +
@@ -408,9 +474,15 @@ if (process.argv[2] === '--forwarder') {
   await forwarder(nsA!, nsB!, JSON.parse(offload!) as Offload)
 } else if (process.env.TUNKIT_NETNS !== '1') {
   // Tools are installed from outside the namespace (it has no route to the package mirror), then the run re-enters.
-  const tools = spawnSync(process.execPath, [join(ROOT, 'scripts', 'ensure-tools.mjs'), 'iperf3', 'cc', 'ping'], { stdio: 'inherit' })
+  const tools = spawnSync(process.execPath, [join(ROOT, 'scripts', 'ensure-tools.mjs'), 'iperf3', 'cc', 'ping'], {
+    stdio: 'inherit',
+  })
   if (tools.status !== 0) process.exit(1)
-  const r = spawnSync(process.execPath, [join(ROOT, 'scripts', 'netns.mjs'), process.execPath, '--import', 'tsx', SELF], { stdio: 'inherit' })
+  const r = spawnSync(
+    process.execPath,
+    [join(ROOT, 'scripts', 'netns.mjs'), process.execPath, '--import', 'tsx', SELF],
+    { stdio: 'inherit' },
+  )
   process.exit(r.status ?? 1)
 } else {
   await main()

@@ -99,7 +99,9 @@ async function main(): Promise<void> {
   const flood = floodBinary()
   const started = new Date()
   const load0 = loadavg()
-  console.log(`multi-queue receive: ${FLOWS} flows, ${SECONDS} s per run, ${REPS} repetitions, payloads ${PAYLOADS.join(', ')} B`)
+  console.log(
+    `multi-queue receive: ${FLOWS} flows, ${SECONDS} s per run, ${REPS} repetitions, payloads ${PAYLOADS.join(', ')} B`,
+  )
 
   const sections: { title: string; rows: [number, Layout, Measurement][] }[] = []
   for (const payload of PAYLOADS) {
@@ -107,7 +109,10 @@ async function main(): Promise<void> {
     const base = max.find(([l]) => l === '1q')![1]
     const rate = Math.round(base.receivedPps * FIXED_FRACTION)
     const fixed = await block(`${payload} B, fixed ${(rate / 1000).toFixed(1)} kpps`, payload, rate)
-    sections.push({ title: `${payload} B payload, senders at their maximum rate`, rows: max.map(([l, m]) => [payload, l, m]) })
+    sections.push({
+      title: `${payload} B payload, senders at their maximum rate`,
+      rows: max.map(([l, m]) => [payload, l, m]),
+    })
     sections.push({
       title: `${payload} B payload, fixed offered load (${FIXED_FRACTION} × the 1-queue maximum: ${(rate / 1000).toFixed(1)} kpps)`,
       rows: fixed.map(([l, m]) => [payload, l, m]),
@@ -132,7 +137,7 @@ async function main(): Promise<void> {
     'received packets that came through queue 0 (the kernel hashes flows, so with few flows the split is uneven);',
     '*CPU ns/pkt* and *reader % core* = CPU time of the reading process (all its threads) per packet and over the run;',
     '*sender % core* = CPU time of all senders (pinned together to CPU 0 with taskset, so at most one core); *other % core* = the',
-    'rest of the machine\'s busy time during the run (other jobs, interrupts); *kernel drops* = the device\'s tx_dropped (its queues',
+    "rest of the machine's busy time during the run (other jobs, interrupts); *kernel drops* = the device's tx_dropped (its queues",
     'to the readers were full).',
     '',
   ]
@@ -144,7 +149,7 @@ async function main(): Promise<void> {
     '## Reading the numbers',
     '',
     'A second queue adds a second Rust reader thread and, with a worker, a second JavaScript thread; it pays off only when',
-    'CPU is free for them. On a machine with 2 CPUs the senders (whose send path also runs the kernel\'s transmit into the',
+    "CPU is free for them. On a machine with 2 CPUs the senders (whose send path also runs the kernel's transmit into the",
     'device) and the readers compete for the same two cores, so the rows show what the extra threads cost there rather than',
     'what they gain on a larger machine.',
     '',
@@ -235,7 +240,9 @@ async function main(): Promise<void> {
       senderCorePct: (100 * senderUs) / 1e6 / SECONDS,
       otherCorePct: Math.max(
         0,
-        (100 * (machine1.busy - machine0.busy) * JIFFY_US) / 1e6 / wall - (100 * (cpu.user + cpu.system)) / 1e6 / wall - (100 * senderUs) / 1e6 / wall,
+        (100 * (machine1.busy - machine0.busy) * JIFFY_US) / 1e6 / wall -
+          (100 * (cpu.user + cpu.system)) / 1e6 / wall -
+          (100 * senderUs) / 1e6 / wall,
       ),
       kernelDrops: kernel.txDropped,
     }

@@ -39,13 +39,17 @@ await step('tun.addAddress("10.84.0.1/24") and ("fd84::1/64")', async () => {
 await step('tun.up()', () => tun.up())
 await step('tun.addRoute({ to: "10.85.0.0/16", metric: 10 })', () => tun.addRoute({ to: '10.85.0.0/16', metric: 10 }))
 await step('$ ip link set tun0 mtu 1400   (from outside)', () => ip('link', 'set', 'tun0', 'mtu', '1400'))
-await step('$ ip addr add 10.86.0.1/32 peer 10.86.0.2 dev tun0', () => ip('addr', 'add', '10.86.0.1/32', 'peer', '10.86.0.2', 'dev', 'tun0'))
+await step('$ ip addr add 10.86.0.1/32 peer 10.86.0.2 dev tun0', () =>
+  ip('addr', 'add', '10.86.0.1/32', 'peer', '10.86.0.2', 'dev', 'tun0'),
+)
 await step('tun.removeAddress("10.84.0.1/24")', () => tun.removeAddress('10.84.0.1/24'))
 
 const link = tun.link()
 console.log(`\nlink: mtu ${link.mtu}, up ${link.up}, txqueuelen ${link.txQueueLength}`)
 console.log(`addresses: ${(await tun.addresses()).map((a) => a.cidr).join(', ')}`)
-console.log(`routes: ${(await tun.routes()).map((r) => `${r.to}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`).join(', ')}`)
+console.log(
+  `routes: ${(await tun.routes()).map((r) => `${r.to}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`).join(', ')}`,
+)
 
 await step('\ntun.down()', () => tun.down())
 ac.abort()

@@ -41,15 +41,27 @@ async function forward(from: Tun, to: Tun, label: string): Promise<void> {
 const a = await holdNamespace()
 const b = await holdNamespace()
 try {
-  await using ta = await Tun.create({ name: 'tuna', netns: a.path, addresses: ['10.82.0.1/24'], routes: [{ to: '10.83.0.0/24' }] })
-  await using tb = await Tun.create({ name: 'tunb', netns: b.path, addresses: ['10.83.0.1/24'], routes: [{ to: '10.82.0.0/24' }] })
+  await using ta = await Tun.create({
+    name: 'tuna',
+    netns: a.path,
+    addresses: ['10.82.0.1/24'],
+    routes: [{ to: '10.83.0.0/24' }],
+  })
+  await using tb = await Tun.create({
+    name: 'tunb',
+    netns: b.path,
+    addresses: ['10.83.0.1/24'],
+    routes: [{ to: '10.82.0.0/24' }],
+  })
   console.log(`${ta.name} (10.82.0.1/24) in ${a.path}, ${tb.name} (10.83.0.1/24) in ${b.path}`)
   const forwarding = Promise.all([forward(ta, tb, 'a -> b'), forward(tb, ta, 'b -> a')])
 
   console.log(`\n$ nsenter --net=${a.path} ping -c 3 -i 0.2 10.83.0.1`)
   // Asynchronously: the forwarding loops run on this event loop while ping waits for its replies.
   const code = await new Promise<number>((resolve) => {
-    const p = spawn('nsenter', [`--net=${a.path}`, 'ping', '-c', '3', '-i', '0.2', '-n', '10.83.0.1'], { stdio: 'inherit' })
+    const p = spawn('nsenter', [`--net=${a.path}`, 'ping', '-c', '3', '-i', '0.2', '-n', '10.83.0.1'], {
+      stdio: 'inherit',
+    })
     p.on('close', (c) => resolve(c ?? 1))
   })
   await ta.close()

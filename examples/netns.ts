@@ -8,8 +8,12 @@ import { fileURLToPath } from 'node:url'
 export function ensureNetns(exampleUrl: string): void {
   if (process.env.TUNKIT_NETNS === '1') return
   const script = fileURLToPath(new URL('../scripts/netns.mjs', import.meta.url))
-  const r = spawnSync(process.execPath, [script, process.execPath, '--import', 'tsx', fileURLToPath(exampleUrl), ...process.argv.slice(2)], {
-    stdio: 'inherit',
-  })
+  const r = spawnSync(
+    process.execPath,
+    [script, process.execPath, '--import', 'tsx', fileURLToPath(exampleUrl), ...process.argv.slice(2)],
+    {
+      stdio: 'inherit',
+    },
+  )
   process.exit(r.status ?? 1)
 }

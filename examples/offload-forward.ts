@@ -54,9 +54,23 @@ async function namespace(): Promise<{ path: string; close: () => void }> {
 const nsA = await namespace()
 const nsB = await namespace()
 try {
-  await using a = await Tun.create({ name: 'fwda', netns: nsA.path, addresses: ['10.50.0.1/24'], routes: [{ to: '10.60.0.0/24' }], offload })
-  await using b = await Tun.create({ name: 'fwdb', netns: nsB.path, addresses: ['10.60.0.1/24'], routes: [{ to: '10.50.0.0/24' }], offload })
-  console.log(`forwarding between ${a.name} (A, 10.50.0.1) and ${b.name} (B, 10.60.0.1), offload ${JSON.stringify(offload)}`)
+  await using a = await Tun.create({
+    name: 'fwda',
+    netns: nsA.path,
+    addresses: ['10.50.0.1/24'],
+    routes: [{ to: '10.60.0.0/24' }],
+    offload,
+  })
+  await using b = await Tun.create({
+    name: 'fwdb',
+    netns: nsB.path,
+    addresses: ['10.60.0.1/24'],
+    routes: [{ to: '10.50.0.0/24' }],
+    offload,
+  })
+  console.log(
+    `forwarding between ${a.name} (A, 10.50.0.1) and ${b.name} (B, 10.60.0.1), offload ${JSON.stringify(offload)}`,
+  )
   const forward = async (from: Tun, to: Tun) => {
     for await (const batch of from.batches()) await to.write(batch)
   }
@@ -69,7 +83,10 @@ try {
   const receiver = run(
     'nsenter',
     [
-      `--net=${nsB.path}`, process.execPath, '--input-type=module', '-e',
+      `--net=${nsB.path}`,
+      process.execPath,
+      '--input-type=module',
+      '-e',
       `import net from 'node:net'
        const srv = net.createServer((c) => {
          let n = 0, t0 = 0
@@ -82,7 +99,10 @@ try {
   )
   await Promise.race([listening, receiver])
   await run('nsenter', [
-    `--net=${nsA.path}`, process.execPath, '--input-type=module', '-e',
+    `--net=${nsA.path}`,
+    process.execPath,
+    '--input-type=module',
+    '-e',
     `import net from 'node:net'
      const chunk = Buffer.alloc(1 << 20, 7)
      const s = net.connect(5000, '10.60.0.1', async () => {
@@ -91,10 +111,17 @@ try {
      })`,
   ])
   const [received, secs] = (await receiver).trim().split('\n').pop()!.split(' ').map(Number) as [number, number]
-  console.log(`${(received / 2 ** 20).toFixed(0)} MiB from A to B in ${secs.toFixed(2)} s: ${((received * 8) / secs / 1e9).toFixed(2)} Gbit/s`)
-  for (const [label, t] of [['A', a], ['B', b]] as const) {
+  console.log(
+    `${(received / 2 ** 20).toFixed(0)} MiB from A to B in ${secs.toFixed(2)} s: ${((received * 8) / secs / 1e9).toFixed(2)} Gbit/s`,
+  )
+  for (const [label, t] of [
+    ['A', a],
+    ['B', b],
+  ] as const) {
     const s = t.stats()
-    console.log(`${label} ${t.name}: read ${s.rxPackets} packets in ${s.rxBatches} batches, wrote ${s.txPackets}; offload ${JSON.stringify(s.backend)}`)
+    console.log(
+      `${label} ${t.name}: read ${s.rxPackets} packets in ${s.rxBatches} batches, wrote ${s.txPackets}; offload ${JSON.stringify(s.backend)}`,
+    )
   }
   await a.close()
   await b.close()

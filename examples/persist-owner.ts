@@ -23,7 +23,9 @@ if (process.argv[2] === '--child') {
     const i = packet.parse(p)
     if (i?.protocol !== packet.PROTO_UDP || i.dstPort !== 5353) continue
     console.log(`[uid ${process.getuid!()}] <- ${packet.summary(p)}`)
-    await tun.write(packet.udp({ src: i.dst, dst: i.src, srcPort: 5353, dstPort: i.srcPort!, payload: Buffer.from('pong') }))
+    await tun.write(
+      packet.udp({ src: i.dst, dst: i.src, srcPort: 5353, dstPort: i.srcPort!, payload: Buffer.from('pong') }),
+    )
     break
   }
 } else {
@@ -33,16 +35,41 @@ if (process.argv[2] === '--child') {
 
   // Distributions ship /dev/net/tun world-readable and -writable (0666); where it is 0600 (some containers), give
   // the child a private mount namespace with a 0666 node for the same device. The real node is not touched.
-  const openTun = (statSync('/dev/net/tun').mode & 0o006) === 0o006
-    ? []
-    : ['unshare', '--mount', 'sh', '-c', 'mount -t tmpfs none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec "$@"', 'sh']
-  const dropPrivileges = ['setpriv', `--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all']
-  const argv = [...openTun, ...dropPrivileges, process.execPath, '--import', 'tsx', fileURLToPath(import.meta.url), '--child']
+  const openTun =
+    (statSync('/dev/net/tun').mode & 0o006) === 0o006
+      ? []
+      : [
+          'unshare',
+          '--mount',
+          'sh',
+          '-c',
+          'mount -t tmpfs none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec "$@"',
+          'sh',
+        ]
+  const dropPrivileges = [
+    'setpriv',
+    `--reuid=${UID}`,
+    `--regid=${UID}`,
+    '--clear-groups',
+    '--inh-caps=-all',
+    '--bounding-set=-all',
+  ]
+  const argv = [
+    ...openTun,
+    ...dropPrivileges,
+    process.execPath,
+    '--import',
+    'tsx',
+    fileURLToPath(import.meta.url),
+    '--child',
+  ]
   const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env: { ...process.env, HOME: '/tmp' } })
   const childDone = new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)))
 
   const sock = dgram.createSocket('udp4')
-  const reply = new Promise<string>((resolve) => sock.on('message', (m, r) => resolve(`${m} from ${r.address}:${r.port}`)))
+  const reply = new Promise<string>((resolve) =>
+    sock.on('message', (m, r) => resolve(`${m} from ${r.address}:${r.port}`)),
+  )
   // Send until the child is attached and answers (a datagram sent before it attached is dropped by the kernel).
   const sender = setInterval(() => sock.send('ping', 5353, '10.87.0.2'), 200)
   const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('no reply within 10 s'), 10_000))

@@ -8,7 +8,9 @@ import { ensureNetns } from './netns.ts'
 ensureNetns(import.meta.url)
 
 await using tun = await Tun.create({ name: 'tun0', addresses: ['10.7.0.1/24', 'fd07::1/64'], mtu: 1500 })
-console.log(`created ${tun.name} (index ${tun.index}, mtu ${tun.mtu}) with ${(await tun.addresses()).map((a) => a.cidr).join(', ')}`)
+console.log(
+  `created ${tun.name} (index ${tun.index}, mtu ${tun.mtu}) with ${(await tun.addresses()).map((a) => a.cidr).join(', ')}`,
+)
 
 // Answer echo requests until the device closes.
 const responder = (async () => {
@@ -39,7 +41,9 @@ console.log('\n$ ping -6 -c 3 -i 0.2 fd07::2')
 const v6 = await ping(['-6', '-c', '3', '-i', '0.2', '-n', 'fd07::2'])
 
 const s = tun.stats()
-console.log(`\nstats: ${s.rxPackets} packets in (${s.rxBatches} batches), ${s.txPackets} out, kernel drops ${s.kernel.txDropped}`)
+console.log(
+  `\nstats: ${s.rxPackets} packets in (${s.rxBatches} batches), ${s.txPackets} out, kernel drops ${s.kernel.txDropped}`,
+)
 await tun.close()
 await responder
 process.exitCode = v4 || v6

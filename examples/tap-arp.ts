@@ -45,7 +45,9 @@ function arpReply(frame: Buffer): Buffer | null {
 }
 
 await using tap = await Tun.create({ name: 'tap0', mode: 'tap', mac: '02:00:5e:81:00:01', addresses: ['10.81.0.1/24'] })
-console.log(`created ${tap.name} (${tap.link().mac}) with 10.81.0.1/24; the neighbour ${NEIGHBOUR_IP} is ${NEIGHBOUR_MAC}`)
+console.log(
+  `created ${tap.name} (${tap.link().mac}) with 10.81.0.1/24; the neighbour ${NEIGHBOUR_IP} is ${NEIGHBOUR_MAC}`,
+)
 
 const neighbour = (async () => {
   for await (const frame of tap.packets()) {

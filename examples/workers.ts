@@ -66,10 +66,14 @@ if (!isMainThread) {
 
   // 32 clients, one source port (one flow) each, 20 requests each.
   const clients = await Promise.all(
-    Array.from({ length: 32 }, () => new Promise<dgram.Socket>((r) => {
-      const s = dgram.createSocket('udp4')
-      s.bind(0, () => r(s))
-    })),
+    Array.from(
+      { length: 32 },
+      () =>
+        new Promise<dgram.Socket>((r) => {
+          const s = dgram.createSocket('udp4')
+          s.bind(0, () => r(s))
+        }),
+    ),
   )
   let replies = 0
   for (const s of clients) s.on('message', () => replies++)

@@ -9,7 +9,9 @@ const missing = process.argv.slice(2).filter((t) => !has(t))
 if (missing.length === 0) process.exit(0)
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
 if (!isRoot) {
-  console.error(`ensure-tools: missing ${missing.join(', ')} and not root: install ${missing.map((t) => packages[t] ?? t).join(' ')}`)
+  console.error(
+    `ensure-tools: missing ${missing.join(', ')} and not root: install ${missing.map((t) => packages[t] ?? t).join(' ')}`,
+  )
   process.exit(1)
 }
 const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }

@@ -20,7 +20,9 @@ if (!existsSync(join(root, 'dist', 'index.js')) || !hasNative()) {
 }
 
 function hasNative() {
-  return ['gnu', 'musl', 'msvc', ''].some((abi) => existsSync(join(root, `tunkit.${triple}${abi ? '-' + abi : ''}.node`)))
+  return ['gnu', 'musl', 'msvc', ''].some((abi) =>
+    existsSync(join(root, `tunkit.${triple}${abi ? '-' + abi : ''}.node`)),
+  )
 }
 
 // Tools the device tests drive (ping). Installed outside the namespace, which has no route to the package mirror.
@@ -35,7 +37,10 @@ if (process.env.TUNKIT_SKIP_CARGO !== '1') {
 
 const tap = join(root, '.ava.tap')
 const ava = join(root, 'node_modules', '.bin', 'ava')
-const inner = `"${ava}" --tap ${process.argv.slice(2).map((a) => `'${a}'`).join(' ')} > "${tap}" 2>&1; rc=$?; cat "${tap}"; exit $rc`
+const inner = `"${ava}" --tap ${process.argv
+  .slice(2)
+  .map((a) => `'${a}'`)
+  .join(' ')} > "${tap}" 2>&1; rc=$?; cat "${tap}"; exit $rc`
 const status = run('node', ['scripts/netns.mjs', 'sh', '-c', inner])
 if (status !== 0) failed = true
 

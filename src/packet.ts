@@ -49,7 +49,7 @@ function ipv6String(b: Uint8Array, o: number): string {
   // Compress the longest run of zero groups (RFC 5952).
   let best = -1
   let bestLen = 0
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== '0') {
       i++
       continue
@@ -84,7 +84,8 @@ export function parse(pkt: Uint8Array): PacketInfo | null {
     end = total
     info = { version: 4, src: ipv4String(pkt, 12), dst: ipv4String(pkt, 16), ttl: pkt[8]! }
     const fragOffset = ((pkt[6]! & 0x1f) << 8) | pkt[7]!
-    if (fragOffset !== 0) return { ...info, protocol, transportOffset: off, payloadOffset: off, payloadLength: end - off }
+    if (fragOffset !== 0)
+      return { ...info, protocol, transportOffset: off, payloadOffset: off, payloadLength: end - off }
   } else if (version === 6) {
     if (pkt.length < 40) return null
     end = 40 + ((pkt[4]! << 8) | pkt[5]!)
@@ -253,9 +254,17 @@ export function echoReply(pkt: Uint8Array): Buffer | null {
 
 const PROTO_NAMES: Record<number, string> = { 1: 'ICMP', 6: 'TCP', 17: 'UDP', 58: 'ICMPv6' }
 const ICMP_NAMES: Record<number, string> = {
-  0: 'echo-reply', 8: 'echo-request', 3: 'unreachable', 11: 'time-exceeded',
-  128: 'echo-request', 129: 'echo-reply', 133: 'router-solicitation', 134: 'router-advertisement',
-  135: 'neighbor-solicitation', 136: 'neighbor-advertisement', 143: 'mld-report',
+  0: 'echo-reply',
+  8: 'echo-request',
+  3: 'unreachable',
+  11: 'time-exceeded',
+  128: 'echo-request',
+  129: 'echo-reply',
+  133: 'router-solicitation',
+  134: 'router-advertisement',
+  135: 'neighbor-solicitation',
+  136: 'neighbor-advertisement',
+  143: 'mld-report',
 }
 
 /** A one-line description, e.g. `IPv4 ICMP 10.7.0.2 > 10.7.0.1 echo-request id=7 seq=1 (84 bytes)`. */

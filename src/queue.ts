@@ -115,7 +115,8 @@ export class PacketQueue {
       this.#pumpWrites()
     } else if (code === EVENT_NOTICE) {
       if (this.#closed) return
-      for (const msg of binding.takeNotices(this.#h)) process.emitWarning(`${this.#label}: ${msg}`, { code: 'TUNKIT_NOTICE' })
+      for (const msg of binding.takeNotices(this.#h))
+        process.emitWarning(`${this.#label}: ${msg}`, { code: 'TUNKIT_NOTICE' })
     } else {
       const w = this.#readWaiter
       this.#readWaiter = null
@@ -198,7 +199,8 @@ export class PacketQueue {
 
   /** Queues packets for the device; see `Tun.write`. */
   write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    if (this.#closed) return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: the device is closed`))
+    if (this.#closed)
+      return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: the device is closed`))
     if (this.#writes.length === 0) {
       let ok: boolean
       try {
@@ -246,7 +248,8 @@ export class PacketQueue {
     const pending = this.#writes
     this.#writes = []
     binding.closeQueue(this.#h)
-    for (const w of pending) w.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: closed before the packets were queued`))
+    for (const w of pending)
+      w.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: closed before the packets were queued`))
     const r = this.#readWaiter
     this.#readWaiter = null
     r?.()
@@ -315,7 +318,8 @@ export class PacketIterator implements AsyncIterableIterator<Buffer> {
     const b = this.#batch
     this.#batch = null
     // Packets of the current batch not yet yielded stay readable by the next loop.
-    if (b !== null && this.#i < b.lens.length) this.#queue.unread({ ab: b.ab, offset: this.#off, lens: b.lens.subarray(this.#i) })
+    if (b !== null && this.#i < b.lens.length)
+      this.#queue.unread({ ab: b.ab, offset: this.#off, lens: b.lens.subarray(this.#i) })
     if (early && this.#opts.closeOnReturn) await this.#onReturn()
     return { value: undefined, done: true }
   }

@@ -101,14 +101,35 @@ export interface LinkState {
 }
 
 const KNOWN_OPTIONS = new Set([
-  'name', 'mode', 'addresses', 'routes', 'mtu', 'up', 'txQueueLength', 'queues', 'persist', 'owner', 'group', 'mac',
-  'netns', 'ring', 'offload',
+  'name',
+  'mode',
+  'addresses',
+  'routes',
+  'mtu',
+  'up',
+  'txQueueLength',
+  'queues',
+  'persist',
+  'owner',
+  'group',
+  'mac',
+  'netns',
+  'ring',
+  'offload',
 ])
 const BACKEND_FLAGS = new Set(['offloadTcp', 'offloadUdp'])
 const ITERATE_OPTIONS = new Set(['signal', 'closeOnReturn'])
 const KNOWN_ROUTE_KEYS = new Set(['to', 'via', 'metric', 'table'])
 const KNOWN_ADDRESS_OPTIONS = new Set(['peer'])
-const KNOWN_RING_OPTIONS = new Set(['ringBatches', 'batchPackets', 'slabBytes', 'copyBelow', 'memoryBudget', 'txRingBytes', 'closeFlushMs'])
+const KNOWN_RING_OPTIONS = new Set([
+  'ringBatches',
+  'batchPackets',
+  'slabBytes',
+  'copyBelow',
+  'memoryBudget',
+  'txRingBytes',
+  'closeFlushMs',
+])
 
 function checkSignal(signal: unknown): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
@@ -299,7 +320,10 @@ export class Tun implements AsyncDisposable {
     checkKeys(ring, KNOWN_RING_OPTIONS, 'ring option')
     if (Array.isArray(options.routes)) for (const r of options.routes) checkKeys(r, KNOWN_ROUTE_KEYS, 'route')
     const opts: NativeDeviceOptions = { txQueueLength: DEFAULT_TX_QUEUE_LENGTH, ...rest }
-    return new Tun(native(() => binding.createDevice(opts)), ring ?? {})
+    return new Tun(
+      native(() => binding.createDevice(opts)),
+      ring ?? {},
+    )
   }
 
   /**
@@ -309,12 +333,18 @@ export class Tun implements AsyncDisposable {
    * @throws {TunError} `ERR_TUN_NOT_FOUND` when there is no such device; `ERR_TUN_BUSY` when it is of another kind or
    *   (single-queue) already open elsewhere.
    */
-  static async open(name: string, options: Pick<TunOptions, 'mode' | 'queues' | 'netns' | 'offload' | 'ring'> = {}): Promise<Tun> {
+  static async open(
+    name: string,
+    options: Pick<TunOptions, 'mode' | 'queues' | 'netns' | 'offload' | 'ring'> = {},
+  ): Promise<Tun> {
     checkKeys(options, new Set(['mode', 'queues', 'netns', 'offload', 'ring']), 'option')
     if (typeof name !== 'string') throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'name must be a string')
     const { ring, ...rest } = options
     checkKeys(ring, KNOWN_RING_OPTIONS, 'ring option')
-    return new Tun(native(() => binding.createDevice({ ...rest, name, openExisting: true })), ring ?? {})
+    return new Tun(
+      native(() => binding.createDevice({ ...rest, name, openExisting: true })),
+      ring ?? {},
+    )
   }
 
   /**
@@ -324,7 +354,10 @@ export class Tun implements AsyncDisposable {
   static fromFd(fd: number, options: { mode?: 'tun' | 'tap'; ring?: RingOptions } = {}): Tun {
     checkKeys(options, new Set(['mode', 'ring']), 'option')
     checkKeys(options.ring, KNOWN_RING_OPTIONS, 'ring option')
-    return new Tun(native(() => binding.fromFd(fd, options.mode)), options.ring ?? {})
+    return new Tun(
+      native(() => binding.fromFd(fd, options.mode)),
+      options.ring ?? {},
+    )
   }
 
   /**
@@ -385,10 +418,15 @@ export class Tun implements AsyncDisposable {
   queue(i: number): TunQueue {
     this.#check()
     const slot = this.#queues[i]
-    if (slot === undefined) throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${this.#name} has no queue ${i} (it has ${this.#queues.length})`)
+    if (slot === undefined)
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${this.#name} has no queue ${i} (it has ${this.#queues.length})`)
     if (slot === false) throw new TunError('ERR_TUN_BUSY', `queue ${i} of ${this.#name} was detached to another thread`)
     if (slot) return slot
-    const q = new PacketQueue((onEvent) => native(() => binding.openQueue(this.#dev, i, { ...this.#ring }, onEvent)), this.#ring, this.#name)
+    const q = new PacketQueue(
+      (onEvent) => native(() => binding.openQueue(this.#dev, i, { ...this.#ring }, onEvent)),
+      this.#ring,
+      this.#name,
+    )
     const tq = new TunQueue(q, this.#name, () => this.close())
     this.#queues[i] = tq
     return tq
@@ -403,7 +441,8 @@ export class Tun implements AsyncDisposable {
   detachQueue(i: number): number {
     this.#check()
     const slot = this.#queues[i]
-    if (slot === undefined) throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${this.#name} has no queue ${i} (it has ${this.#queues.length})`)
+    if (slot === undefined)
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', `${this.#name} has no queue ${i} (it has ${this.#queues.length})`)
     if (slot !== null) throw new TunError('ERR_TUN_BUSY', `queue ${i} of ${this.#name} is already in use`)
     const token = native(() => binding.detachQueue(this.#dev, i))
     this.#queues[i] = false
@@ -440,7 +479,8 @@ export class Tun implements AsyncDisposable {
    * the packets is sent.
    */
   write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    if (this.#closed) return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#name}: the device is closed`))
+    if (this.#closed)
+      return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#name}: the device is closed`))
     return this.queue(0).write(packets)
   }
 
@@ -467,8 +507,19 @@ export class Tun implements AsyncDisposable {
     this.#check()
     const open = this.#queues.filter((q): q is TunQueue => !!q && !q.closed)
     const total: QueueStats & { lastWriteError?: TunError } = open[0]?.stats() ?? {
-      rxPackets: 0, rxBytes: 0, rxBatches: 0, rxStalls: 0, rxQueuedBatches: 0, rxLiveBytes: 0,
-      txPackets: 0, txBytes: 0, txBatches: 0, txErrors: 0, txBackpressure: 0, txQueuedBytes: 0, backend: {},
+      rxPackets: 0,
+      rxBytes: 0,
+      rxBatches: 0,
+      rxStalls: 0,
+      rxQueuedBatches: 0,
+      rxLiveBytes: 0,
+      txPackets: 0,
+      txBytes: 0,
+      txBatches: 0,
+      txErrors: 0,
+      txBackpressure: 0,
+      txQueuedBytes: 0,
+      backend: {},
     }
     for (const other of open.slice(1)) {
       const s = other.stats()

@@ -27,7 +27,14 @@ export function asUser(uid: number, gid = uid): string[] {
  */
 export function worldOpenTun(): string[] {
   if ((statSync('/dev/net/tun').mode & 0o006) === 0o006) return []
-  return ['unshare', '--mount', 'sh', '-c', 'mount -t tmpfs -o mode=755 none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec "$@"', 'sh']
+  return [
+    'unshare',
+    '--mount',
+    'sh',
+    '-c',
+    'mount -t tmpfs -o mode=755 none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec "$@"',
+    'sh',
+  ]
 }
 
 /** `node` arguments that run `script` (an ES module in TypeScript) through tsx. */

@@ -101,6 +101,12 @@ export function arpReplyFor(frame: Uint8Array, myIp: string, myMac: string): Buf
   if (eth?.type !== ETH_P_ARP) return null
   const req = parseArp(eth.payload)
   if (req?.op !== ARP_REQUEST || req.targetIp !== myIp) return null
-  const reply = arpPacket({ op: ARP_REPLY, senderMac: myMac, senderIp: myIp, targetMac: req.senderMac, targetIp: req.senderIp })
+  const reply = arpPacket({
+    op: ARP_REPLY,
+    senderMac: myMac,
+    senderIp: myIp,
+    targetMac: req.senderMac,
+    targetIp: req.senderIp,
+  })
   return ethernet(req.senderMac, myMac, ETH_P_ARP, reply)
 }

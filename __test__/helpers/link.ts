@@ -84,7 +84,9 @@ export async function ipAddrs(name: string, netns?: string): Promise<IpAddr[]> {
 
 /** `"10.7.0.1/24"`, or `"10.7.0.1/32 peer 10.7.0.2"` for a point-to-point address, as tunkit would name it. */
 export function addrLabel(a: IpAddr): string {
-  return a.address && a.address !== a.local ? `${a.local}/${a.prefixlen} peer ${a.address}` : `${a.local}/${a.prefixlen}`
+  return a.address && a.address !== a.local
+    ? `${a.local}/${a.prefixlen} peer ${a.address}`
+    : `${a.local}/${a.prefixlen}`
 }
 
 /** The unicast routes through `name` in every table, IPv4 and IPv6, without the kernel's local/broadcast ones. */
