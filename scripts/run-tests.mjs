@@ -5,7 +5,8 @@
 // Environment: TUNKIT_REQUIRE_DEVICE=1 turns "cannot create a device" into failures instead of skips (CI sets it).
 // TUNKIT_SKIP_CARGO=1 skips the Rust tests. Extra arguments go to ava (for example a file to run).
 import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -31,11 +32,15 @@ if (process.platform === 'linux' && run('node', ['scripts/ensure-tools.mjs', 'pi
 }
 
 if (process.env.TUNKIT_SKIP_CARGO !== '1') {
+  // The core's tests; the seeded packet fuzzers run time-bounded and print how many inputs they tried.
   console.log('run-tests: cargo test -p tunkit-core')
-  if (run('cargo', ['test', '--offline', '-p', 'tunkit-core', '--release']) !== 0) failed = true
+  const cargo = ['test', '--offline', '-p', 'tunkit-core', '--release']
+  if (run('cargo', [...cargo, '--', '--skip', 'fuzz']) !== 0) failed = true
+  if (run('cargo', [...cargo, 'fuzz', '--', '--show-output']) !== 0) failed = true
 }
 
-const tap = join(root, '.ava.tap')
+// Per run, so concurrent runs cannot mix their results; the last run's copy is left in .ava.tap.
+const tap = join(tmpdir(), `tunkit-ava-${process.pid}.tap`)
 const ava = join(root, 'node_modules', '.bin', 'ava')
 const inner = `"${ava}" --tap ${process.argv
   .slice(2)
@@ -51,6 +56,7 @@ const fails = count(/^# fail (\d+)/m)
 const skipped = count(/^# skip (\d+)/m)
 const todo = count(/^# todo (\d+)/m)
 if (passed + fails + skipped === 0) failed = true
-writeFileSync(tap, text)
+writeFileSync(join(root, '.ava.tap'), text)
+rmSync(tap, { force: true })
 console.log(`ava: ${passed} passed, ${fails} failed, ${skipped + todo} skipped`)
 process.exit(failed || fails > 0 ? 1 : 0)
