@@ -38,6 +38,15 @@ impl Batch {
     self.lens.clear();
   }
 
+  /// A batch holding copies of `pkts`.
+  pub fn from_packets(pkts: &[&[u8]]) -> Batch {
+    let mut b = Batch::with_capacity(pkts.iter().map(|p| p.len()).sum(), pkts.len());
+    for p in pkts {
+      b.push(p);
+    }
+    b
+  }
+
   /// Appends one packet by copying it.
   pub fn push(&mut self, pkt: &[u8]) {
     self.data.extend_from_slice(pkt);
@@ -79,6 +88,12 @@ pub trait Queue: Send + Sync {
 
   /// Largest frame a read can return; slabs always keep this much room for the next read.
   fn max_frame(&self) -> usize;
+
+  /// Writes packets that are not packed into a batch (the ring's inline path hands over the caller's memory). The
+  /// default packs them and calls `write_batch`; backends that write packet by packet override it to avoid the copy.
+  fn write_packets(&self, pkts: &[&[u8]]) -> Result<WriteReport> {
+    self.write_batch(&Batch::from_packets(pkts))
+  }
 
   /// Whether `write_batch` never waits (a TUN device takes every write at once). The ring then writes on the
   /// caller's thread when nothing is queued, instead of waking its writer thread.

@@ -393,13 +393,12 @@ impl PacketRing {
     Pull::Empty
   }
 
-  /// Copies `packets` into the transmit ring as one unit. Returns `Ok(false)` (and arms [`RingEvent::Writable`])
-  /// when there is no room; nothing is taken then. An empty ring always accepts, so a batch larger than the whole
-  /// ring still goes through.
-  pub fn send<'a, I>(&self, packets: I, total_bytes: usize) -> Result<bool>
-  where
-    I: IntoIterator<Item = &'a [u8]>,
-  {
+  /// Queues `packets` (`total_bytes` in all) for the device as one unit. When nothing is queued and the backend's
+  /// writes never block, they are written at once on this thread, straight from the caller's memory; otherwise they
+  /// are copied into the transmit ring for the writer thread. Returns `Ok(false)` (and arms [`RingEvent::Writable`])
+  /// when the ring has no room; nothing is taken then. An empty ring always accepts, so a batch larger than the
+  /// whole ring still goes through.
+  pub fn send(&self, packets: &[&[u8]], total_bytes: usize) -> Result<bool> {
     let s = &self.shared;
     let mut tx = lock(&s.tx);
     if tx.closing {
@@ -411,31 +410,24 @@ impl PacketRing {
       return Ok(false);
     }
     if tx.batches.is_empty() && !tx.writing && s.inline_writes {
-      // Nothing is queued and the writer is idle: write on this thread and spare the writer thread's wake-up (a
-      // thread hop of latency). Only for backends whose writes never block.
-      let mut b = tx.spare.pop().unwrap_or_default();
-      b.clear();
+      // Nothing is queued and the writer is idle: write on this thread, without a copy and without waking the
+      // writer thread (a thread hop of latency). Only for backends whose writes never block.
       tx.writing = true;
       drop(tx);
-      for pkt in packets {
-        b.push(pkt);
-      }
       let queue = lock(&self.queue).clone();
       if let Some(q) = queue {
-        write_one(s, &*q, &b);
+        let result = q.write_packets(packets);
+        record_result(s, &*q, result, packets.len());
       }
       let mut tx = lock(&s.tx);
       tx.writing = false;
-      if tx.spare.len() < 4 {
-        tx.spare.push(b);
-      }
       if !tx.batches.is_empty() {
         s.tx_cv.notify_one();
       }
       return Ok(true);
     }
     let tx = &mut *tx;
-    for pkt in packets {
+    for pkt in packets.iter().copied() {
       let start_new = match tx.batches.back() {
         Some(b) => b.len() >= TX_BATCH_PACKETS,
         None => true,
@@ -667,7 +659,11 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
 
 /// Writes one batch and records the outcome. Returns false when the device is gone.
 fn write_one(s: &Shared, queue: &dyn Queue, batch: &Batch) -> bool {
-  let result = queue.write_batch(batch);
+  record_result(s, queue, queue.write_batch(batch), batch.len())
+}
+
+/// Records what a write of `packets` packets did. Returns false when the device is gone.
+fn record_result(s: &Shared, queue: &dyn Queue, result: Result<WriteReport>, packets: usize) -> bool {
   forward_notice(s, queue);
   match result {
     Ok(report) => {
@@ -675,7 +671,7 @@ fn write_one(s: &Shared, queue: &dyn Queue, batch: &Batch) -> bool {
       true
     }
     Err(e) => {
-      s.counters.tx_errors.fetch_add(batch.len() as u64, Relaxed);
+      s.counters.tx_errors.fetch_add(packets as u64, Relaxed);
       *lock(&s.last_tx_error) = Some(e);
       false
     }

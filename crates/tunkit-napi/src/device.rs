@@ -487,7 +487,7 @@ pub fn send(cx: &CallContext) -> JsResult<Value> {
   if packets.is_empty() {
     return env.boolean(true);
   }
-  let ok = q.ring.send(packets.iter().copied(), total).map_err(|e| {
+  let ok = q.ring.send(&packets, total).map_err(|e| {
     if e.kind() == ErrorKind::Closed {
       Error::closed(&format!("write on {}", h.name))
     } else {

@@ -225,7 +225,10 @@ mod tests {
     while sent < pkts.len() {
       let chunk = &pkts[sent..(sent + 100).min(pkts.len())];
       let total = chunk.iter().map(|p| p.len()).sum();
-      if ra.send(chunk.iter().map(|p| p.as_slice()), total).unwrap() {
+      if ra
+        .send(&chunk.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), total)
+        .unwrap()
+      {
         sent += chunk.len();
       } else {
         std::thread::sleep(Duration::from_millis(1));
@@ -255,7 +258,7 @@ mod tests {
     let mut held = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while rb.stats().rx_stalls == 0 && Instant::now() < deadline {
-      let _ = ra.send(std::iter::repeat_n(pkt.as_slice(), 64), 64 * 1400);
+      let _ = ra.send(&[pkt.as_slice(); 64], 64 * 1400);
       if let Pull::Batch(slab, lens) = rb.pull() {
         held.push((slab, lens));
       } else {
@@ -277,7 +280,7 @@ mod tests {
     let before = rb.stats().rx_packets;
     let deadline = Instant::now() + Duration::from_secs(10);
     while rb.stats().rx_packets == before && Instant::now() < deadline {
-      let _ = ra.send(std::iter::repeat_n(pkt.as_slice(), 64), 64 * 1400);
+      let _ = ra.send(&[pkt.as_slice(); 64], 64 * 1400);
       drop(pull_all(&rb, &eb, 1));
     }
     assert!(
@@ -294,7 +297,7 @@ mod tests {
     let (ra, _ea) = ring(a.queues.into_iter().next().unwrap());
     let (rb, eb) = ring(b.queues.into_iter().next().unwrap());
     let small = vec![4u8; 100];
-    assert!(ra.send(std::iter::once(small.as_slice()), 100).unwrap());
+    assert!(ra.send(&[small.as_slice()], 100).unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     let guard = loop {
       match rb.pull() {
@@ -314,7 +317,7 @@ mod tests {
     drop(guard);
     // 64 KiB slabs in this ring; a 40 KiB batch is above copy_below (16 KiB) and is handed over as is.
     let big = vec![5u8; 1000];
-    assert!(ra.send(std::iter::repeat_n(big.as_slice(), 40), 40_000).unwrap());
+    assert!(ra.send(&[big.as_slice(); 40], 40_000).unwrap());
     let mut got = 0;
     while got < 40_000 {
       assert!(Instant::now() < deadline);
@@ -355,10 +358,7 @@ mod tests {
     let big = vec![1u8; 1400];
     let mut refused = false;
     for _ in 0..20_000 {
-      if !ra
-        .send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400)
-        .unwrap()
-      {
+      if !ra.send(&[big.as_slice(); 16], 16 * 1400).unwrap() {
         refused = true;
         break;
       }
@@ -374,14 +374,11 @@ mod tests {
     }
     assert!(writable, "no Writable event after the peer drained");
     // With the peer stuck again, close gives up flushing after close_flush and still returns.
-    while ra
-      .send(std::iter::repeat_n(big.as_slice(), 16), 16 * 1400)
-      .unwrap()
-    {}
+    while ra.send(&[big.as_slice(); 16], 16 * 1400).unwrap() {}
     let t = Instant::now();
     ra.close();
     assert!(t.elapsed() < Duration::from_secs(3));
-    assert!(ra.send(std::iter::once(big.as_slice()), 1400).is_err());
+    assert!(ra.send(&[big.as_slice()], 1400).is_err());
     rb.close();
   }
 }

@@ -616,6 +616,33 @@ impl TunQueue {
   // ---- Offload, write side ----
 
   /// `write_batch` of an offload queue.
+  /// Raw mode: each frame is a virtio-net header and a packet, written as it is.
+  fn write_raw<'a>(&self, off: &Offloaded, frames: impl Iterator<Item = &'a [u8]>) -> Result<WriteReport> {
+    let mut report = WriteReport::default();
+    let mut tx = lock(&off.tx);
+    for (pos, frame) in frames.enumerate() {
+      let gso =
+        frame.len() > 1 && frame[1] & !virtio::VIRTIO_NET_HDR_GSO_ECN != virtio::VIRTIO_NET_HDR_GSO_NONE;
+      if gso {
+        self.write_super(off, frame, Some(pos), &mut tx.segments, &mut report)?;
+      } else {
+        let r = self.write_with(|| sys::write_fd(self.fd.as_fd(), frame))?;
+        self.account(r, 1, frame.len(), Some(pos), &mut report);
+      }
+    }
+    Ok(report)
+  }
+
+  /// No offload: one `write()` per packet.
+  fn write_plain<'a>(&self, pkts: impl Iterator<Item = &'a [u8]>) -> Result<WriteReport> {
+    let mut report = WriteReport::default();
+    for (pos, pkt) in pkts.enumerate() {
+      let r = self.write_with(|| sys::write_fd(self.fd.as_fd(), pkt))?;
+      self.account(r, 1, pkt.len(), Some(pos), &mut report);
+    }
+    Ok(report)
+  }
+
   fn write_offloaded(&self, off: &Offloaded, batch: &Batch) -> Result<WriteReport> {
     let mut report = WriteReport::default();
     let mut tx = lock(&off.tx);
@@ -625,17 +652,8 @@ impl TunQueue {
       segments,
     } = &mut *tx;
     if off.raw {
-      for (pos, frame) in batch.iter().enumerate() {
-        let gso =
-          frame.len() > 1 && frame[1] & !virtio::VIRTIO_NET_HDR_GSO_ECN != virtio::VIRTIO_NET_HDR_GSO_NONE;
-        if gso {
-          self.write_super(off, frame, Some(pos), segments, &mut report)?;
-        } else {
-          let r = self.write_with(|| sys::write_fd(self.fd.as_fd(), frame))?;
-          self.account(r, 1, frame.len(), Some(pos), &mut report);
-        }
-      }
-      return Ok(report);
+      drop(tx);
+      return self.write_raw(off, batch.iter());
     }
     out.clear();
     let coalescing = (off.tcp || off.udp) && !off.writes_off.load(Ordering::Relaxed) && {
@@ -789,15 +807,19 @@ impl Queue for TunQueue {
   }
 
   fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
-    if let Some(off) = &self.offload {
-      return self.write_offloaded(off, batch);
+    match &self.offload {
+      Some(off) => self.write_offloaded(off, batch),
+      None => self.write_plain(batch.iter()),
     }
-    let mut report = WriteReport::default();
-    for (pos, pkt) in batch.iter().enumerate() {
-      let r = self.write_with(|| sys::write_fd(self.fd.as_fd(), pkt))?;
-      self.account(r, 1, pkt.len(), Some(pos), &mut report);
+  }
+
+  /// Without coalescing, packets go out straight from the caller's memory; coalescing needs them packed first.
+  fn write_packets(&self, pkts: &[&[u8]]) -> Result<WriteReport> {
+    match &self.offload {
+      None => self.write_plain(pkts.iter().copied()),
+      Some(off) if off.raw => self.write_raw(off, pkts.iter().copied()),
+      Some(off) => self.write_offloaded(off, &Batch::from_packets(pkts)),
     }
-    Ok(report)
   }
 
   fn max_frame(&self) -> usize {
