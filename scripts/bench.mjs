@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+// `npm run bench`: every benchmark, each in a private network namespace of its own, then benchmark/RESULTS.md
+// assembled from their sections.
+//
+//   receive/transmit  benchmark/bench.ts       tunkit batches()/packets()/write() against C read()/write() loops
+//   multi-queue       benchmark/multiqueue.ts  received pps with 1 and 2 queues
+//   forwarding        benchmark/forward.ts     TCP through a forwarder between two namespaces, offload on and off
+//
+// BENCH_ONLY=receive,multiqueue,forward picks some. Tools (cc, iperf3, ping) are installed when missing.
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const parts = [
+  { name: 'receive', script: 'benchmark/bench.ts', out: 'benchmark/RESULTS-receive.md' },
+  { name: 'multiqueue', script: 'benchmark/multiqueue.ts', out: 'benchmark/RESULTS-multiqueue.md' },
+  { name: 'forward', script: 'benchmark/forward.ts', out: 'benchmark/RESULTS-forward.md' },
+]
+const only = process.env.BENCH_ONLY?.split(',').map((s) => s.trim())
+const run = (cmd, args) => spawnSync(cmd, args, { cwd: root, stdio: 'inherit' }).status ?? 1
+
+if (run('node', ['scripts/ensure-tools.mjs', 'cc', 'iperf3', 'ping']) !== 0) process.exit(1)
+let failed = false
+for (const p of parts) {
+  if (only && !only.includes(p.name)) continue
+  console.log(`\n=== ${p.name}: ${p.script}\n`)
+  if (run('node', ['scripts/netns.mjs', process.execPath, '--import', 'tsx', p.script]) !== 0) failed = true
+}
+
+const sections = parts
+  .filter((p) => existsSync(join(root, p.out)))
+  .map((p) => readFileSync(join(root, p.out), 'utf8').trim())
+writeFileSync(
+  join(root, 'benchmark', 'RESULTS.md'),
+  [
+    '# tunkit benchmark results',
+    '',
+    'Produced by `npm run bench` (scripts/bench.mjs), which runs the three benchmarks below, each in a private',
+    'network namespace of its own, and assembles this file from the sections they write',
+    '(`benchmark/RESULTS-receive.md`, `RESULTS-multiqueue.md`, `RESULTS-forward.md`). Every table compares',
+    'tunkit side by side with a C baseline built by the benchmark, in the same run.',
+    '',
+    // Each section's headings go one level down under this file's title.
+    ...sections.map((s) => s.replace(/^(#+) /gm, '#$1 ') + '\n'),
+  ].join('\n'),
+)
+console.log('\nWrote benchmark/RESULTS.md')
+process.exit(failed ? 1 : 0)
