@@ -1,5 +1,5 @@
 //! Pure packet logic: parsing, checksums, and the offload transforms (GSO split, GRO coalesce). No syscalls,
-//! no `unsafe`, no allocation beyond the output buffers the caller hands in.
+//! safe code only, no allocation beyond the output buffers the caller hands in.
 //!
 //! # Formats
 //!

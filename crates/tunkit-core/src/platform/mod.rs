@@ -35,3 +35,23 @@ pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
     Err(crate::error::Error::unsupported("creating a device"))
   }
 }
+
+/// Applies the link configuration of `cfg` through a device's control, in the order the OS needs: MTU, addresses,
+/// link up, then routes (which need the link up). For backends without a faster path of their own (Linux applies
+/// it through its netlink socket directly).
+#[cfg(any(windows, target_os = "macos"))]
+pub(crate) fn configure(cfg: &DeviceConfig, control: &dyn crate::backend::Control) -> Result<()> {
+  if let Some(mtu) = cfg.mtu {
+    control.set_mtu(mtu)?;
+  }
+  for a in &cfg.addresses {
+    control.add_address(a)?;
+  }
+  if cfg.wants_up() {
+    control.set_up(true)?;
+  }
+  for r in &cfg.routes {
+    control.add_route(r)?;
+  }
+  Ok(())
+}

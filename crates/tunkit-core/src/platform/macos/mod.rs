@@ -45,7 +45,7 @@ pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
   let queue = UtunQueue::new(fd, &name)?;
   let control = MacControl::new(name.clone(), index);
   // An error from here on drops the queue, whose socket takes the interface with it.
-  configure(cfg, &control).map_err(|e| context(e, format_args!("creating {name}")))?;
+  super::configure(cfg, &control).map_err(|e| context(e, format_args!("creating {name}")))?;
   Ok(Opened {
     queues: vec![Box::new(queue) as Box<dyn Queue>],
     control: Box::new(control) as Box<dyn Control>,
@@ -133,23 +133,6 @@ fn utun_error(step: UtunStep, e: &io::Error, name: &str) -> Error {
     ),
     _ => err,
   }
-}
-
-/// Applies the link configuration: MTU, addresses, up, then routes.
-fn configure(cfg: &DeviceConfig, control: &MacControl) -> Result<()> {
-  if let Some(mtu) = cfg.mtu {
-    control.set_mtu(mtu)?;
-  }
-  for a in &cfg.addresses {
-    control.add_address(a)?;
-  }
-  if cfg.wants_up() {
-    control.set_up(true)?;
-  }
-  for r in &cfg.routes {
-    control.add_route(r)?;
-  }
-  Ok(())
 }
 
 /// The data path of a utun socket. One thread may read while another writes; [`Queue::wake`] releases both for

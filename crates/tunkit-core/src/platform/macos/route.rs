@@ -1,5 +1,5 @@
 //! Routing socket messages (`net/route.h`): an `rt_msghdr` followed by the sockaddrs its `rtm_addrs` bits name, in
-//! bit order, each padded to a multiple of 4 bytes. Built as bytes in native byte order, so no `unsafe` is needed.
+//! bit order, each padded to a multiple of 4 bytes. Built as bytes in native byte order, so it is all safe code.
 
 use super::sys::{SockaddrIn, SockaddrIn6, AF_INET, AF_INET6, AF_LINK, RT_MSGHDR_SIZE, SOCKADDR_DL_SIZE};
 use crate::config::RouteSpec;

@@ -67,7 +67,7 @@ pub fn open_with_ring(cfg: &DeviceConfig, ring_capacity: u32) -> Result<Opened> 
   })?;
   let queue = WintunQueue::new(session, &name)?;
   let control = WindowsControl::new(name.clone(), adapter)?;
-  configure(cfg, &control).map_err(|e| context(e, format_args!("{verb} {name}")))?;
+  super::configure(cfg, &control).map_err(|e| context(e, format_args!("{verb} {name}")))?;
   Ok(Opened {
     queues: vec![Box::new(queue) as Box<dyn Queue>],
     control: Box::new(control) as Box<dyn Control>,
@@ -216,20 +216,6 @@ fn open_adapter(api: &'static Wintun, cfg: &DeviceConfig) -> Result<(Adapter, St
     ),
   })?;
   Ok((adapter, name.to_string()))
-}
-
-/// Applies the link configuration: MTU, addresses, then routes.
-fn configure(cfg: &DeviceConfig, control: &WindowsControl) -> Result<()> {
-  if let Some(mtu) = cfg.mtu {
-    control.set_mtu(mtu)?;
-  }
-  for a in &cfg.addresses {
-    control.add_address(a)?;
-  }
-  for r in &cfg.routes {
-    control.add_route(r)?;
-  }
-  Ok(())
 }
 
 /// `": <what wintun logged>"` when wintun logged an error since it was last taken, else nothing.
