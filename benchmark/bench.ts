@@ -5,15 +5,18 @@
  * 10.7.0.2 with sendmmsg, and the device, 10.7.0.1/24, gets them. Three readers take turns on the same offered
  * load: the C `read()` loop (`c/tunread`), tunkit `batches()` and tunkit `packets()` (`reader.ts`), each in its own
  * process so that CPU time and memory are its own. First at the sender's maximum rate, then at a fixed rate of 0.9×
- * what the C reader received, where all readers see exactly the same load. tunkit `packets()` also runs with the
- * kernel's default queue length (500) next to tunkit's (4096).
+ * what the C reader received, where all readers are asked to take the same load (the sender keeps it as long as
+ * it gets the CPU to). tunkit `packets()` also runs with the kernel's default queue length (500) next to tunkit's
+ * (4096), with 64-byte packets.
  *
  * Transmit: `c/tunwrite` (one write() per packet) against tunkit `write()` of batches of 64 (`writer.ts`), the same
  * prebuilt UDP packet to 10.7.0.3, which the host drops after counting it (forwarding is off in the namespace).
  *
  * Every measurement repeats BENCH_REPS times (default 3) in rotating order; rows show medians. BENCH_SECONDS
- * (default 3) is the length of one measurement. The table goes to stdout and, with the machine and the verdict on
- * the targets, to benchmark/RESULTS.md.
+ * (default 3) is the length of one measurement. The two CPUs are shared with other jobs: each run waits briefly
+ * for a quiet machine, a noisy one is measured again (bounded), and every row shows how busy the rest of the machine
+ * was. The tables go to stdout and, with the machine and the verdict on the targets, to
+ * benchmark/RESULTS-receive.md, which `npm run bench` (scripts/bench.mjs) puts into benchmark/RESULTS.md.
  *
  * Safety: it refuses to run unless the network namespace holds nothing but `lo` (`npm run bench` makes one).
  */
@@ -48,7 +51,11 @@ const UDP_PORT = 9000
 /** Before each run, wait up to this long for the machine to be nearly idle (its CPUs are shared)... */
 const QUIET_WAIT_MS = 1000
 /** ...but no more than this in the whole run, to keep the benchmark's length bounded. */
-const QUIET_BUDGET_MS = 20_000
+const QUIET_BUDGET_MS = 10_000
+/** A run during which the rest of the machine used more than this (% of one core) is noisy... */
+const NOISY_PCT = 25
+/** ...and is measured once more, keeping the quieter of the two, this many times in the whole benchmark at most. */
+let retriesLeft = 5
 /** "Nearly idle": less than this much CPU busy, in % of one core. */
 const QUIET_PCT = 20
 
@@ -122,6 +129,17 @@ function cpuJiffies(): { busy: number; total: number } {
 const JIFFY_US = 10_000 // USER_HZ is 100 on Linux
 
 let quietWaitedMs = 0
+
+/** Runs one measurement after waiting for a quiet machine; repeats it once if it was noisy and retries are left. */
+async function measure<T extends { otherCore: number }>(run: () => Promise<T>): Promise<T> {
+  await waitQuiet()
+  const first = await run()
+  if (first.otherCore <= NOISY_PCT || retriesLeft <= 0) return first
+  retriesLeft--
+  await waitQuiet()
+  const second = await run()
+  return second.otherCore < first.otherCore ? second : first
+}
 
 /** Waits (within QUIET_WAIT_MS and what is left of QUIET_BUDGET_MS) for a 100 ms window of a nearly idle machine. */
 async function waitQuiet(): Promise<void> {
@@ -339,8 +357,14 @@ async function rxRun(impl: RxImpl, payload: number, rate: number): Promise<RxSam
         ? start(join(BIN, 'tunread'), [name, maxSeconds], impl)
         : start(
             NODE_CHILD[0]!,
-            [...NODE_CHILD.slice(1), join(HERE, 'reader.ts'), impl === 'tunkit batches()' ? 'batches' : 'packets', name,
-              String(txqlen), maxSeconds],
+            [
+              ...NODE_CHILD.slice(1),
+              join(HERE, 'reader.ts'),
+              impl === 'tunkit batches()' ? 'batches' : 'packets',
+              name,
+              String(txqlen),
+              maxSeconds,
+            ],
             impl,
           )
     await reader.ready()
@@ -564,8 +588,7 @@ async function main(): Promise<void> {
       for (let rep = 0; rep < REPS; rep++) {
         for (const impl of rotate(rxImpls(payload), rep)) {
           progress(`rx ${payload} B ${phase} ${impl}`)
-          await waitQuiet()
-          rx.push(await rxRun(impl, payload, rate))
+          rx.push(await measure(() => rxRun(impl, payload, rate)))
         }
       }
     }
@@ -575,8 +598,7 @@ async function main(): Promise<void> {
     for (let rep = 0; rep < REPS; rep++) {
       for (const impl of rotate(TX_IMPLS, rep)) {
         progress(`tx ${payload} B ${impl}`)
-        await waitQuiet()
-        tx.push(await txRun(impl, payload))
+        tx.push(await measure(() => txRun(impl, payload)))
       }
     }
   }
@@ -584,7 +606,7 @@ async function main(): Promise<void> {
   report(machine, started, rx, tx, fixedRate)
 }
 
-/** Prints the tables, the verdicts and the analysis, and writes them to benchmark/RESULTS.md. */
+/** Prints the tables, the verdicts and the analysis, and writes them to benchmark/RESULTS-receive.md. */
 function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[], fixedRate: Map<number, number>) {
   const elapsed = (Date.now() - started.getTime()) / 1000
   const rxRows: RxRow[] = []
@@ -600,23 +622,57 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
     }
   }
   const rxHeader = [
-    'payload', 'reader', 'offered kpps', 'received kpps', 'drop %', '× C', 'CPU ns/pkt', 'reader % core',
-    'JS / rx / V8 % core', 'sender % core', 'other % core', 'kernel drops', 'rxStalls', 'pkts/batch', 'full GC/s',
+    'payload',
+    'reader',
+    'offered kpps',
+    'received kpps',
+    'drop %',
+    '× C',
+    'CPU ns/pkt',
+    'reader % core',
+    'JS / rx / V8 % core',
+    'sender % core',
+    'other % core',
+    'kernel drops',
+    'rxStalls',
+    'pkts/batch',
+    'full GC/s',
     'RSS MiB',
   ]
   const rxTable = (max: boolean) =>
     rxRows
       .filter(({ m }) => max === (m.rate === 0))
       .map(({ m, ratio }) => [
-        `${m.payload} B`, m.impl, kpps(m.offeredPps), kpps(m.receivedPps), fmt(m.dropPct, 2), fmt(ratio, 2),
-        fmt(m.nsPerPacket), fmt(m.readerCore), split(m.jsCore, m.rxThreadCore, m.v8Core), fmt(m.senderCore),
-        fmt(m.otherCore), fmt(m.kernelTxDropped), fmt(m.rxStalls), fmt(m.packetsPerBatch, 1),
-        fmt(m.majorGcPerSec, 1), fmt(m.rssMiB, 1),
+        `${m.payload} B`,
+        m.impl,
+        kpps(m.offeredPps),
+        kpps(m.receivedPps),
+        fmt(m.dropPct, 2),
+        fmt(ratio, 2),
+        fmt(m.nsPerPacket),
+        fmt(m.readerCore),
+        split(m.jsCore, m.rxThreadCore, m.v8Core),
+        fmt(m.senderCore),
+        fmt(m.otherCore),
+        fmt(m.kernelTxDropped),
+        fmt(m.rxStalls),
+        fmt(m.packetsPerBatch, 1),
+        fmt(m.majorGcPerSec, 1),
+        fmt(m.rssMiB, 1),
       ])
 
   const txHeader = [
-    'payload', 'writer', 'written kpps', '× C', 'CPU ns/pkt', 'writer % core', 'JS / tx % core', 'other % core',
-    'errors', 'backpressure', 'RSS MiB',
+    'payload',
+    'writer',
+    'written kpps',
+    '× C',
+    'CPU ns/pkt',
+    'writer % core',
+    'JS / tx % core',
+    'other % core',
+    'errors',
+    'backpressure',
+    'RSS MiB',
   ]
   const txRows: string[][] = []
   const txMed = new Map<string, TxSample>()
@@ -626,8 +682,16 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
       const m = medians(tx.filter((s) => s.payload === payload && s.impl === impl))
       txMed.set(`${payload}/${impl}`, m)
       txRows.push([
-        `${payload} B`, impl, kpps(m.writtenPps), fmt(m.writtenPps / c.writtenPps, 2), fmt(m.nsPerPacket),
-        fmt(m.writerCore), split(m.jsCore, m.txThreadCore), fmt(m.otherCore), fmt(m.txErrors), fmt(m.backpressure),
+        `${payload} B`,
+        impl,
+        kpps(m.writtenPps),
+        fmt(m.writtenPps / c.writtenPps, 2),
+        fmt(m.nsPerPacket),
+        fmt(m.writerCore),
+        split(m.jsCore, m.txThreadCore),
+        fmt(m.otherCore),
+        fmt(m.txErrors),
+        fmt(m.backpressure),
         fmt(m.rssMiB, 1),
       ])
     }
@@ -649,14 +713,17 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
   for (const n of notes) console.log(`  - ${n}`)
 
   const md = [
-    '# tunkit benchmark results',
+    '# Receive and transmit: tunkit against C read()/write() loops',
     '',
-    `Produced by \`npm run bench\` (benchmark/bench.ts) on ${started.toISOString()}, in ${elapsed.toFixed(0)} s.`,
+    `Produced by \`npm run bench\` (its part benchmark/bench.ts; alone: \`BENCH_ONLY=receive npm run bench\`) on ` +
+      `${started.toISOString()}, in ${elapsed.toFixed(0)} s.`,
     '',
     `- Machine: ${machine.nproc} CPUs (${machine.cpu}), Linux ${machine.kernel}, Node ${machine.node}`,
     `- Load average when it started: ${machine.load} (the CPUs are shared with other jobs; see "other % core")`,
     `- ${SECONDS} s per measurement, ${REPS} repetitions in rotating order, medians shown; one private network ` +
-      'namespace; before each run the benchmark waits (briefly, bounded) for the machine to be nearly idle',
+      'namespace; before each run the benchmark waits (briefly, bounded) for the machine to be nearly idle, and a ' +
+      `run during which other jobs used more than ${NOISY_PCT} % of a core is measured again (a few times at most), ` +
+      'keeping the quieter one',
     `- Sender: \`benchmark/c/flood\`, UDP with sendmmsg (64 per call) to 10.7.0.2:${UDP_PORT} through the device`,
     '- Readers, each its own process: `benchmark/c/tunread` (blocking `read()` loop), `benchmark/reader.ts` ' +
       '(tunkit `batches()` / `packets()`, counting packets and bytes)',
@@ -664,12 +731,12 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
       'with `ip`), except the "qlen 500" row',
     '',
     'Columns: *offered* is what the sender got into the stack per second; *received* what the reader counted; ' +
-      '*drop %* = 1 − received/sent; *× C* = received pps over the C reader\'s in the same block; *CPU ns/pkt* = ' +
-      'the reader process\'s CPU time (user + system, all threads) per received packet; *% core* = CPU time over ' +
-      'the run in % of one core; *JS / rx / V8* = the tunkit reader\'s CPU split into its JavaScript thread, ' +
-      'tunkit\'s reader thread and the rest (V8\'s helper threads: mostly garbage collection); *other* = the rest ' +
-      'of the machine (other jobs on the shared CPUs, the driver, interrupts); *kernel drops* = the device\'s ' +
-      'tx_dropped (its queue to the reader was full); *rxStalls* = times tunkit\'s reader thread waited for ' +
+      "*drop %* = 1 − received/sent; *× C* = received pps over the C reader's in the same block; *CPU ns/pkt* = " +
+      "the reader process's CPU time (user + system, all threads) per received packet; *% core* = CPU time over " +
+      "the run in % of one core; *JS / rx / V8* = the tunkit reader's CPU split into its JavaScript thread, " +
+      "tunkit's reader thread and the rest (V8's helper threads: mostly garbage collection); *other* = the rest " +
+      "of the machine (other jobs on the shared CPUs, the driver, interrupts); *kernel drops* = the device's " +
+      "tx_dropped (its queue to the reader was full); *rxStalls* = times tunkit's reader thread waited for " +
       'JavaScript; *pkts/batch* = packets per tunkit batch; *full GC/s* = V8 mark-compact collections per second ' +
       'in the reader.',
     '',
@@ -684,47 +751,86 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
     '## Transmit into the device',
     '',
     'The same UDP packet (to 10.7.0.3, which the host counts and drops) written for the whole run: one `write()` ' +
-      'per packet in C; `await tun.write(batch)` with 64 packets per call in tunkit, counted when its writer ' +
-      'thread had written them. *backpressure* = times `write()` had to wait for room.',
+      'per packet in C; `await tun.write(batch)` with 64 packets per call in tunkit, counted once written to the ' +
+      "device (`stats().txPackets`, whether on the calling thread or tunkit's writer thread). *JS / tx* = the " +
+      "writer process's CPU on its JavaScript thread and on tunkit's writer thread; *backpressure* = times " +
+      '`write()` had to wait for room.',
     '',
     table(txHeader, txRows),
     '',
     '## Targets',
     '',
-    'From the issue: `batches()` ≥ 0.9× and `packets()` ≥ 0.8× the C loop\'s received pps at the same offered ' +
+    "From the issue: `batches()` ≥ 0.9× and `packets()` ≥ 0.8× the C loop's received pps at the same offered " +
       'load.',
     '',
     ...verdicts.map((v) => `- ${v}`),
     '',
     '## Where the time goes',
     '',
+    'How to read it: the sender needs most of a core to offer these rates, so a reader has about one core left, ' +
+      "shared with whatever else runs. The C loop is one thread making one `read()` per packet. tunkit's reader " +
+      'thread makes the same `read()` per packet (plus one `poll()` per batch), and then the JavaScript thread ' +
+      "takes each batch: one call into the addon, one zero-copy `Buffer` per packet, the iterator's promises. So " +
+      'tunkit spends more CPU per packet than the C loop, spread over two threads. Where the two cores have room ' +
+      'for that, tunkit keeps up with the C loop; where they do not, the sender slows down (a lower offered load) ' +
+      'or the kernel queue overflows (drops), and the per-thread figures show which thread took the time.',
+    '',
     ...notes.map((n) => `- ${n}`),
     '',
     '<details><summary>Every run</summary>',
     '',
     table(
-      ['payload', 'offered', 'reader', 'sent', 'received', 'drop %', 'ns/pkt', 'reader %', 'sender %', 'other %',
-        'kernel drops', 'rxStalls', 'full GC/s'],
+      [
+        'payload',
+        'offered',
+        'reader',
+        'sent',
+        'received',
+        'drop %',
+        'ns/pkt',
+        'reader %',
+        'sender %',
+        'other %',
+        'kernel drops',
+        'rxStalls',
+        'full GC/s',
+      ],
       rx.map((s) => [
-        `${s.payload} B`, s.rate ? `${kpps(s.rate)} kpps` : 'max', s.impl, String(s.sent), String(s.received),
-        fmt(s.dropPct, 2), fmt(s.nsPerPacket), fmt(s.readerCore), fmt(s.senderCore), fmt(s.otherCore),
-        String(s.kernelTxDropped), fmt(s.rxStalls), fmt(s.majorGcPerSec, 1),
+        `${s.payload} B`,
+        s.rate ? `${kpps(s.rate)} kpps` : 'max',
+        s.impl,
+        String(s.sent),
+        String(s.received),
+        fmt(s.dropPct, 2),
+        fmt(s.nsPerPacket),
+        fmt(s.readerCore),
+        fmt(s.senderCore),
+        fmt(s.otherCore),
+        String(s.kernelTxDropped),
+        fmt(s.rxStalls),
+        fmt(s.majorGcPerSec, 1),
       ]),
     ),
     '',
     table(
       ['payload', 'writer', 'written', 'kpps', 'ns/pkt', 'writer %', 'other %', 'kernel rx at end'],
       tx.map((s) => [
-        `${s.payload} B`, s.impl, String(s.written), kpps(s.writtenPps), fmt(s.nsPerPacket), fmt(s.writerCore),
-        fmt(s.otherCore), String(s.kernelRx),
+        `${s.payload} B`,
+        s.impl,
+        String(s.written),
+        kpps(s.writtenPps),
+        fmt(s.nsPerPacket),
+        fmt(s.writerCore),
+        fmt(s.otherCore),
+        String(s.kernelRx),
       ]),
     ),
     '',
     '</details>',
     '',
   ].join('\n')
-  writeFileSync(join(HERE, 'RESULTS.md'), md)
-  console.log(`\nWrote benchmark/RESULTS.md (${elapsed.toFixed(0)} s).`)
+  writeFileSync(join(HERE, 'RESULTS-receive.md'), md)
+  console.log(`\nWrote benchmark/RESULTS-receive.md (${elapsed.toFixed(0)} s).`)
 }
 
 /** The issue's targets: batches() ≥ 0.9× and packets() ≥ 0.8× the C loop's received pps at the same load. */
@@ -741,9 +847,16 @@ function targetVerdicts(rows: RxRow[]): string[] {
     const load = m.rate === 0 ? 'sender at max rate' : `fixed ${kpps(m.rate)} kpps asked`
     const verdict =
       ratio >= goal
-        ? `met (${fmt(ratio, 2)}× ≥ ${goal}×)`
-        : `**missed** by ${fmt((goal - ratio) * 100)} points (${fmt(ratio, 2)}× < ${goal}×)`
-    const why = `offered ${kpps(m.offeredPps)} kpps against C's ${kpps(c.offeredPps)}, ${fmt(m.dropPct, 2)} % dropped`
+        ? `met (${fmt(ratio, 3)}× ≥ ${goal}×)`
+        : `**missed** by ${fmt((goal - ratio) * 100, 1)} points (${fmt(ratio, 3)}× < ${goal}×)`
+    let why = `offered ${kpps(m.offeredPps)} kpps against C's ${kpps(c.offeredPps)}, ${fmt(m.dropPct, 2)} % dropped`
+    const skew = m.offeredPps / c.offeredPps - 1
+    if (m.rate > 0 && Math.abs(skew) > 0.05) {
+      // The sender could not keep the asked rate in one of the runs (CPU): the loads were not equal after all.
+      why +=
+        ` (the sender reached ${fmt(100 * Math.abs(skew))} % ${skew > 0 ? 'more' : 'less'} than with C, so the ` +
+        `loads differ; delivered ${fmt(100 - m.dropPct, 1)} % against C's ${fmt(100 - c.dropPct, 1)} %)`
+    }
     out.push(`${m.impl}, ${m.payload} B, ${load}: ${verdict}; ${why}`)
   }
   return out
@@ -757,6 +870,9 @@ function analysis(rows: RxRow[], tx: Map<string, TxSample>, all: RxSample[]): st
   const out: string[] = []
   const find = (impl: RxImpl, payload: number, max: boolean) =>
     rows.find(({ m }) => m.impl === impl && m.payload === payload && (m.rate === 0) === max)?.m
+  // The sender pays for waking a reader that sleeps; a reader that sleeps less often makes it cheaper per packet.
+  const sender = (m: RxSample) =>
+    `sender ${fmt(m.senderCore)} %, ${kpps(m.offeredPps)} kpps, ${fmt(nsPer(m.senderCore, m.offeredPps))} ns/packet`
   const cNs = (m: RxSample) => find('C read()', m.payload, m.rate === 0)!.nsPerPacket
   const perThread = (m: RxSample) =>
     `${fmt(m.nsPerPacket)} ns (${fmt(m.nsPerPacket / cNs(m), 1)}× C): ` +
@@ -773,10 +889,8 @@ function analysis(rows: RxRow[], tx: Map<string, TxSample>, all: RxSample[]): st
       out.push(
         `${payload} B, ${load}. CPU per packet received: C read() ${fmt(c.nsPerPacket)} ns; tunkit batches() ` +
           `${perThread(b)}; packets() ${perThread(p)}. Sender + reader: ${fmt(c.senderCore + c.readerCore)} % of a ` +
-          `core with C (sender ${fmt(c.senderCore)} %, ${kpps(c.offeredPps)} kpps), ` +
-          `${fmt(b.senderCore + b.readerCore)} % with batches() (sender ${fmt(b.senderCore)} %, ` +
-          `${kpps(b.offeredPps)} kpps), ${fmt(p.senderCore + p.readerCore)} % with packets() (sender ` +
-          `${fmt(p.senderCore)} %, ${kpps(p.offeredPps)} kpps), of the 200 % two cores give.`,
+          `core with C (${sender(c)}), ${fmt(b.senderCore + b.readerCore)} % with batches() (${sender(b)}), ` +
+          `${fmt(p.senderCore + p.readerCore)} % with packets() (${sender(p)}), of the 200 % two cores give.`,
       )
     }
   }
@@ -799,15 +913,16 @@ function analysis(rows: RxRow[], tx: Map<string, TxSample>, all: RxSample[]): st
     out.push(
       `Transmit ${payload} B: C ${kpps(c.writtenPps)} kpps at ${fmt(c.nsPerPacket)} ns/packet, tunkit ` +
         `${kpps(t.writtenPps)} kpps (${fmt(t.writtenPps / c.writtenPps, 2)}×) at ${fmt(t.nsPerPacket)} ns/packet, ` +
-        `of which the writer thread ${fmt(nsPer(t.txThreadCore, t.writtenPps))} ns (one write() per packet, as ` +
-        `in C) and the JavaScript thread ${fmt(nsPer(t.jsCore, t.writtenPps))} ns (copying into the ring).`,
+        `of which the JavaScript thread ${fmt(nsPer(t.jsCore, t.writtenPps))} ns and tunkit's writer thread ` +
+        `${fmt(nsPer(t.txThreadCore, t.writtenPps))} ns. Both sides make one write() per packet; the difference ` +
+        'is what tunkit does around it.',
     )
   }
-  const noisy = all.filter((s) => s.otherCore > 25).length
+  const noisy = all.filter((s) => s.otherCore > NOISY_PCT).length
   out.push(
     `Noise: in ${noisy} of ${all.length} receive runs the rest of the machine (other jobs on the shared CPUs) ` +
-      'used more than 25 % of a core; the medians and the rotating order damp that, but rows that differ by less ' +
-      'than ~10 % are within noise.',
+      `used more than ${NOISY_PCT} % of a core even after a retry; the medians and the rotating order damp that, ` +
+      'but rows that differ by less than ~10 % are within noise.',
   )
   return out
 }

@@ -5,7 +5,7 @@
  *
  * Creates the device (10.7.0.1/24, MTU 1500, up), prints `READY` and waits for a line on stdin. Then calls
  * `await tun.write(batch)` with a batch of 64 copies of the given packet for <seconds> (at most [max-writes] calls),
- * and prints one JSON line: `packets` is what the writer thread had written to the device when the time was up
+ * and prints one JSON line: `packets` is what tunkit had written to the device when the time was up
  * (`stats().txPackets`), `queued` what `write()` had accepted. It closes the device once stdin ends, so that the
  * caller can read the device's kernel counters first.
  */
