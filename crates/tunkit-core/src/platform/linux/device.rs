@@ -600,8 +600,13 @@ impl TunQueue {
   fn read_plain(&self, batch: &mut Batch, max: usize) -> Result<usize> {
     // The caller guarantees room for one frame; make sure anyway, since a short read buffer truncates the packet.
     batch.data.reserve(self.max_frame);
+    // Under load packets are already waiting: read first, and poll only when there was nothing (one syscall less
+    // per batch).
+    let mut ready = Ready::Io;
     loop {
-      let ready = self.wait(POLLIN, "read")?;
+      if self.woken.load(Ordering::Acquire) {
+        return Err(self.closed("read"));
+      }
       let n = self.drain(batch, max)?;
       if n > 0 {
         return Ok(n);
@@ -610,6 +615,7 @@ impl TunQueue {
         // POLLERR without a read error would spin; the device is gone.
         return Err(self.closed("read"));
       }
+      ready = self.wait(POLLIN, "read")?;
     }
   }
 
