@@ -87,8 +87,6 @@ pub struct Coalescer {
   items: Vec<Item>,
   /// Next member of the same item, by input index (`NONE` at the end).
   next: Vec<u32>,
-  /// Start offset of every input packet.
-  offsets: Vec<usize>,
   /// The open item of each flow.
   open: HashMap<FlowKey, u32, BuildHasherDefault<FlowHasher>>,
 }
@@ -183,19 +181,18 @@ impl Coalescer {
         ),
       ));
     }
+    let pkts: Vec<&[u8]> = input.iter().collect();
+    Ok(self.coalesce_packets(&pkts, opts, out))
+  }
+
+  /// [`Coalescer::coalesce`] over packets wherever they are (no need to pack them into a batch first).
+  pub fn coalesce_packets(&mut self, pkts: &[&[u8]], opts: &GroOptions, out: &mut Batch) -> GroStats {
     self.items.clear();
     self.open.clear();
     self.next.clear();
-    self.next.resize(input.len(), NONE);
-    self.offsets.clear();
-    let mut off = 0;
-    for &l in &input.lens {
-      self.offsets.push(off);
-      off += l as usize;
-    }
+    self.next.resize(pkts.len(), NONE);
 
-    for i in 0..input.len() {
-      let pkt = packet(input, &self.offsets, i);
+    for (i, &pkt) in pkts.iter().enumerate() {
       match classify(pkt, opts) {
         Class::Unrelated => self.push(i, None),
         Class::Loose(key) => {
@@ -205,7 +202,7 @@ impl Coalescer {
         Class::Flow(key, cand) => {
           if let Some(&it) = self.open.get(&key) {
             if let Some(c) = cand {
-              match self.try_merge(input, opts, it as usize, i, &c) {
+              match self.try_merge(pkts, opts, it as usize, i, &c) {
                 Merge::Open => continue,
                 Merge::Closed => {
                   self.open.remove(&key);
@@ -237,18 +234,18 @@ impl Coalescer {
     }
 
     let mut stats = GroStats {
-      packets_in: input.len(),
+      packets_in: pkts.len(),
       ..GroStats::default()
     };
     for item in &self.items {
       match item.st {
         Some(st) if item.count > 1 => {
-          write_super(input, &self.offsets, &self.next, item, &st, opts.endian, out);
+          write_super(pkts, &self.next, item, &st, opts.endian, out);
           stats.super_packets += 1;
           stats.coalesced += item.count as usize;
         }
         _ => {
-          let pkt = packet(input, &self.offsets, item.first as usize);
+          let pkt = pkts[item.first as usize];
           let at = out.data.len();
           out
             .data
@@ -259,7 +256,7 @@ impl Coalescer {
       }
       stats.packets_out += 1;
     }
-    Ok(stats)
+    stats
   }
 
   fn push(&mut self, i: usize, st: Option<Open>) {
@@ -272,12 +269,12 @@ impl Coalescer {
   }
 
   /// Tries to append packet `i` (candidate `c`) to item `it`.
-  fn try_merge(&mut self, input: &Batch, opts: &GroOptions, it: usize, i: usize, c: &Cand) -> Merge {
+  fn try_merge(&mut self, pkts: &[&[u8]], opts: &GroOptions, it: usize, i: usize, c: &Cand) -> Merge {
     let item = self.items[it];
     let Some(mut st) = item.st else { return Merge::No };
     let f = &st.seg;
-    let first = packet(input, &self.offsets, item.first as usize);
-    let pkt = packet(input, &self.offsets, i);
+    let first = pkts[item.first as usize];
+    let pkt = pkts[i];
     let count = item.count as usize;
     // IPv4 identification that `split` would give this segment.
     let want_id = if st.fixed_id {
@@ -337,10 +334,6 @@ enum Merge {
   Open,
   /// Merged as the last segment.
   Closed,
-}
-
-fn packet<'a>(input: &'a Batch, offsets: &[usize], i: usize) -> &'a [u8] {
-  &input.data[offsets[i]..offsets[i] + input.lens[i] as usize]
 }
 
 fn classify(pkt: &[u8], opts: &GroOptions) -> Class {
@@ -458,15 +451,7 @@ fn canonical_checksums(pkt: &[u8], c: &Cand) -> bool {
   transport_checksum(pkt, c.family, c.l4, protocol) == Some(get16(pkt, c.l4 + field))
 }
 
-fn write_super(
-  input: &Batch,
-  offsets: &[usize],
-  next: &[u32],
-  item: &Item,
-  st: &Open,
-  endian: Endian,
-  out: &mut Batch,
-) {
+fn write_super(pkts: &[&[u8]], next: &[u32], item: &Item, st: &Open, endian: Endian, out: &mut Batch) {
   let c = &st.seg;
   let (gso_type, protocol, field) = match (c.tcp, c.family) {
     (true, Family::V4) => (
@@ -498,12 +483,10 @@ fn write_super(
   out.data.extend_from_slice(&hdr.encode_with(endian));
   out
     .data
-    .extend_from_slice(&packet(input, offsets, item.first as usize)[..c.hdr_len]);
+    .extend_from_slice(&pkts[item.first as usize][..c.hdr_len]);
   let mut i = item.first;
   while i != NONE {
-    out
-      .data
-      .extend_from_slice(&packet(input, offsets, i as usize)[c.hdr_len..]);
+    out.data.extend_from_slice(&pkts[i as usize][c.hdr_len..]);
     i = next[i as usize];
   }
   let p = &mut out.data[at + VirtioNetHdr::LEN..];

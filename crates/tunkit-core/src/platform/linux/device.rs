@@ -649,7 +649,9 @@ impl TunQueue {
     Ok(report)
   }
 
-  fn write_offloaded(&self, off: &Offloaded, batch: &Batch) -> Result<WriteReport> {
+  /// Split-mode offload writes: consecutive segments of a flow are coalesced into super-packets (straight from
+  /// the packets' memory), everything else goes out with a plain header.
+  fn write_offloaded(&self, off: &Offloaded, pkts: &[&[u8]]) -> Result<WriteReport> {
     let mut report = WriteReport::default();
     let mut tx = lock(&off.tx);
     let TxScratch {
@@ -657,27 +659,21 @@ impl TunQueue {
       out,
       segments,
     } = &mut *tx;
-    if off.raw {
-      drop(tx);
-      return self.write_raw(off, batch.iter());
-    }
     out.clear();
-    let coalescing = (off.tcp || off.udp) && !off.writes_off.load(Ordering::Relaxed) && {
-      let opts = GroOptions {
-        tcp: off.tcp,
-        udp: off.udp,
-        ..GroOptions::default()
-      };
-      // It fails only for a batch whose lengths do not add up, which the ring never builds; then write plainly.
-      coalescer.coalesce(batch, &opts, out).is_ok()
-    };
+    let coalescing = (off.tcp || off.udp) && !off.writes_off.load(Ordering::Relaxed);
     if !coalescing {
-      for (pos, pkt) in batch.iter().enumerate() {
+      for (pos, pkt) in pkts.iter().enumerate() {
         let r = self.write_with(|| sys::write2_fd(self.fd.as_fd(), &PLAIN_HDR, pkt))?;
         self.account(r, 1, pkt.len(), Some(pos), &mut report);
       }
       return Ok(report);
     }
+    let opts = GroOptions {
+      tcp: off.tcp,
+      udp: off.udp,
+      ..GroOptions::default()
+    };
+    coalescer.coalesce_packets(pkts, &opts, out);
     for entry in out.iter() {
       if entry[1] == virtio::VIRTIO_NET_HDR_GSO_NONE {
         let r = self.write_with(|| sys::write_fd(self.fd.as_fd(), entry))?;
@@ -814,17 +810,18 @@ impl Queue for TunQueue {
 
   fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
     match &self.offload {
-      Some(off) => self.write_offloaded(off, batch),
       None => self.write_plain(batch.iter()),
+      Some(off) if off.raw => self.write_raw(off, batch.iter()),
+      Some(off) => self.write_offloaded(off, &batch.iter().collect::<Vec<_>>()),
     }
   }
 
-  /// Without coalescing, packets go out straight from the caller's memory; coalescing needs them packed first.
+  /// Packets go out straight from the caller's memory, coalesced or not.
   fn write_packets(&self, pkts: &[&[u8]]) -> Result<WriteReport> {
     match &self.offload {
       None => self.write_plain(pkts.iter().copied()),
       Some(off) if off.raw => self.write_raw(off, pkts.iter().copied()),
-      Some(off) => self.write_offloaded(off, &Batch::from_packets(pkts)),
+      Some(off) => self.write_offloaded(off, pkts),
     }
   }
 
