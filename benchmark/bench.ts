@@ -769,7 +769,7 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
     '',
     'How to read it: the sender needs most of a core to offer these rates, so a reader has about one core left, ' +
       "shared with whatever else runs. The C loop is one thread making one `read()` per packet. tunkit's reader " +
-      'thread makes the same `read()` per packet (plus one `poll()` per batch), and then the JavaScript thread ' +
+      'thread makes the same `read()` per packet (plus one `poll()` whenever it finds nothing to read), and then the JavaScript thread ' +
       "takes each batch: one call into the addon, one zero-copy `Buffer` per packet, the iterator's promises. So " +
       'tunkit spends more CPU per packet than the C loop, spread over two threads. Where the two cores have room ' +
       'for that, tunkit keeps up with the C loop; where they do not, the sender slows down (a lower offered load) ' +
