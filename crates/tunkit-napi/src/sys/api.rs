@@ -133,11 +133,8 @@ impl Env {
       let mut out = null_mut();
       let (c, m) = (self.string(code)?, self.string(&message)?);
       // SAFETY: c and m are live string values of this env; out is a valid out-pointer.
-      check(
-        self.0,
-        unsafe { napi_create_error(self.0, c.0, m.0, &mut out) },
-        "napi_create_error",
-      )?;
+      let status = unsafe { napi_create_error(self.0, c.0, m.0, &mut out) };
+      check(self.0, status, "napi_create_error")?;
       let e = Value(out);
       if let Some(n) = errno {
         self.set(e, "errno", self.number(n as f64)?)?;
@@ -175,77 +172,56 @@ impl Env {
   pub fn undefined(self) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_undefined(self.0, &mut out) },
-      "napi_get_undefined",
-    )?;
+    let status = unsafe { napi_get_undefined(self.0, &mut out) };
+    check(self.0, status, "napi_get_undefined")?;
     Ok(Value(out))
   }
 
   pub fn null(self) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_null(self.0, &mut out) },
-      "napi_get_null",
-    )?;
+    let status = unsafe { napi_get_null(self.0, &mut out) };
+    check(self.0, status, "napi_get_null")?;
     Ok(Value(out))
   }
 
   pub fn boolean(self, b: bool) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_boolean(self.0, b, &mut out) },
-      "napi_get_boolean",
-    )?;
+    let status = unsafe { napi_get_boolean(self.0, b, &mut out) };
+    check(self.0, status, "napi_get_boolean")?;
     Ok(Value(out))
   }
 
   pub fn number(self, n: f64) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(
-      self.0,
-      unsafe { napi_create_double(self.0, n, &mut out) },
-      "napi_create_double",
-    )?;
+    let status = unsafe { napi_create_double(self.0, n, &mut out) };
+    check(self.0, status, "napi_create_double")?;
     Ok(Value(out))
   }
 
   pub fn string(self, s: &str) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: s points to s.len() valid UTF-8 bytes.
-    check(
-      self.0,
-      unsafe { napi_create_string_utf8(self.0, s.as_ptr().cast(), s.len(), &mut out) },
-      "napi_create_string_utf8",
-    )?;
+    let status = unsafe { napi_create_string_utf8(self.0, s.as_ptr().cast(), s.len(), &mut out) };
+    check(self.0, status, "napi_create_string_utf8")?;
     Ok(Value(out))
   }
 
   pub fn object(self) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(
-      self.0,
-      unsafe { napi_create_object(self.0, &mut out) },
-      "napi_create_object",
-    )?;
+    let status = unsafe { napi_create_object(self.0, &mut out) };
+    check(self.0, status, "napi_create_object")?;
     Ok(Value(out))
   }
 
   pub fn array(self, len: usize) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: valid env and out-pointer.
-    check(
-      self.0,
-      unsafe { napi_create_array_with_length(self.0, len, &mut out) },
-      "napi_create_array_with_length",
-    )?;
+    let status = unsafe { napi_create_array_with_length(self.0, len, &mut out) };
+    check(self.0, status, "napi_create_array_with_length")?;
     Ok(Value(out))
   }
 
@@ -254,11 +230,8 @@ impl Env {
     let arr = self.array(items.len())?;
     for (i, v) in items.iter().enumerate() {
       // SAFETY: arr and v are live values of this env.
-      check(
-        self.0,
-        unsafe { napi_set_element(self.0, arr.0, i as u32, v.0) },
-        "napi_set_element",
-      )?;
+      let status = unsafe { napi_set_element(self.0, arr.0, i as u32, v.0) };
+      check(self.0, status, "napi_set_element")?;
     }
     Ok(arr)
   }
@@ -266,22 +239,16 @@ impl Env {
   pub fn set(self, obj: Value, key: &str, v: Value) -> JsResult<()> {
     let key = CString::new(key).map_err(|_| JsError::Internal("property name with NUL".into()))?;
     // SAFETY: obj and v are live values; key is NUL-terminated.
-    check(
-      self.0,
-      unsafe { napi_set_named_property(self.0, obj.0, key.as_ptr(), v.0) },
-      "napi_set_named_property",
-    )
+    let status = unsafe { napi_set_named_property(self.0, obj.0, key.as_ptr(), v.0) };
+    check(self.0, status, "napi_set_named_property")
   }
 
   pub fn get(self, obj: Value, key: &str) -> JsResult<Value> {
     let key = CString::new(key).map_err(|_| JsError::Internal("property name with NUL".into()))?;
     let mut out = null_mut();
     // SAFETY: obj is a live value; key is NUL-terminated; out is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_named_property(self.0, obj.0, key.as_ptr(), &mut out) },
-      "napi_get_named_property",
-    )?;
+    let status = unsafe { napi_get_named_property(self.0, obj.0, key.as_ptr(), &mut out) };
+    check(self.0, status, "napi_get_named_property")?;
     Ok(Value(out))
   }
 
@@ -311,18 +278,13 @@ impl Env {
     }
     let mut len = 0usize;
     // SAFETY: v is a string; a null buffer asks for the length only.
-    check(
-      self.0,
-      unsafe { napi_get_value_string_utf8(self.0, v.0, null_mut(), 0, &mut len) },
-      "napi_get_value_string_utf8",
-    )?;
+    let status = unsafe { napi_get_value_string_utf8(self.0, v.0, null_mut(), 0, &mut len) };
+    check(self.0, status, "napi_get_value_string_utf8")?;
     let mut buf = vec![0u8; len + 1];
     // SAFETY: buf has len + 1 bytes, room for the string and its NUL.
-    check(
-      self.0,
-      unsafe { napi_get_value_string_utf8(self.0, v.0, buf.as_mut_ptr().cast(), buf.len(), &mut len) },
-      "napi_get_value_string_utf8",
-    )?;
+    let status =
+      unsafe { napi_get_value_string_utf8(self.0, v.0, buf.as_mut_ptr().cast(), buf.len(), &mut len) };
+    check(self.0, status, "napi_get_value_string_utf8")?;
     buf.truncate(len);
     String::from_utf8(buf).map_err(|_| type_error(format!("{what} is not valid UTF-8")))
   }
@@ -333,11 +295,8 @@ impl Env {
     }
     let mut n = 0.0;
     // SAFETY: v is a number; n is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_value_double(self.0, v.0, &mut n) },
-      "napi_get_value_double",
-    )?;
+    let status = unsafe { napi_get_value_double(self.0, v.0, &mut n) };
+    check(self.0, status, "napi_get_value_double")?;
     Ok(n)
   }
 
@@ -358,55 +317,40 @@ impl Env {
     }
     let mut b = false;
     // SAFETY: v is a boolean; b is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_value_bool(self.0, v.0, &mut b) },
-      "napi_get_value_bool",
-    )?;
+    let status = unsafe { napi_get_value_bool(self.0, v.0, &mut b) };
+    check(self.0, status, "napi_get_value_bool")?;
     Ok(b)
   }
 
   pub fn is_array(self, v: Value) -> JsResult<bool> {
     let mut b = false;
     // SAFETY: v is a live value; b is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_is_array(self.0, v.0, &mut b) },
-      "napi_is_array",
-    )?;
+    let status = unsafe { napi_is_array(self.0, v.0, &mut b) };
+    check(self.0, status, "napi_is_array")?;
     Ok(b)
   }
 
   pub fn array_len(self, v: Value) -> JsResult<u32> {
     let mut n = 0;
     // SAFETY: v is an array (callers check); n is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_array_length(self.0, v.0, &mut n) },
-      "napi_get_array_length",
-    )?;
+    let status = unsafe { napi_get_array_length(self.0, v.0, &mut n) };
+    check(self.0, status, "napi_get_array_length")?;
     Ok(n)
   }
 
   pub fn element(self, v: Value, i: u32) -> JsResult<Value> {
     let mut out = null_mut();
     // SAFETY: v is a live object; out is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_element(self.0, v.0, i, &mut out) },
-      "napi_get_element",
-    )?;
+    let status = unsafe { napi_get_element(self.0, v.0, i, &mut out) };
+    check(self.0, status, "napi_get_element")?;
     Ok(Value(out))
   }
 
   fn typed_array(self, v: Value, want: napi_typedarray_type, what: &str) -> JsResult<(*mut c_void, usize)> {
     let mut is = false;
     // SAFETY: v is a live value; is is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_is_typedarray(self.0, v.0, &mut is) },
-      "napi_is_typedarray",
-    )?;
+    let status = unsafe { napi_is_typedarray(self.0, v.0, &mut is) };
+    check(self.0, status, "napi_is_typedarray")?;
     if !is {
       return Err(type_error(format!("{what} must be a Buffer or Uint8Array")));
     }
@@ -443,9 +387,9 @@ impl Env {
     if len < rest.len() + 1 {
       return Err(type_error(format!("{what} must hold {} entries", rest.len() + 1)));
     }
-    // SAFETY: Node guarantees `data` points to `len` 4-byte-aligned u32 elements of the array's backing store, alive
-    // while the array (an argument of the current call) is; we write `rest.len() + 1 <= len` of them and keep no
-    // reference afterwards.
+    // Node guarantees `data` points to `len` 4-byte-aligned u32 elements of the array's backing store, alive while
+    // the array (an argument of the current call) is.
+    // SAFETY: we write `rest.len() + 1 <= len` elements there and keep no reference afterwards.
     unsafe {
       let out = data as *mut u32;
       out.write(first);
@@ -477,11 +421,8 @@ impl Env {
     }
     let mut data = null_mut();
     // SAFETY: v is an external; data is a valid out-pointer.
-    check(
-      self.0,
-      unsafe { napi_get_value_external(self.0, v.0, &mut data) },
-      "napi_get_value_external",
-    )?;
+    let status = unsafe { napi_get_value_external(self.0, v.0, &mut data) };
+    check(self.0, status, "napi_get_value_external")?;
     if data.is_null() {
       return Err(type_error(format!("{what} is not a tunkit handle")));
     }
@@ -503,10 +444,10 @@ impl Env {
     let ptr = slab.as_ptr() as *mut c_void;
     let hint = Box::into_raw(Box::new(slab));
     let mut out = null_mut();
-    // SAFETY: ptr points to `len` bytes owned by the slab in `hint`, which stays alive (and unmoved: only the Box
-    // moves, not the Vec's heap buffer) until `drop_slab` runs once V8 collects the ArrayBuffer.
-    let status =
-      unsafe { napi_create_external_arraybuffer(self.0, ptr, len, Some(drop_slab), hint.cast(), &mut out) };
+    let fin = Some(drop_slab as unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void));
+    // The slab in `hint` stays alive and unmoved (only the Box moves, not the Vec's heap buffer) until `drop_slab`.
+    // SAFETY: ptr points to `len` bytes owned by that slab, freed only when V8 collects the ArrayBuffer.
+    let status = unsafe { napi_create_external_arraybuffer(self.0, ptr, len, fin, hint.cast(), &mut out) };
     if let Err(e) = check(self.0, status, "napi_create_external_arraybuffer") {
       // SAFETY: creation failed, so the finalizer will never run.
       drop(unsafe { Box::from_raw(hint) });
@@ -526,11 +467,8 @@ impl Env {
     let argv: Vec<napi_value> = args.iter().map(|a| a.0).collect();
     let mut out = null_mut();
     // SAFETY: f, recv and argv are live values of this env.
-    check(
-      self.0,
-      unsafe { napi_call_function(self.0, recv.0, f.0, argv.len(), argv.as_ptr(), &mut out) },
-      "napi_call_function",
-    )?;
+    let status = unsafe { napi_call_function(self.0, recv.0, f.0, argv.len(), argv.as_ptr(), &mut out) };
+    check(self.0, status, "napi_call_function")?;
     Ok(Value(out))
   }
 }
