@@ -4,10 +4,17 @@
  * @packageDocumentation
  */
 export { Tun, TunQueue, DEFAULT_TX_QUEUE_LENGTH } from './src/tun.js'
-export type { TunOptions, RouteSpec, AddressInfo, TunStats, LinkState, EventOptions } from './src/tun.js'
+export type {
+  TunOptions,
+  RouteSpec,
+  AddressInfo,
+  TunStats,
+  LinkState,
+  EventOptions,
+  OffloadOptions,
+} from './src/tun.js'
 export type { LinkEvent } from './src/events.js'
 export type { RingOptions, IterateOptions, QueueStats } from './src/queue.js'
-export type { OffloadOptions } from './src/native.js'
 export { TunError } from './src/errors.js'
 export type { TunErrorCode } from './src/errors.js'
 export * as packet from './src/packet.js'

@@ -1,5 +1,7 @@
 /** Typed view of the native addon (`crates/tunkit-napi`). Internal: the public API is `Tun`. */
 import { createRequire } from 'node:module'
+import type { QueueStats, RingOptions } from './queue.js'
+import type { AddressInfo, RouteSpec, TunOptions } from './tun.js'
 
 /** Opaque handle of a device. */
 export type DeviceHandle = { readonly __device: unique symbol }
@@ -13,53 +15,11 @@ export type NativeLinkEvent =
   | { type: 'up' }
   | { type: 'down' }
   | { type: 'mtu'; mtu: number }
-  | { type: 'address-added'; address: NativeAddress }
-  | { type: 'address-removed'; address: NativeAddress }
+  | { type: 'address-added'; address: AddressInfo }
+  | { type: 'address-removed'; address: AddressInfo }
 
-export interface NativeDeviceOptions {
-  name?: string
-  mode?: 'tun' | 'tap'
-  addresses?: string[]
-  routes?: NativeRoute[]
-  mtu?: number
-  up?: boolean
-  txQueueLength?: number
-  queues?: number
-  persist?: boolean
-  owner?: number
-  group?: number
-  mac?: string
-  openExisting?: boolean
-  netns?: string
-  offload?: boolean | OffloadOptions
-}
-
-/** Kernel offload switches (Linux). */
-export interface OffloadOptions {
-  /** TCP segmentation and checksum offload (TSO4/TSO6). Default true. */
-  tcp?: boolean
-  /** UDP segmentation offload (USO, Linux 6.2+). Default true where the kernel has it. */
-  udp?: boolean
-  /** Pass super-packets through with their 10-byte virtio-net header instead of splitting/coalescing. Default false. */
-  raw?: boolean
-}
-
-export interface NativeRoute {
-  to: string
-  via?: string
-  metric?: number
-  table?: number
-}
-
-export interface NativeRingOptions {
-  ringBatches?: number
-  batchPackets?: number
-  slabBytes?: number
-  copyBelow?: number
-  memoryBudget?: number
-  txRingBytes?: number
-  closeFlushMs?: number
-}
+/** `createDevice` takes the options of `Tun.create` (less the ring's, which go to `openQueue`), plus `Tun.open`'s flag. */
+export type NativeDeviceOptions = Omit<TunOptions, 'ring'> & { openExisting?: boolean }
 
 export interface NativeLink {
   name: string
@@ -78,30 +38,6 @@ export interface NativeLink {
     rxErrors: number
     txErrors: number
   }
-}
-
-export interface NativeAddress {
-  cidr: string
-  address: string
-  prefix: number
-  family: 4 | 6
-  peer?: string
-}
-
-export interface NativeRingStats {
-  rxPackets: number
-  rxBytes: number
-  rxBatches: number
-  rxStalls: number
-  rxQueuedBatches: number
-  rxLiveBytes: number
-  txPackets: number
-  txBytes: number
-  txBatches: number
-  txErrors: number
-  txBackpressure: number
-  txQueuedBytes: number
-  backend: Record<string, number>
 }
 
 /** Event codes the ring sends to `onEvent`. */
@@ -124,21 +60,21 @@ export interface NativeBinding {
   setPersist(dev: DeviceHandle, persist: boolean): void
   addAddress(dev: DeviceHandle, cidr: string, opts?: { peer?: string }): void
   removeAddress(dev: DeviceHandle, cidr: string): void
-  addresses(dev: DeviceHandle): NativeAddress[]
-  addRoute(dev: DeviceHandle, route: NativeRoute): void
-  removeRoute(dev: DeviceHandle, route: NativeRoute): void
-  routes(dev: DeviceHandle): NativeRoute[]
+  addresses(dev: DeviceHandle): AddressInfo[]
+  addRoute(dev: DeviceHandle, route: RouteSpec): void
+  removeRoute(dev: DeviceHandle, route: RouteSpec): void
+  routes(dev: DeviceHandle): RouteSpec[]
   closeDevice(dev: DeviceHandle): void
-  openQueue(dev: DeviceHandle, index: number, opts: NativeRingOptions, onEvent: (code: number) => void): QueueHandle
+  openQueue(dev: DeviceHandle, index: number, opts: RingOptions, onEvent: (code: number) => void): QueueHandle
   pull(q: QueueHandle, lens: Uint32Array): ArrayBuffer | null | undefined
   send(q: QueueHandle, packets: Uint8Array | readonly Uint8Array[]): boolean
   setRef(q: QueueHandle, ref: boolean): void
-  queueStats(q: QueueHandle): NativeRingStats
+  queueStats(q: QueueHandle): QueueStats
   takeWriteError(q: QueueHandle): { code: string; message: string; errno?: number; syscall?: string } | undefined
   takeNotices(q: QueueHandle): string[]
   closeQueue(q: QueueHandle): void
   detachQueue(dev: DeviceHandle, index: number): number
-  attachQueue(token: number, opts: NativeRingOptions, onEvent: (code: number) => void): [DeviceHandle, QueueHandle]
+  attachQueue(token: number, opts: RingOptions, onEvent: (code: number) => void): [DeviceHandle, QueueHandle]
   subscribeEvents(dev: DeviceHandle, onEvent: (code: number) => void): EventsHandle
   takeEvents(sub: EventsHandle): NativeLinkEvent[] | undefined
   setEventsRef(sub: EventsHandle, ref: boolean): void

@@ -1,4 +1,4 @@
-import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink, type OffloadOptions } from './native.js'
+import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink } from './native.js'
 import { LinkEventIterator, type LinkEvent } from './events.js'
 import { native, TunError } from './errors.js'
 import {
@@ -31,6 +31,16 @@ export interface AddressInfo {
   family: 4 | 6
   /** Peer of a point-to-point address. */
   peer?: string
+}
+
+/** Kernel offload switches (Linux); see {@link TunOptions.offload}. */
+export interface OffloadOptions {
+  /** TCP segmentation and checksum offload (TSO4/TSO6). Default true. */
+  tcp?: boolean
+  /** UDP segmentation offload (USO, Linux 6.2+). Default true where the kernel has it. */
+  udp?: boolean
+  /** Pass super-packets through with their 10-byte virtio-net header instead of splitting/coalescing. Default false. */
+  raw?: boolean
 }
 
 /** Options of {@link Tun.create}. Everything is optional. */

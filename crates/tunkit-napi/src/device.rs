@@ -97,9 +97,11 @@ pub fn create_memory_pair(cx: &CallContext) -> JsResult<Value> {
 pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let fd = env.to_int(cx.arg(0)?, "fd", 0, i32::MAX as u64)? as i32;
-  let mode = match field_str(env, cx.arg(1)?)? {
-    Some(m) => m.parse::<Mode>()?,
-    None => Mode::Tun,
+  let mode_arg = cx.arg(1)?;
+  let mode = if env.is_nullish(mode_arg)? {
+    Mode::Tun
+  } else {
+    env.to_string(mode_arg, "mode")?.parse::<Mode>()?
   };
   #[cfg(target_os = "linux")]
   {
@@ -113,14 +115,6 @@ pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
   {
     let _ = (fd, mode);
     Err(Error::unsupported("Tun.fromFd").into())
-  }
-}
-
-fn field_str(env: Env, v: Value) -> JsResult<Option<String>> {
-  if env.is_nullish(v)? {
-    Ok(None)
-  } else {
-    env.to_string(v, "mode").map(Some)
   }
 }
 
@@ -412,53 +406,22 @@ pub fn pull(cx: &CallContext) -> JsResult<Value> {
 }
 
 fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Result<(), Error> {
+  let in_context = |e: Error| {
+    Error::new(
+      e.kind(),
+      format!("write on {}: packet {i} {}", h.name, e.message()),
+    )
+  };
   if h.raw {
     return tunkit_core::packet::virtio::validate_raw(pkt, h.mode)
       .map(|_| ())
-      .map_err(|e| {
-        Error::new(
-          e.kind(),
-          format!("write on {}: packet {i}: {}", h.name, e.message()),
-        )
-      });
+      .map_err(in_context);
   }
-  let bad = |why: String| {
-    Err(Error::new(
-      ErrorKind::InvalidPacket,
-      format!("write on {}: packet {i} {why}", h.name),
-    ))
-  };
-  if pkt.is_empty() {
-    return bad("is empty".into());
-  }
-  match h.mode {
-    Mode::Tun => {
-      let v = pkt[0] >> 4;
-      if v != 4 && v != 6 {
-        return bad(format!("is not IPv4 or IPv6 (version nibble {v})"));
-      }
-    }
-    Mode::Tap => {
-      if pkt.len() < 14 {
-        return bad(format!("is {} bytes, shorter than an Ethernet header", pkt.len()));
-      }
-    }
-  }
+  // The MTU may have been raised from outside since it was last read: read it again before refusing a packet.
   if pkt.len() > *limit {
     *limit = h.write_limit(true);
-    if pkt.len() > *limit {
-      return Err(Error::new(
-        ErrorKind::PacketTooLarge,
-        format!(
-          "write on {}: packet {i} is {} bytes, the device takes at most {}",
-          h.name,
-          pkt.len(),
-          *limit
-        ),
-      ));
-    }
   }
-  Ok(())
+  tunkit_core::packet::check_write(pkt, h.mode, *limit).map_err(in_context)
 }
 
 /// `send(queue, packet | packets)`: validates every packet first (nothing is queued if one is bad), then copies

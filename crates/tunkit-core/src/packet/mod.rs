@@ -38,6 +38,55 @@ pub mod gso;
 pub mod ip;
 pub mod virtio;
 
+use crate::config::Mode;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Length of an Ethernet header, the least a TAP frame holds.
+pub const ETHERNET_HEADER_LEN: usize = 14;
+
+/// Checks that `pkt` is something a device of `mode` accepts, as the kernel's TUN driver would: not empty, an IPv4 or
+/// IPv6 packet on a TUN device, at least an Ethernet header on a TAP device, and at most `max_len` bytes. The one
+/// check every write path uses (the binding before queueing, the Windows and macOS backends before sending).
+pub fn check_write(pkt: &[u8], mode: Mode, max_len: usize) -> Result<()> {
+  let bad = |why: String| Err(Error::new(ErrorKind::InvalidPacket, why));
+  match (mode, pkt.first()) {
+    (_, None) => return bad("is empty".into()),
+    (Mode::Tun, Some(b)) if b >> 4 != 4 && b >> 4 != 6 => {
+      return bad(format!("is not IPv4 or IPv6 (version nibble {})", b >> 4))
+    }
+    (Mode::Tap, _) if pkt.len() < ETHERNET_HEADER_LEN => {
+      return bad(format!("is {} bytes, shorter than an Ethernet header", pkt.len()))
+    }
+    _ => {}
+  }
+  if pkt.len() > max_len {
+    return Err(Error::new(
+      ErrorKind::PacketTooLarge,
+      format!("is {} bytes, the device takes at most {max_len}", pkt.len()),
+    ));
+  }
+  Ok(())
+}
+
+#[cfg(test)]
+mod check_tests {
+  use super::*;
+
+  #[test]
+  fn write_checks() {
+    let kind = |p: &[u8], m, max| check_write(p, m, max).unwrap_err().kind();
+    assert_eq!(kind(&[], Mode::Tun, 1500), ErrorKind::InvalidPacket);
+    assert_eq!(kind(&[0x75, 0], Mode::Tun, 1500), ErrorKind::InvalidPacket);
+    assert_eq!(kind(&[0x45; 1501], Mode::Tun, 1500), ErrorKind::PacketTooLarge);
+    assert!(
+      check_write(&[0x45, 0], Mode::Tun, 1500).is_ok() && check_write(&[0x60, 0], Mode::Tun, 1500).is_ok()
+    );
+    assert_eq!(kind(&[0; 13], Mode::Tap, 1518), ErrorKind::InvalidPacket);
+    assert!(check_write(&[0; 14], Mode::Tap, 1518).is_ok());
+    assert_eq!(kind(&[0; 1519], Mode::Tap, 1518), ErrorKind::PacketTooLarge);
+  }
+}
+
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
@@ -45,8 +94,6 @@ mod testutil;
 
 pub use ip::{Family, IcmpHeader, Ipv4Header, Ipv6Header, Packet, TcpHeader, Transport, UdpHeader};
 pub use virtio::VirtioNetHdr;
-
-use crate::error::{Error, ErrorKind};
 
 /// IP protocol numbers (IPv4 protocol / IPv6 next header) used here.
 pub mod proto {

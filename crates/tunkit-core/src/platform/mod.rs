@@ -55,3 +55,66 @@ pub(crate) fn configure(cfg: &DeviceConfig, control: &dyn crate::backend::Contro
   }
   Ok(())
 }
+
+/// Refuses, on a platform other than Linux, the options only Linux has (`os` names the platform in the message):
+/// TAP, several queues, persistence, owner/group, network namespaces and offload.
+#[cfg(any(windows, target_os = "macos", test))]
+pub(crate) fn refuse_linux_only(cfg: &DeviceConfig, os: &str) -> Result<()> {
+  let linux_only = [
+    (cfg.mode == crate::config::Mode::Tap, "mode 'tap'"),
+    (cfg.queues.unwrap_or(1) > 1, "more than one queue"),
+    (cfg.persist, "persist"),
+    (cfg.owner.is_some() || cfg.group.is_some(), "owner/group"),
+    (cfg.netns.is_some(), "netns"),
+    (cfg.offload.is_some(), "offload"),
+  ];
+  match linux_only.iter().find(|(set, _)| *set) {
+    Some((_, what)) => Err(crate::error::Error::unsupported(&format!(
+      "{what} on {os} (Linux only)"
+    ))),
+    None => Ok(()),
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::config::{Mode, Offload};
+  use crate::error::ErrorKind;
+
+  #[test]
+  fn linux_only_options_are_refused_elsewhere() {
+    assert!(refuse_linux_only(&DeviceConfig::default(), "macOS").is_ok());
+    let cases = [
+      DeviceConfig {
+        mode: Mode::Tap,
+        ..Default::default()
+      },
+      DeviceConfig {
+        queues: Some(2),
+        ..Default::default()
+      },
+      DeviceConfig {
+        persist: true,
+        ..Default::default()
+      },
+      DeviceConfig {
+        group: Some(1),
+        ..Default::default()
+      },
+      DeviceConfig {
+        netns: Some("/run/netns/x".into()),
+        ..Default::default()
+      },
+      DeviceConfig {
+        offload: Some(Offload::default()),
+        ..Default::default()
+      },
+    ];
+    for cfg in cases {
+      let e = refuse_linux_only(&cfg, "Windows").unwrap_err();
+      assert_eq!(e.kind(), ErrorKind::Unsupported, "{cfg:?}");
+      assert!(e.message().contains("on Windows (Linux only)"), "{}", e.message());
+    }
+  }
+}

@@ -346,21 +346,27 @@ impl Env {
     Ok(Value(out))
   }
 
+  /// The data and length of the typed array `v` of type `want`. One Node-API call on the per-packet path: a value
+  /// that is not a typed array makes `napi_get_typedarray_info` return `napi_invalid_arg` without throwing.
   fn typed_array(self, v: Value, want: napi_typedarray_type, what: &str) -> JsResult<(*mut c_void, usize)> {
-    let mut is = false;
-    // SAFETY: v is a live value; is is a valid out-pointer.
-    let status = unsafe { napi_is_typedarray(self.0, v.0, &mut is) };
-    check(self.0, status, "napi_is_typedarray")?;
-    if !is {
-      return Err(type_error(format!("{what} must be a Buffer or Uint8Array")));
-    }
+    let wrong = || {
+      let expected = if want == NAPI_UINT8_ARRAY {
+        "a Buffer or Uint8Array"
+      } else {
+        "a Uint32Array"
+      };
+      type_error(format!("{what} must be {expected}"))
+    };
     let (mut kind, mut len, mut data, mut off) = (0, 0usize, null_mut(), 0usize);
-    // SAFETY: v is a typed array; every out-pointer is valid; the array buffer out-pointer may be null.
+    // SAFETY: v is a live value; every out-pointer is valid; the array buffer out-pointer may be null.
     let status =
       unsafe { napi_get_typedarray_info(self.0, v.0, &mut kind, &mut len, &mut data, null_mut(), &mut off) };
+    if status == NAPI_INVALID_ARG {
+      return Err(wrong());
+    }
     check(self.0, status, "napi_get_typedarray_info")?;
     if kind != want {
-      return Err(type_error(format!("{what} has the wrong typed array type")));
+      return Err(wrong());
     }
     Ok((data, len))
   }

@@ -21,6 +21,7 @@ pub type napi_valuetype = i32;
 pub type napi_typedarray_type = i32;
 
 pub const NAPI_OK: napi_status = 0;
+pub const NAPI_INVALID_ARG: napi_status = 1;
 pub const NAPI_PENDING_EXCEPTION: napi_status = 10;
 
 pub const NAPI_UNDEFINED: napi_valuetype = 0;
@@ -85,7 +86,6 @@ node_api! {
   fn napi_create_external(env: napi_env, data: *mut c_void, fin: napi_finalize, hint: *mut c_void, result: *mut napi_value) -> napi_status;
   fn napi_get_value_external(env: napi_env, value: napi_value, result: *mut *mut c_void) -> napi_status;
   fn napi_create_external_arraybuffer(env: napi_env, data: *mut c_void, len: usize, fin: napi_finalize, hint: *mut c_void, result: *mut napi_value) -> napi_status;
-  fn napi_is_typedarray(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
   fn napi_get_typedarray_info(env: napi_env, value: napi_value, kind: *mut napi_typedarray_type, len: *mut usize, data: *mut *mut c_void, ab: *mut napi_value, offset: *mut usize) -> napi_status;
   fn napi_adjust_external_memory(env: napi_env, change: i64, result: *mut i64) -> napi_status;
   fn napi_create_threadsafe_function(env: napi_env, func: napi_value, resource: napi_value, name: napi_value, max_queue: usize, threads: usize, fin_data: *mut c_void, fin: napi_finalize, context: *mut c_void, call_js: napi_threadsafe_function_call_js, result: *mut napi_threadsafe_function) -> napi_status;

@@ -54,24 +54,11 @@ pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
 
 /// Refuses the options macOS has no equivalent for, before anything is created.
 fn check_supported(cfg: &DeviceConfig) -> Result<()> {
-  let refuse = |what: &str| Err(Error::unsupported(&format!("{what} on macOS")));
-  if cfg.mode == Mode::Tap {
-    return refuse("mode 'tap' (utun is a layer-3 device)");
-  }
-  if cfg.queues.unwrap_or(1) > 1 {
-    return refuse("more than one queue");
-  }
-  if cfg.persist {
-    return refuse("persist (a utun device lives as long as the socket that created it)");
-  }
+  super::refuse_linux_only(cfg, "macOS")?;
   if cfg.open_existing {
-    return refuse("attaching to an existing device (a utun device belongs to the socket that created it)");
-  }
-  if cfg.owner.is_some() || cfg.group.is_some() {
-    return refuse("owner/group");
-  }
-  if cfg.netns.is_some() {
-    return refuse("netns");
+    return Err(Error::unsupported(
+      "attaching to an existing device on macOS (a utun device belongs to the socket that created it)",
+    ));
   }
   Ok(())
 }
@@ -317,24 +304,9 @@ impl Queue for UtunQueue {
   }
 }
 
-/// Refuses what the Linux kernel refuses on a TUN device: empty packets, packets that are neither IPv4 nor IPv6,
-/// and packets over the largest IP packet.
+/// Refuses what the Linux kernel refuses on a TUN device (see [`crate::packet::check_write`]).
 fn check_packet(pkt: &[u8]) -> Result<()> {
-  match pkt.first().map(|b| b >> 4) {
-    None => Err(Error::new(ErrorKind::InvalidPacket, "the packet is empty")),
-    Some(4 | 6) if pkt.len() <= UTUN_MAX_FRAME => Ok(()),
-    Some(4 | 6) => Err(Error::new(
-      ErrorKind::PacketTooLarge,
-      format!(
-        "{} bytes exceed the largest IP packet ({UTUN_MAX_FRAME})",
-        pkt.len()
-      ),
-    )),
-    Some(v) => Err(Error::new(
-      ErrorKind::InvalidPacket,
-      format!("IP version {v} is neither 4 nor 6"),
-    )),
-  }
+  crate::packet::check_write(pkt, Mode::Tun, UTUN_MAX_FRAME)
 }
 
 /// Configuration of one utun interface by name: ioctls on datagram sockets, routes through the routing socket.

@@ -159,24 +159,9 @@ impl Queue for WintunQueue {
   }
 }
 
-/// Refuses what the Linux kernel refuses on a TUN device: empty packets, packets that are neither IPv4 nor IPv6,
-/// and packets over the largest IP packet.
+/// Refuses what the Linux kernel refuses on a TUN device (see [`crate::packet::check_write`]).
 pub(crate) fn check_packet(pkt: &[u8]) -> Result<()> {
-  match pkt.first().map(|b| b >> 4) {
-    None => Err(Error::new(ErrorKind::InvalidPacket, "the packet is empty")),
-    Some(4 | 6) if pkt.len() <= MAX_IP_PACKET_SIZE => Ok(()),
-    Some(4 | 6) => Err(Error::new(
-      ErrorKind::PacketTooLarge,
-      format!(
-        "{} bytes exceed the largest IP packet ({MAX_IP_PACKET_SIZE})",
-        pkt.len()
-      ),
-    )),
-    Some(v) => Err(Error::new(
-      ErrorKind::InvalidPacket,
-      format!("IP version {v} is neither 4 nor 6"),
-    )),
-  }
+  crate::packet::check_write(pkt, config::Mode::Tun, MAX_IP_PACKET_SIZE)
 }
 
 /// Configuration of one wintun adapter through the IP Helper API, by LUID.

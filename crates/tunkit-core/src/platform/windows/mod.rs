@@ -76,24 +76,11 @@ pub fn open_with_ring(cfg: &DeviceConfig, ring_capacity: u32) -> Result<Opened> 
 
 /// Refuses the options Windows has no equivalent for, before anything is created.
 fn check_supported(cfg: &DeviceConfig) -> Result<()> {
-  let refuse = |what: &str| Err(Error::unsupported(&format!("{what} on Windows")));
-  if cfg.mode == Mode::Tap {
-    return refuse("mode 'tap' (wintun is a layer-3 driver)");
-  }
-  if cfg.queues.unwrap_or(1) > 1 {
-    return refuse("more than one queue (a wintun adapter has one session)");
-  }
-  if cfg.persist {
-    return refuse("persist (wintun removes an adapter when the process that created it closes it)");
-  }
-  if cfg.owner.is_some() || cfg.group.is_some() {
-    return refuse("owner/group");
-  }
-  if cfg.netns.is_some() {
-    return refuse("netns");
-  }
+  super::refuse_linux_only(cfg, "Windows")?;
   if cfg.up == Some(false) {
-    return refuse("up: false (a wintun adapter is up while its session runs)");
+    return Err(Error::unsupported(
+      "up: false on Windows (a wintun adapter is up while its session runs)",
+    ));
   }
   Ok(())
 }
