@@ -16,7 +16,7 @@ pub mod sys;
 pub use device::{WindowsControl, WintunQueue};
 
 use crate::backend::{Control, Opened, Queue};
-use crate::config::{DeviceConfig, Mode};
+use crate::config::DeviceConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sha256;
 use std::fmt;
@@ -313,7 +313,7 @@ mod tests {
   fn windows_unsupported_options_fail_before_loading_wintun() {
     for cfg in [
       DeviceConfig {
-        mode: Mode::Tap,
+        mode: crate::config::Mode::Tap,
         ..Default::default()
       },
       DeviceConfig {
