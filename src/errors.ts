@@ -15,11 +15,14 @@
  * | `ERR_TUN_PERMISSION` | missing privilege (`CAP_NET_ADMIN` on Linux) |
  * | `ERR_TUN_BUSY` | the name belongs to another device, or a queue is already in use |
  * | `ERR_TUN_CLOSED` | the device was closed |
+ * | `ERR_TUN_GONE` | the device went away under an open queue (`ip link del`, its namespace removed): reads and writes end with it |
+ * | `ERR_TUN_QUEUE_FULL` | a write found more than twice `txRingBytes` already waiting (writes not awaited); nothing of it was taken |
  * | `ERR_TUN_CONCURRENT_READ` | a second reader on the same queue while one is waiting |
  * | `ERR_TUN_UNREACHABLE` | a route's gateway is unreachable |
  * | `ERR_TUN_UNSUPPORTED` | not available on this platform or kernel |
  * | `ERR_TUN_OS` | any other OS error (see `errno`/`syscall`) |
  * | `ERR_TUN_NO_BINDING` | no native binary for this platform |
+ * | `ERR_TUN_INTERNAL` | a bug in tunkit (a panic in one of its threads); the queue it hit is ended, the process goes on |
  */
 export type TunErrorCode =
   | 'ERR_TUN_INVALID_NAME'
@@ -34,6 +37,8 @@ export type TunErrorCode =
   | 'ERR_TUN_PERMISSION'
   | 'ERR_TUN_BUSY'
   | 'ERR_TUN_CLOSED'
+  | 'ERR_TUN_GONE'
+  | 'ERR_TUN_QUEUE_FULL'
   | 'ERR_TUN_CONCURRENT_READ'
   | 'ERR_TUN_UNREACHABLE'
   | 'ERR_TUN_UNSUPPORTED'

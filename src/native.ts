@@ -17,6 +17,12 @@ export type NativeLinkEvent =
   | { type: 'mtu'; mtu: number }
   | { type: 'address-added'; address: AddressInfo }
   | { type: 'address-removed'; address: AddressInfo }
+  /**
+   * Events were lost: more than 1024 waited while nobody took them (nobody called `next()`, or JavaScript was
+   * busy), and the `lost` oldest were dropped. The events after it are the newest ones, in order; the state of the
+   * link may have changed in ways they do not show, so read it again (`tun.link()`, `tun.addresses()`) if it matters.
+   */
+  | { type: 'overflow'; lost: number }
 
 /** `createDevice` takes the options of `Tun.create` (less the ring's, which go to `openQueue`), plus `Tun.open`'s flag. */
 export type NativeDeviceOptions = Omit<TunOptions, 'ring'> & { openExisting?: boolean }
@@ -50,7 +56,7 @@ export interface NativeBinding {
   triple: string
   createDevice(opts: NativeDeviceOptions): DeviceHandle
   createMemoryPair(mtu: number, capacity: number): [DeviceHandle, DeviceHandle]
-  fromFd(fd: number, mode?: 'tun' | 'tap'): DeviceHandle
+  fromFd(fd: number, mode: 'tun' | 'tap' | undefined, ring: RingOptions): DeviceHandle
   deviceInfo(dev: DeviceHandle): { name: string; index: number; mode: 'tun' | 'tap'; queues: number }
   link(dev: DeviceHandle): NativeLink
   setMtu(dev: DeviceHandle, mtu: number): void
@@ -67,7 +73,8 @@ export interface NativeBinding {
   closeDevice(dev: DeviceHandle): void
   openQueue(dev: DeviceHandle, index: number, opts: RingOptions, onEvent: (code: number) => void): QueueHandle
   pull(q: QueueHandle, lens: Uint32Array): ArrayBuffer | null | undefined
-  send(q: QueueHandle, packets: Uint8Array | readonly Uint8Array[]): boolean
+  /** 0: taken; 1: taken, but the ring is over its budget (an EVENT_WRITABLE follows). Throws when nothing was taken. */
+  send(q: QueueHandle, packets: Uint8Array | readonly Uint8Array[]): 0 | 1
   setRef(q: QueueHandle, ref: boolean): void
   queueStats(q: QueueHandle): QueueStats
   takeWriteError(q: QueueHandle): { code: string; message: string; errno?: number; syscall?: string } | undefined

@@ -74,11 +74,12 @@ const RESOLVED = Promise.resolve()
 const YIELD_EVERY_BATCHES = 32
 const YIELD_EVERY_MS = 8
 
-interface PendingWrite {
-  packets: Uint8Array | readonly Uint8Array[]
+interface WriteWaiter {
   resolve: () => void
   reject: (e: unknown) => void
 }
+
+const NO_PACKETS: readonly Uint8Array[] = Object.freeze([])
 
 export class PacketQueue {
   readonly #h: QueueHandle
@@ -89,16 +90,25 @@ export class PacketQueue {
   #leftover: RawBatch | null = null
   #reading = false
   #closed = false
-  #writes: PendingWrite[] = []
+  /** Writes whose packets the ring took while over its budget: they resolve once it has room again. */
+  #writeWaiters: WriteWaiter[] = []
   #refs = 0
   #batchesSinceYield = 0
   #lastYield = performance.now()
 
-  /** `open` starts the native ring with the event callback it is given (`openQueue` or `attachQueue`). */
+  /**
+   * `open` starts the native ring with the event callback it is given (`openQueue` or `attachQueue`). The callback
+   * holds this queue only weakly: the native side keeps it alive for as long as the ring runs, and a strong
+   * reference would make every queue (and its device) reachable forever, even when the program has dropped it.
+   */
   constructor(open: (onEvent: (code: number) => void) => QueueHandle, opts: RingOptions, label: string) {
     this.#label = label
     this.#lens = new Uint32Array((opts.batchPackets ?? 256) + 1)
-    this.#h = open((code) => this.#onEvent(code))
+    const self = new WeakRef(this)
+    this.#h = open((code) => {
+      const q = self.deref()
+      if (q) q.#onEvent(code)
+    })
   }
 
   /** Sets the device name used in error messages. */
@@ -112,7 +122,7 @@ export class PacketQueue {
 
   #onEvent(code: number): void {
     if (code === EVENT_WRITABLE) {
-      this.#pumpWrites()
+      this.#wakeWriters()
     } else if (code === EVENT_NOTICE) {
       if (this.#closed) return
       for (const msg of binding.takeNotices(this.#h))
@@ -197,40 +207,46 @@ export class PacketQueue {
     })
   }
 
-  /** Queues packets for the device; see `Tun.write`. */
+  /**
+   * Hands packets to the device; see `Tun.write`. The native side writes them at once or copies them before this
+   * returns, so the caller may reuse its buffers as soon as `write()` returns. Past the ring's budget the promise
+   * waits until the ring has drained to half; past twice the budget the write is refused (`ERR_TUN_QUEUE_FULL`).
+   */
   write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.#closed)
       return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: the device is closed`))
-    if (this.#writes.length === 0) {
-      let ok: boolean
-      try {
-        ok = binding.send(this.#h, packets)
-      } catch (e) {
-        return Promise.reject(TunError.from(e))
-      }
-      if (ok) return RESOLVED
+    let r: number
+    try {
+      r = binding.send(this.#h, packets)
+    } catch (e) {
+      return Promise.reject(TunError.from(e))
     }
+    if (r === 0) return RESOLVED
     return new Promise<void>((resolve, reject) => {
-      if (this.#writes.push({ packets, resolve, reject }) === 1) this.#ref(1)
+      if (this.#writeWaiters.push({ resolve, reject }) === 1) this.#ref(1)
     })
   }
 
-  #pumpWrites(): void {
-    while (this.#writes.length > 0) {
-      const w = this.#writes[0]!
-      let ok: boolean
-      try {
-        ok = binding.send(this.#h, w.packets)
-      } catch (e) {
-        this.#writes.shift()
-        w.reject(TunError.from(e))
-        continue
-      }
-      if (!ok) return // the ring is full again and has re-armed its writable event
-      this.#writes.shift()
-      w.resolve()
-    }
+  /** The ring has room again, or has ended: settle the writes waiting for it. */
+  #wakeWriters(): void {
+    const waiters = this.#writeWaiters
+    if (waiters.length === 0) return
+    this.#writeWaiters = []
     this.#ref(-1)
+    // An empty write asks whether the queue still takes packets: if it ended on an error (the device went away,
+    // an internal error), the waiting writes learn it; their packets were counted in txErrors.
+    let failure: unknown
+    if (!this.#closed) {
+      try {
+        binding.send(this.#h, NO_PACKETS)
+      } catch (e) {
+        failure = TunError.from(e)
+      }
+    }
+    for (const w of waiters) {
+      if (failure === undefined) w.resolve()
+      else w.reject(failure)
+    }
   }
 
   stats(): QueueStats & { lastWriteError?: TunError } {
@@ -245,11 +261,11 @@ export class PacketQueue {
     if (this.#closed) return
     if (this.#refs > 0) binding.setRef(this.#h, false)
     this.#closed = true
-    const pending = this.#writes
-    this.#writes = []
+    // Writes waiting for room had their packets taken already: closing flushes them (bounded by closeFlushMs).
+    const waiting = this.#writeWaiters
+    this.#writeWaiters = []
     binding.closeQueue(this.#h)
-    for (const w of pending)
-      w.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: closed before the packets were queued`))
+    for (const w of waiting) w.resolve()
     const r = this.#readWaiter
     this.#readWaiter = null
     r?.()

@@ -33,6 +33,13 @@ pub enum ErrorKind {
   Busy,
   /// The device was closed.
   Closed,
+  /// The device went away underneath an open queue (deleted with `ip link del`, its namespace removed, the driver
+  /// unloaded): reads and writes of that queue end with this.
+  Gone,
+  /// More outgoing packets wait than the transmit ring may hold beyond its budget (`write()` calls not awaited).
+  QueueFull,
+  /// A bug in tunkit (a panic in one of its threads); the queue it happened in is ended.
+  Internal,
   /// A route target is unreachable (no route to the gateway, no such table entry).
   Unreachable,
   /// This platform or kernel lacks the capability.
@@ -57,6 +64,9 @@ impl ErrorKind {
       ErrorKind::Permission => "ERR_TUN_PERMISSION",
       ErrorKind::Busy => "ERR_TUN_BUSY",
       ErrorKind::Closed => "ERR_TUN_CLOSED",
+      ErrorKind::Gone => "ERR_TUN_GONE",
+      ErrorKind::QueueFull => "ERR_TUN_QUEUE_FULL",
+      ErrorKind::Internal => "ERR_TUN_INTERNAL",
       ErrorKind::Unreachable => "ERR_TUN_UNREACHABLE",
       ErrorKind::Unsupported => "ERR_TUN_UNSUPPORTED",
       ErrorKind::Os => "ERR_TUN_OS",
@@ -191,6 +201,9 @@ mod tests {
       ErrorKind::Permission,
       ErrorKind::Busy,
       ErrorKind::Closed,
+      ErrorKind::Gone,
+      ErrorKind::QueueFull,
+      ErrorKind::Internal,
       ErrorKind::Unreachable,
       ErrorKind::Unsupported,
       ErrorKind::Os,

@@ -9,6 +9,7 @@ pub mod packet;
 pub mod platform;
 pub mod ring;
 pub mod sha256;
+pub mod testhooks;
 
 pub use backend::{Batch, Control, KernelStats, LinkEvent, LinkInfo, Opened, Queue};
 pub use config::{DeviceConfig, IpCidr, Mode, RouteSpec};

@@ -11,13 +11,20 @@
 //! and so does it when the ring is full: the kernel queue absorbs the burst, then the kernel drops and counts, like
 //! a real NIC.
 //!
-//! Write side: [`PacketRing::send`] copies packets into a transmit ring in one call (a memcpy is much cheaper than
-//! a syscall) and the writer thread drains it. When the ring is over its byte budget `send` refuses the batch and
-//! arms a one-shot [`RingEvent::Writable`]: that is the backpressure the consumer sees.
+//! Write side: [`PacketRing::send`] writes inline when nothing is queued (backends that never block), or copies the
+//! packets into a transmit ring in one call (a memcpy is much cheaper than a syscall) for the writer thread. The
+//! caller's memory is never kept past the call. Past the ring's byte budget `send` still takes the packets but says
+//! so and arms a one-shot [`RingEvent::Writable`]: that is the backpressure the consumer sees. Past twice the budget
+//! it refuses them with `QueueFull`, so a caller that never waits cannot grow the ring without bound.
+//!
+//! Failure: only a closed or vanished device ends the threads; other errors are counted and the threads go on. A
+//! panic in either thread, or in an inline write, ends the whole queue with an `Internal` error that pulls and sends
+//! then report, instead of leaving a consumer waiting for a thread that is gone.
 
 use crate::backend::{Batch, Queue, WriteReport};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -92,6 +99,15 @@ pub enum RingEvent {
   Ended = 3,
   /// The backend raised a notice ([`PacketRing::take_notices`]). Sent unarmed, once per notice.
   Notice = 4,
+}
+
+/// What [`PacketRing::send`] did with the packets. Either way they were taken (written or copied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+  /// Taken, and the ring is within its budget.
+  Done,
+  /// Taken, but the ring is now over its budget: [`RingEvent::Writable`] follows once it has drained to half.
+  OverBudget,
 }
 
 /// The result of a non-blocking pull.
@@ -264,6 +280,8 @@ struct TxState {
   writer_done: bool,
   /// A batch is being written (by the writer thread or inline by `send`); the other must not start one.
   writing: bool,
+  /// Why sends are refused for good (the device went away, or a panic), if not a plain close.
+  failed: Option<Error>,
 }
 
 #[derive(Default)]
@@ -292,6 +310,8 @@ struct Shared {
   counters: Counters,
   notify: Notify,
   closing: AtomicBool,
+  /// Set when a thread panicked or the device went away: the error both directions end with.
+  failed: Mutex<Option<Error>>,
   last_tx_error: Mutex<Option<Error>>,
   notices: Mutex<Vec<String>>,
 }
@@ -335,19 +355,31 @@ impl PacketRing {
         closing: false,
         writer_done: false,
         writing: false,
+        failed: None,
       }),
       tx_cv: Condvar::new(),
       counters: Counters::default(),
       notify,
       closing: AtomicBool::new(false),
+      failed: Mutex::new(None),
       last_tx_error: Mutex::new(None),
       notices: Mutex::new(Vec::new()),
     });
-    let spawn = |name: &str, f: fn(Arc<Shared>, Arc<dyn Queue>)| {
+    let spawn = |name: &'static str, f: fn(&Arc<Shared>, &Arc<dyn Queue>)| {
       let (s, q) = (shared.clone(), queue.clone());
       std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || f(s, q))
+        .spawn(move || {
+          // A panic must not leave the consumer waiting for a thread that is gone: end the queue with it.
+          if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&s, &q))) {
+            fail(&s, &*q, panic_error(name, &*p));
+            if name == "tunkit-rx" {
+              end_reads(&s, None);
+            } else {
+              end_writes(&s);
+            }
+          }
+        })
         .map_err(|e| Error::os("pthread_create", &e, "starting the tunkit packet threads"))
     };
     let reader = spawn("tunkit-rx", reader_loop)?;
@@ -393,21 +425,35 @@ impl PacketRing {
     Pull::Empty
   }
 
-  /// Queues `packets` (`total_bytes` in all) for the device as one unit. When nothing is queued and the backend's
+  /// Takes `packets` (`total_bytes` in all) for the device as one unit. When nothing is queued and the backend's
   /// writes never block, they are written at once on this thread, straight from the caller's memory; otherwise they
-  /// are copied into the transmit ring for the writer thread. Returns `Ok(false)` (and arms [`RingEvent::Writable`])
-  /// when the ring has no room; nothing is taken then. An empty ring always accepts, so a batch larger than the
-  /// whole ring still goes through.
-  pub fn send(&self, packets: &[&[u8]], total_bytes: usize) -> Result<bool> {
+  /// are copied into the transmit ring for the writer thread. Either way the caller's memory is free again when this
+  /// returns. Over the ring's budget the packets are still taken and [`Sent::OverBudget`] arms
+  /// [`RingEvent::Writable`]; past twice the budget nothing is taken and the error is `QueueFull`. An empty ring
+  /// always takes, so a batch larger than the whole ring still goes through.
+  pub fn send(&self, packets: &[&[u8]], total_bytes: usize) -> Result<Sent> {
     let s = &self.shared;
     let mut tx = lock(&s.tx);
+    if let Some(e) = &tx.failed {
+      return Err(e.clone());
+    }
     if tx.closing {
       return Err(Error::closed("write"));
     }
-    if tx.bytes > 0 && tx.bytes + total_bytes > s.cfg.tx_ring_bytes {
+    if packets.is_empty() {
+      return Ok(Sent::Done);
+    }
+    let budget = s.cfg.tx_ring_bytes;
+    if tx.bytes > 0 && tx.bytes + total_bytes > 2 * budget {
       tx.waiting = true;
       s.counters.tx_backpressure.fetch_add(1, Relaxed);
-      return Ok(false);
+      return Err(Error::new(
+        ErrorKind::QueueFull,
+        format!(
+          "write: {} bytes already wait for the device, past twice txRingBytes ({budget}); await earlier writes",
+          tx.bytes
+        ),
+      ));
     }
     if tx.batches.is_empty() && !tx.writing && s.inline_writes {
       // Nothing is queued and the writer is idle: write on this thread, without a copy and without waking the
@@ -415,16 +461,34 @@ impl PacketRing {
       tx.writing = true;
       drop(tx);
       let queue = lock(&self.queue).clone();
+      let mut panicked = None;
       if let Some(q) = queue {
-        let result = q.write_packets(packets);
-        record_result(s, &*q, result, packets.len());
+        let write = || {
+          if crate::testhooks::armed("panic-inline") {
+            panic!("test hook panic-inline");
+          }
+          q.write_packets(packets)
+        };
+        match catch_unwind(AssertUnwindSafe(write)) {
+          Ok(result) => {
+            record_result(s, &*q, result, packets.len());
+          }
+          Err(p) => {
+            let e = panic_error("inline write", &*p);
+            fail(s, &*q, e.clone());
+            panicked = Some(e);
+          }
+        }
       }
       let mut tx = lock(&s.tx);
       tx.writing = false;
-      if !tx.batches.is_empty() {
-        s.tx_cv.notify_one();
+      if !tx.batches.is_empty() || tx.closing {
+        s.tx_cv.notify_all();
       }
-      return Ok(true);
+      if let Some(e) = panicked.or_else(|| tx.failed.clone()) {
+        return Err(e);
+      }
+      return Ok(Sent::Done);
     }
     let tx = &mut *tx;
     for pkt in packets.iter().copied() {
@@ -441,7 +505,12 @@ impl PacketRing {
     }
     tx.bytes += total_bytes;
     s.tx_cv.notify_one();
-    Ok(true)
+    if tx.bytes > budget {
+      tx.waiting = true;
+      s.counters.tx_backpressure.fetch_add(1, Relaxed);
+      return Ok(Sent::OverBudget);
+    }
+    Ok(Sent::Done)
   }
 
   /// The ring's counters.
@@ -541,7 +610,12 @@ impl Drop for PacketRing {
   }
 }
 
-fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
+/// Consecutive transient read errors (anything but a closed or vanished device) the reader rides out, 10 ms
+/// apart, before it ends the queue with the last one.
+const READ_ERROR_RETRIES: u32 = 100;
+
+fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
+  let mut transient = 0;
   let end_error = loop {
     let Some(data) = s.pool.take(&s.counters.rx_stalls) else {
       break None;
@@ -551,17 +625,25 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
       lens: Vec::with_capacity(s.cfg.batch_packets),
     };
     match queue.read_batch(&mut batch, s.cfg.batch_packets) {
-      Ok(_) => {}
+      Ok(_) => transient = 0,
       Err(e) => {
         s.pool.give_back(batch.data);
-        break if e.kind() == ErrorKind::Closed {
-          None
-        } else {
-          Some(e)
-        };
+        match e.kind() {
+          ErrorKind::Closed => break None,
+          ErrorKind::Gone => break Some(e),
+          _ if transient < READ_ERROR_RETRIES && !s.closing.load(Relaxed) => {
+            transient += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+          }
+          _ => break Some(e),
+        }
       }
     }
-    forward_notice(&s, &*queue);
+    if crate::testhooks::armed("panic-reader") {
+      panic!("test hook panic-reader");
+    }
+    forward_notice(s, &**queue);
     let c = &s.counters;
     c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
     c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
@@ -597,9 +679,22 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
       (s.notify)(RingEvent::Readable);
     }
   };
+  if let Some(e) = &end_error {
+    if e.kind() == ErrorKind::Gone {
+      // The writer gets the same error, so both directions end with one code.
+      fail(s, &**queue, e.clone());
+    }
+  }
+  end_reads(s, end_error);
+}
+
+/// Marks the read side ended, with the ring's failure or else `error` as the reason (none: a plain close), and
+/// wakes a waiting consumer. Batches already queued are still handed out first.
+fn end_reads(s: &Shared, error: Option<Error>) {
+  let failed = lock(&s.failed).clone();
   let mut rx = lock(&s.rx);
   rx.ended = true;
-  rx.error = end_error;
+  rx.error = failed.or(error);
   let wake = std::mem::take(&mut rx.waiting);
   drop(rx);
   if wake {
@@ -607,11 +702,14 @@ fn reader_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
   }
 }
 
-fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
+fn writer_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
   loop {
     let mut tx = lock(&s.tx);
-    while (tx.batches.is_empty() || tx.writing) && !(tx.closing && tx.batches.is_empty()) {
+    while (tx.batches.is_empty() || tx.writing) && !(tx.closing && tx.batches.is_empty()) && tx.failed.is_none() {
       tx = s.tx_cv.wait(tx).unwrap_or_else(|e| e.into_inner());
+    }
+    if tx.failed.is_some() {
+      break;
     }
     let Some(batch) = tx.batches.pop_front() else {
       break;
@@ -619,7 +717,10 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     tx.writing = true;
     drop(tx);
 
-    let closed = !write_one(&s, &*queue, &batch);
+    if crate::testhooks::armed("panic-writer") {
+      panic!("test hook panic-writer");
+    }
+    let gone = !record_result(s, &**queue, queue.write_batch(&batch), batch.len());
 
     let mut tx = lock(&s.tx);
     tx.writing = false;
@@ -631,24 +732,34 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
     if wake {
       tx.waiting = false;
     }
-    if closed {
-      // The device is gone: what is still queued cannot be written. Count it as errors rather than pretend.
-      let lost: usize = tx.batches.iter().map(|b| b.len()).sum();
-      s.counters.tx_errors.fetch_add(lost as u64, Relaxed);
-      tx.batches.clear();
-      tx.bytes = 0;
-    }
     drop(tx);
     if wake {
       (s.notify)(RingEvent::Writable);
     }
-    if closed {
+    if gone {
       break;
     }
   }
+  end_writes(s);
+}
+
+/// Marks the write side ended: sends are refused from now on; after a failure what is still queued cannot be
+/// written (counted as errors, not pretended); a consumer waiting for room is woken to find out.
+fn end_writes(s: &Shared) {
+  let failed = lock(&s.failed).clone();
   let mut tx = lock(&s.tx);
+  if tx.failed.is_none() {
+    tx.failed = failed;
+  }
+  if tx.failed.is_some() || !tx.batches.is_empty() {
+    let lost: usize = tx.batches.iter().map(|b| b.len()).sum();
+    s.counters.tx_errors.fetch_add(lost as u64, Relaxed);
+    tx.batches.clear();
+    tx.bytes = 0;
+  }
   tx.writer_done = true;
   tx.closing = true;
+  tx.writing = false;
   let wake = std::mem::take(&mut tx.waiting);
   drop(tx);
   s.tx_cv.notify_all();
@@ -657,12 +768,43 @@ fn writer_loop(s: Arc<Shared>, queue: Arc<dyn Queue>) {
   }
 }
 
-/// Writes one batch and records the outcome. Returns false when the device is gone.
-fn write_one(s: &Shared, queue: &dyn Queue, batch: &Batch) -> bool {
-  record_result(s, queue, queue.write_batch(batch), batch.len())
+/// Ends the queue for good with `e` (a panic, or the device gone): both directions report it, and the queue is
+/// woken so that both threads stop.
+fn fail(s: &Shared, queue: &dyn Queue, e: Error) {
+  {
+    let mut f = lock(&s.failed);
+    if f.is_none() {
+      *f = Some(e.clone());
+    }
+  }
+  {
+    let mut tx = lock(&s.tx);
+    if tx.failed.is_none() {
+      tx.failed = Some(e);
+    }
+  }
+  s.tx_cv.notify_all();
+  s.closing.store(true, Relaxed);
+  s.pool.close();
+  s.rx_space.notify_all();
+  queue.wake();
 }
 
-/// Records what a write of `packets` packets did. Returns false when the device is gone.
+/// The error a panic in tunkit's own code becomes.
+fn panic_error(place: &str, payload: &(dyn std::any::Any + Send)) -> Error {
+  let msg = payload
+    .downcast_ref::<&str>()
+    .map(|s| s.to_string())
+    .or_else(|| payload.downcast_ref::<String>().cloned())
+    .unwrap_or_else(|| "unknown panic".into());
+  Error::new(
+    ErrorKind::Internal,
+    format!("tunkit internal error in {place} (panic: {msg}); the queue is closed"),
+  )
+}
+
+/// Records what a write of `packets` packets did. Returns false when the device is gone (or the queue was closed
+/// under it); any other error is counted and the writer goes on.
 fn record_result(s: &Shared, queue: &dyn Queue, result: Result<WriteReport>, packets: usize) -> bool {
   forward_notice(s, queue);
   match result {
@@ -672,8 +814,12 @@ fn record_result(s: &Shared, queue: &dyn Queue, result: Result<WriteReport>, pac
     }
     Err(e) => {
       s.counters.tx_errors.fetch_add(packets as u64, Relaxed);
+      let end = matches!(e.kind(), ErrorKind::Closed | ErrorKind::Gone);
+      if e.kind() == ErrorKind::Gone {
+        fail(s, queue, e.clone());
+      }
       *lock(&s.last_tx_error) = Some(e);
-      false
+      !end
     }
   }
 }
@@ -699,4 +845,307 @@ fn record_write(s: &Shared, report: WriteReport) {
 /// Locks, ignoring poisoning: every critical section here leaves the state consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
   m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use std::sync::mpsc;
+
+  /// What the scripted queue does on its next read or write.
+  #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+  enum Act {
+    Normal,
+    Panic,
+    /// A transient error (`ErrorKind::Os`), once, then normal.
+    Transient,
+    /// The device vanished (`ErrorKind::Gone`), for good.
+    Gone,
+  }
+
+  /// A queue whose reads hand out one 20-byte packet per call (when `feed` allows), and whose reads and writes
+  /// misbehave as scripted.
+  struct Scripted {
+    read: Mutex<Act>,
+    write: Mutex<Act>,
+    feed: Mutex<u32>,
+    fed: Condvar,
+    woken: AtomicBool,
+    written: AtomicU64,
+    inline: bool,
+    /// While true, writes wait (a device that is momentarily full).
+    hold: Mutex<bool>,
+  }
+
+  impl Scripted {
+    fn new(inline: bool) -> Arc<Scripted> {
+      Arc::new(Scripted {
+        read: Mutex::new(Act::Normal),
+        write: Mutex::new(Act::Normal),
+        feed: Mutex::new(0),
+        fed: Condvar::new(),
+        woken: AtomicBool::new(false),
+        written: AtomicU64::new(0),
+        inline,
+        hold: Mutex::new(false),
+      })
+    }
+    fn feed(&self, n: u32) {
+      *lock(&self.feed) += n;
+      self.fed.notify_all();
+    }
+    fn act(m: &Mutex<Act>) -> Act {
+      let mut a = lock(m);
+      let now = *a;
+      if now == Act::Transient {
+        *a = Act::Normal;
+      }
+      now
+    }
+  }
+
+  struct Handle(Arc<Scripted>);
+
+  impl Queue for Handle {
+    fn read_batch(&self, batch: &mut Batch, _max: usize) -> Result<usize> {
+      let q = &self.0;
+      let mut feed = lock(&q.feed);
+      loop {
+        if q.woken.load(Relaxed) {
+          return Err(Error::closed("read"));
+        }
+        if *feed > 0 {
+          break;
+        }
+        feed = q.fed.wait_timeout(feed, Duration::from_millis(20)).unwrap().0;
+      }
+      *feed -= 1;
+      drop(feed);
+      match Scripted::act(&q.read) {
+        Act::Normal => {}
+        Act::Panic => panic!("scripted read panic"),
+        Act::Transient => return Err(Error::new(ErrorKind::Os, "scripted ENOMEM")),
+        Act::Gone => return Err(Error::new(ErrorKind::Gone, "scripted: device removed")),
+      }
+      batch.push(&[0x45; 20]);
+      Ok(1)
+    }
+    fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
+      let q = &self.0;
+      let mut hold = lock(&q.hold);
+      while *hold && !q.woken.load(Relaxed) {
+        hold = q.fed.wait_timeout(hold, Duration::from_millis(20)).unwrap().0;
+      }
+      drop(hold);
+      if q.woken.load(Relaxed) {
+        return Err(Error::closed("write"));
+      }
+      match Scripted::act(&q.write) {
+        Act::Normal => {}
+        Act::Panic => panic!("scripted write panic"),
+        Act::Transient => return Err(Error::new(ErrorKind::Os, "scripted ENOBUFS")),
+        Act::Gone => return Err(Error::new(ErrorKind::Gone, "scripted: device removed")),
+      }
+      q.written.fetch_add(batch.len() as u64, Relaxed);
+      Ok(WriteReport {
+        packets: batch.len() as u64,
+        bytes: batch.data.len() as u64,
+        ..WriteReport::default()
+      })
+    }
+    fn max_frame(&self) -> usize {
+      1500
+    }
+    fn writes_never_block(&self) -> bool {
+      self.0.inline
+    }
+    fn wake(&self) {
+      self.0.woken.store(true, Relaxed);
+      self.0.fed.notify_all();
+    }
+  }
+
+  fn start(q: &Arc<Scripted>) -> (PacketRing, mpsc::Receiver<RingEvent>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let cfg = RingConfig {
+      slab_bytes: 4096,
+      memory_budget: 1 << 20,
+      tx_ring_bytes: 65536,
+      close_flush: Duration::from_millis(200),
+      ..RingConfig::default()
+    };
+    let notify = Box::new(move |e| {
+      let _ = lock(&tx).send(e);
+    });
+    (PacketRing::start(Box::new(Handle(q.clone())), cfg, notify).unwrap(), rx)
+  }
+
+  /// Pulls until the ring ends (returning its error) or `deadline` passes (panics).
+  fn until_end(r: &PacketRing, ev: &mpsc::Receiver<RingEvent>) -> Option<Error> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+      assert!(Instant::now() < deadline, "the ring never ended");
+      match r.pull() {
+        Pull::Batch(..) => {}
+        Pull::Empty => {
+          let _ = ev.recv_timeout(Duration::from_millis(50));
+        }
+        Pull::Ended(e) => return e,
+      }
+    }
+  }
+
+  fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+      assert!(Instant::now() < deadline, "condition never held");
+      std::thread::sleep(Duration::from_millis(2));
+    }
+  }
+
+  const PKT: &[u8] = &[0x45; 20];
+
+  #[test]
+  fn a_reader_panic_ends_both_directions_with_internal() {
+    let q = Scripted::new(false);
+    let (r, ev) = start(&q);
+    assert!(matches!(r.pull(), Pull::Empty));
+    *lock(&q.read) = Act::Panic;
+    q.feed(1);
+    // The waiting consumer is woken (Ended), and the pull says why.
+    assert_eq!(ev.recv_timeout(Duration::from_secs(5)).unwrap(), RingEvent::Ended);
+    let e = until_end(&r, &ev).expect("an error");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(e.message().contains("scripted read panic"), "{e}");
+    assert_eq!(r.send(&[PKT], 20).unwrap_err().kind(), ErrorKind::Internal);
+    r.close();
+  }
+
+  #[test]
+  fn a_writer_panic_ends_the_queue_and_wakes_a_waiting_writer() {
+    let q = Scripted::new(false);
+    let (r, ev) = start(&q);
+    *lock(&q.write) = Act::Panic;
+    // Over budget at once: one send larger than the budget is taken and arms Writable.
+    let big = vec![0x45u8; 1400];
+    let batch: Vec<&[u8]> = vec![&big; 60];
+    assert_eq!(r.send(&batch, 60 * 1400).unwrap(), Sent::OverBudget);
+    wait_for(|| r.send(&[PKT], 20).is_err_and(|e| e.kind() == ErrorKind::Internal));
+    let mut woke = false;
+    while let Ok(e) = ev.recv_timeout(Duration::from_millis(200)) {
+      woke |= e == RingEvent::Writable;
+    }
+    assert!(woke, "the waiting writer was not told");
+    let e = until_end(&r, &ev).expect("an error");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    let t = Instant::now();
+    r.close();
+    assert!(t.elapsed() < Duration::from_secs(1));
+  }
+
+  #[test]
+  fn an_inline_write_panic_is_an_internal_error_not_an_unwind() {
+    let q = Scripted::new(true);
+    let (r, ev) = start(&q);
+    assert_eq!(r.send(&[PKT], 20).unwrap(), Sent::Done);
+    assert_eq!(q.written.load(Relaxed), 1, "the inline path wrote on this thread");
+    *lock(&q.write) = Act::Panic;
+    let e = r.send(&[PKT], 20).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert_eq!(until_end(&r, &ev).unwrap().kind(), ErrorKind::Internal);
+    assert_eq!(r.send(&[PKT], 20).unwrap_err().kind(), ErrorKind::Internal);
+    r.close();
+  }
+
+  #[test]
+  fn transient_errors_do_not_stop_the_threads() {
+    let q = Scripted::new(false);
+    let (r, ev) = start(&q);
+    *lock(&q.write) = Act::Transient;
+    *lock(&q.read) = Act::Transient;
+    r.send(&[PKT], 20).unwrap();
+    wait_for(|| r.stats().tx_errors == 1);
+    r.send(&[PKT, PKT], 40).unwrap();
+    wait_for(|| q.written.load(Relaxed) == 2);
+    q.feed(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = 0;
+    while got < 1 {
+      assert!(Instant::now() < deadline, "no packet after a transient read error");
+      match r.pull() {
+        Pull::Batch(_, lens) => got += lens.len(),
+        Pull::Empty => {
+          let _ = ev.recv_timeout(Duration::from_millis(50));
+        }
+        Pull::Ended(e) => panic!("ended on a transient error: {e:?}"),
+      }
+    }
+    assert!(r.take_tx_error().is_some_and(|e| e.message().contains("ENOBUFS")));
+    r.close();
+    assert!(matches!(r.pull(), Pull::Ended(None)));
+  }
+
+  #[test]
+  fn a_vanished_device_ends_reads_and_writes_with_one_code() {
+    let q = Scripted::new(false);
+    let (r, ev) = start(&q);
+    *lock(&q.write) = Act::Gone;
+    r.send(&[PKT], 20).unwrap();
+    let e = until_end(&r, &ev).expect("an error");
+    assert_eq!(e.kind(), ErrorKind::Gone, "{e}");
+    assert_eq!(r.send(&[PKT], 20).unwrap_err().kind(), ErrorKind::Gone);
+    r.close();
+
+    let q = Scripted::new(false);
+    let (r, ev) = start(&q);
+    *lock(&q.read) = Act::Gone;
+    q.feed(1);
+    assert_eq!(until_end(&r, &ev).unwrap().kind(), ErrorKind::Gone);
+    assert_eq!(r.send(&[PKT], 20).unwrap_err().kind(), ErrorKind::Gone);
+    r.close();
+  }
+
+  #[test]
+  fn sends_past_twice_the_budget_are_refused_whole() {
+    let q = Scripted::new(false);
+    *lock(&q.hold) = true;
+    let (r, ev) = start(&q);
+    let big = vec![0x45u8; 1400];
+    // An empty ring takes any batch, even one larger than twice the budget (64 KiB here).
+    let huge: Vec<&[u8]> = vec![&big; 200];
+    assert_eq!(r.send(&huge, 200 * 1400).unwrap(), Sent::OverBudget);
+    let e = r.send(&[&big], 1400).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QueueFull, "{e}");
+    // Let the writer drain that one, then fill again with the writer held.
+    *lock(&q.hold) = false;
+    q.fed.notify_all();
+    wait_for(|| r.stats().tx_queued_bytes == 0);
+    while ev.try_recv().is_ok() {}
+    *lock(&q.hold) = true;
+    let ten: Vec<&[u8]> = vec![&big; 10];
+    let mut outcomes = Vec::new();
+    loop {
+      match r.send(&ten, 14_000) {
+        Ok(s) => outcomes.push(s),
+        Err(e) => {
+          assert_eq!(e.kind(), ErrorKind::QueueFull, "{e}");
+          break;
+        }
+      }
+      assert!(outcomes.len() < 100, "never refused");
+    }
+    let queued = r.stats().tx_queued_bytes;
+    assert!(queued <= 2 * 65536, "{queued} queued past twice the budget");
+    assert!(outcomes.contains(&Sent::Done) && outcomes.contains(&Sent::OverBudget), "{outcomes:?}");
+    // The refused send took nothing; everything taken is written once the device has room.
+    assert_eq!(r.send(&ten, 14_000).unwrap_err().kind(), ErrorKind::QueueFull);
+    assert_eq!(r.stats().tx_queued_bytes, queued);
+    *lock(&q.hold) = false;
+    q.fed.notify_all();
+    let want = 200 + 10 * outcomes.len() as u64;
+    wait_for(|| q.written.load(Relaxed) == want);
+    assert_eq!(ev.recv_timeout(Duration::from_secs(5)).unwrap(), RingEvent::Writable);
+    r.close();
+  }
 }

@@ -1,11 +1,11 @@
 //! The exported functions: devices (open, configure, close) and queues (pull, send, stats, close).
 
 use crate::convert::{self, field};
-use crate::sys::api::{type_error, CallContext, Env, JsResult, Tsfn, Value};
+use crate::sys::api::{type_error, CallContext, Env, EnvHook, JsResult, Tsfn, Value};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tunkit_core::config::{parse_mac, IpCidr, Mode};
-use tunkit_core::ring::{PacketRing, Pull};
+use tunkit_core::ring::{PacketRing, Pull, Sent};
 use tunkit_core::{Device, Error, ErrorKind};
 
 /// A device as JavaScript holds it. `device` is `None` once closed (and in a worker that attached only a queue).
@@ -53,11 +53,18 @@ impl DeviceHandle {
 
 /// One queue's ring as JavaScript holds it.
 struct QueueHandle {
-  ring: PacketRing,
+  ring: Arc<PacketRing>,
   device: Arc<DeviceHandle>,
-  /// Shared with the ring's notify callback; emptied (released) on close, after the ring's threads are joined.
-  tsfn: Arc<Mutex<Option<Tsfn>>>,
+  /// Shared with the ring's notify callback; released on close, after the ring's threads are joined.
+  tsfn: Arc<Tsfn>,
+  /// Closes the ring and releases the tsfn if the environment is torn down first (a worker that exits or is
+  /// terminated with the queue open): Node deletes threadsafe functions at teardown whether or not threads still
+  /// hold them, so the threads must be gone by then.
+  _teardown: EnvHook,
 }
+
+/// Most packets one `write()` takes.
+const MAX_WRITE_PACKETS: usize = 65536;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
   m.lock().unwrap_or_else(|e| e.into_inner())
@@ -93,7 +100,9 @@ pub fn create_memory_pair(cx: &CallContext) -> JsResult<Value> {
   env.array_of(&[a, b])
 }
 
-/// `fromFd(fd, mode)`: adopts a descriptor attached to a device.
+/// `fromFd(fd, mode, ringOptions)`: adopts a descriptor attached to a device. The ring options of its queue are
+/// checked first, so that options `openQueue` would refuse are refused while the descriptor is still the caller's
+/// (which it stays, unchanged, whatever the error).
 pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let fd = env.to_int(cx.arg(0)?, "fd", 0, i32::MAX as u64)? as i32;
@@ -103,17 +112,21 @@ pub fn from_fd(cx: &CallContext) -> JsResult<Value> {
   } else {
     env.to_string(mode_arg, "mode")?.parse::<Mode>()?
   };
+  let ring = convert::ring_config(env, cx.arg(2)?)?;
   #[cfg(target_os = "linux")]
   {
     wrap(
       env,
-      Device::from_opened(tunkit_core::platform::linux::from_fd(fd, mode)?, mode),
+      Device::from_opened(
+        tunkit_core::platform::linux::from_fd_with_ring(fd, mode, &ring)?,
+        mode,
+      ),
       false,
     )
   }
   #[cfg(not(target_os = "linux"))]
   {
-    let _ = (fd, mode);
+    let _ = (fd, mode, ring);
     Err(Error::unsupported("Tun.fromFd").into())
   }
 }
@@ -276,7 +289,10 @@ pub fn open_queue(cx: &CallContext) -> JsResult<Value> {
   if !env.is_function(on_event)? {
     return Err(type_error("onEvent must be a function"));
   }
-  let q = h.get("openQueue")?.take_queue(index)?;
+  // The ring's sizes are checked against the queue before it is taken: refused options leave it in the device.
+  let q = h
+    .get("openQueue")?
+    .take_queue_if(index, |q| cfg.validate(q.max_frame()))?;
   start_queue(env, h, q, cfg, on_event)
 }
 
@@ -287,21 +303,23 @@ fn start_queue(
   cfg: tunkit_core::RingConfig,
   on_event: Value,
 ) -> JsResult<Value> {
-  let tsfn = Arc::new(Mutex::new(Some(Tsfn::new(env, on_event, "tunkit-queue")?)));
+  let tsfn = Arc::new(Tsfn::new(env, on_event, "tunkit-queue")?);
   let notify_tsfn = tsfn.clone();
-  let ring = PacketRing::start(
+  let ring = Arc::new(PacketRing::start(
     q,
     cfg,
-    Box::new(move |ev| {
-      if let Some(t) = lock(&notify_tsfn).as_ref() {
-        t.call(ev as u32);
-      }
-    }),
-  )?;
+    Box::new(move |ev| notify_tsfn.call(ev as u32)),
+  )?);
+  let (r, t) = (ring.clone(), tsfn.clone());
+  let teardown = env.on_teardown(Box::new(move || {
+    r.close();
+    t.release();
+  }))?;
   env.external(Arc::new(QueueHandle {
     ring,
     device: h,
     tsfn,
+    _teardown: teardown,
   }))
 }
 
@@ -355,7 +373,11 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
   let d = {
     let mut list = lock(&DETACHED);
     match list.iter().position(|(t, _)| *t == token) {
-      Some(i) => list.swap_remove(i).1,
+      // The ring's sizes are checked before the token is spent: refused options leave it attachable.
+      Some(i) => {
+        cfg.validate(list[i].1.queue.max_frame())?;
+        list.swap_remove(i).1
+      }
       None => {
         return Err(
           Error::new(
@@ -424,49 +446,37 @@ fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Re
   tunkit_core::packet::check_write(pkt, h.mode, *limit).map_err(in_context)
 }
 
-/// `send(queue, packet | packets)`: validates every packet first (nothing is queued if one is bad), then copies
-/// them into the transmit ring. Returns `false` when the ring is full (an event `2` follows; nothing was taken).
+/// `send(queue, packet | packets)`: validates every packet first (nothing is taken if one is bad), then writes
+/// them or copies them into the transmit ring: the caller's buffers are free again when it returns. Returns 0, or
+/// 1 when the ring is now over its budget (an event `2` follows once it has drained to half).
 pub fn send(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let q = queue(cx)?;
   let h = &q.device;
-  let arg = cx.arg(1)?;
+  let packets = env.packets(cx, cx.arg(1)?, MAX_WRITE_PACKETS)?;
   let mut limit = h.write_limit(false);
-  let mut packets: Vec<&[u8]> = Vec::new();
-  if env.is_array(arg)? {
-    let n = env.array_len(arg)?;
-    packets.reserve(n as usize);
-    for i in 0..n {
-      packets.push(env.bytes(cx, env.element(arg, i)?, "packet")?);
-    }
-  } else {
-    packets.push(env.bytes(cx, arg, "packet")?);
-  }
   let mut total = 0;
   for (i, p) in packets.iter().enumerate() {
     check_packet(h, p, i, &mut limit)?;
     total += p.len();
   }
-  if packets.is_empty() {
-    return env.boolean(true);
-  }
-  let ok = q.ring.send(&packets, total).map_err(|e| {
-    if e.kind() == ErrorKind::Closed {
-      Error::closed(&format!("write on {}", h.name))
-    } else {
-      e
+  // An empty write still reports a closed or failed queue (the JavaScript side asks that way).
+  let sent = q.ring.send(&packets, total).map_err(|e| match e.kind() {
+    ErrorKind::Closed => Error::closed(&format!("write on {}", h.name)),
+    ErrorKind::QueueFull => {
+      let why = e.message().strip_prefix("write: ").unwrap_or(e.message());
+      Error::new(e.kind(), format!("write on {}: {why}", h.name))
     }
+    _ => e,
   })?;
-  env.boolean(ok)
+  env.number(if sent == Sent::OverBudget { 1.0 } else { 0.0 })
 }
 
 /// `setRef(queue, bool)`: whether a pending event keeps the process alive.
 pub fn set_ref(cx: &CallContext) -> JsResult<Value> {
   let q = queue(cx)?;
   let r = cx.env.to_bool(cx.arg(1)?, "ref")?;
-  if let Some(t) = lock(&q.tsfn).as_ref() {
-    t.set_ref(cx.env, r);
-  }
+  q.tsfn.set_ref(cx.env, r);
   cx.env.undefined()
 }
 
@@ -513,6 +523,6 @@ pub fn take_notices(cx: &CallContext) -> JsResult<Value> {
 pub fn close_queue(cx: &CallContext) -> JsResult<Value> {
   let q = queue(cx)?;
   q.ring.close();
-  drop(lock(&q.tsfn).take());
+  q.tsfn.release();
   cx.env.undefined()
 }

@@ -168,7 +168,7 @@ pub fn pair(mtu: u32, capacity: usize) -> Result<(Opened, Opened)> {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::ring::{PacketRing, Pull, RingConfig, RingEvent};
+  use crate::ring::{PacketRing, Pull, RingConfig, RingEvent, Sent};
   use std::sync::mpsc;
   use std::time::Instant;
 
@@ -225,13 +225,15 @@ mod tests {
     while sent < pkts.len() {
       let chunk = &pkts[sent..(sent + 100).min(pkts.len())];
       let total = chunk.iter().map(|p| p.len()).sum();
-      if ra
-        .send(&chunk.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), total)
-        .unwrap()
-      {
-        sent += chunk.len();
-      } else {
-        std::thread::sleep(Duration::from_millis(1));
+      match ra.send(&chunk.iter().map(|p| p.as_slice()).collect::<Vec<_>>(), total) {
+        Ok(Sent::Done) => sent += chunk.len(),
+        // Taken, but wait for the ring to drain before more.
+        Ok(Sent::OverBudget) => {
+          sent += chunk.len();
+          std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(e) if e.kind() == ErrorKind::QueueFull => std::thread::sleep(Duration::from_millis(1)),
+        Err(e) => panic!("{e}"),
       }
     }
     let got = pull_all(&rb, &eb, pkts.len());
@@ -297,7 +299,7 @@ mod tests {
     let (ra, _ea) = ring(a.queues.into_iter().next().unwrap());
     let (rb, eb) = ring(b.queues.into_iter().next().unwrap());
     let small = vec![4u8; 100];
-    assert!(ra.send(&[small.as_slice()], 100).unwrap());
+    assert_eq!(ra.send(&[small.as_slice()], 100).unwrap(), Sent::Done);
     let deadline = Instant::now() + Duration::from_secs(5);
     let guard = loop {
       match rb.pull() {
@@ -317,7 +319,7 @@ mod tests {
     drop(guard);
     // 64 KiB slabs in this ring; a 40 KiB batch is above copy_below (16 KiB) and is handed over as is.
     let big = vec![5u8; 1000];
-    assert!(ra.send(&[big.as_slice(); 40], 40_000).unwrap());
+    assert_eq!(ra.send(&[big.as_slice(); 40], 40_000).unwrap(), Sent::Done);
     let mut got = 0;
     while got < 40_000 {
       assert!(Instant::now() < deadline);
@@ -354,17 +356,26 @@ mod tests {
     let (a, b) = pair(1500, 4).unwrap();
     let (ra, ea) = ring(a.queues.into_iter().next().unwrap());
     let (rb, _eb) = ring(b.queues.into_iter().next().unwrap());
-    // Nobody pulls from b: its ring fills, then its inbox, then a's writer waits, a's tx ring fills, send refuses.
+    // Nobody pulls from b: its ring fills, then its inbox, then a's writer waits and a's tx ring fills: past the
+    // budget send still takes the packets but says so, past twice the budget it refuses them.
     let big = vec![1u8; 1400];
-    let mut refused = false;
+    let (mut over, mut full) = (false, false);
     for _ in 0..20_000 {
-      if !ra.send(&[big.as_slice(); 16], 16 * 1400).unwrap() {
-        refused = true;
-        break;
+      match ra.send(&[big.as_slice(); 16], 16 * 1400) {
+        Ok(Sent::Done) => assert!(!over, "back under budget while nobody reads"),
+        Ok(Sent::OverBudget) => over = true,
+        Err(e) => {
+          assert_eq!(e.kind(), ErrorKind::QueueFull, "{e}");
+          full = true;
+          break;
+        }
       }
     }
-    assert!(refused, "backpressure never applied");
-    assert!(ra.stats().tx_backpressure >= 1);
+    assert!(over && full, "backpressure never applied (over budget {over}, full {full})");
+    let st = ra.stats();
+    assert!(st.tx_backpressure >= 1);
+    let cap = 2 * RingConfig::default().tx_ring_bytes as u64;
+    assert!(st.tx_queued_bytes <= cap, "{} queued past the cap {cap}", st.tx_queued_bytes);
     // Draining b lets a's writer go on, and the armed Writable event comes.
     let t = Instant::now();
     let mut writable = false;
@@ -374,7 +385,7 @@ mod tests {
     }
     assert!(writable, "no Writable event after the peer drained");
     // With the peer stuck again, close gives up flushing after close_flush and still returns.
-    while ra.send(&[big.as_slice(); 16], 16 * 1400).unwrap() {}
+    while ra.send(&[big.as_slice(); 16], 16 * 1400).is_ok() {}
     let t = Instant::now();
     ra.close();
     assert!(t.elapsed() < Duration::from_secs(3));

@@ -6,7 +6,8 @@ use std::any::Any;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tunkit_core::ring::SlabGuard;
 
 /// The JavaScript environment of the current call. Valid only on the thread and during the call it came from.
@@ -346,9 +347,10 @@ impl Env {
     Ok(Value(out))
   }
 
-  /// The data and length of the typed array `v` of type `want`. One Node-API call on the per-packet path: a value
-  /// that is not a typed array makes `napi_get_typedarray_info` return `napi_invalid_arg` without throwing.
-  fn typed_array(self, v: Value, want: napi_typedarray_type, what: &str) -> JsResult<(*mut c_void, usize)> {
+  /// The data, length and ArrayBuffer of the typed array `v` of type `want`. One Node-API call on the per-packet
+  /// path: a value that is not a typed array makes `napi_get_typedarray_info` return `napi_invalid_arg` without
+  /// throwing. Runs no JavaScript.
+  fn typed_array(self, v: Value, want: napi_typedarray_type, what: &str) -> JsResult<(*mut c_void, usize, Value)> {
     let wrong = || {
       let expected = if want == NAPI_UINT8_ARRAY {
         "a Buffer or Uint8Array"
@@ -357,10 +359,10 @@ impl Env {
       };
       type_error(format!("{what} must be {expected}"))
     };
-    let (mut kind, mut len, mut data, mut off) = (0, 0usize, null_mut(), 0usize);
-    // SAFETY: v is a live value; every out-pointer is valid; the array buffer out-pointer may be null.
+    let (mut kind, mut len, mut data, mut ab, mut off) = (0, 0usize, null_mut(), null_mut(), 0usize);
+    // SAFETY: v is a live value; every out-pointer is valid.
     let status =
-      unsafe { napi_get_typedarray_info(self.0, v.0, &mut kind, &mut len, &mut data, null_mut(), &mut off) };
+      unsafe { napi_get_typedarray_info(self.0, v.0, &mut kind, &mut len, &mut data, &mut ab, &mut off) };
     if status == NAPI_INVALID_ARG {
       return Err(wrong());
     }
@@ -368,18 +370,90 @@ impl Env {
     if kind != want {
       return Err(wrong());
     }
-    Ok((data, len))
+    Ok((data, len, Value(ab)))
   }
 
-  /// The bytes of a `Buffer`/`Uint8Array`, borrowed for the current call.
-  pub fn bytes<'c>(self, _ctx: &'c CallContext, v: Value, what: &str) -> JsResult<&'c [u8]> {
-    let (data, len) = self.typed_array(v, NAPI_UINT8_ARRAY, what)?;
-    if len == 0 {
-      return Ok(&[]);
+  fn is_detached(self, ab: Value) -> JsResult<bool> {
+    let mut b = false;
+    // SAFETY: ab is a live ArrayBuffer value; b is a valid out-pointer.
+    let status = unsafe { napi_is_detached_arraybuffer(self.0, ab.0, &mut b) };
+    check(self.0, status, "napi_is_detached_arraybuffer")?;
+    Ok(b)
+  }
+
+  /// The packets of a write: one `Buffer`/`Uint8Array`, or an array of at most `max` of them, borrowed for the
+  /// current call. JavaScript can run while they are gathered (array getters, proxies, a patched
+  /// `ArrayBuffer.prototype.resizable`) and could then detach, transfer or shrink a buffer already looked at; so
+  /// every value is taken first, then every check that may run JavaScript is made, and only then are the pointers
+  /// taken, with no JavaScript in between. Detached and resizable buffers are refused.
+  pub fn packets<'c>(self, _ctx: &'c CallContext, arg: Value, max: usize) -> JsResult<Vec<&'c [u8]>> {
+    let single = !self.is_array(arg)?;
+    let values = if !single {
+      let n = self.array_len(arg)? as usize;
+      if n > max {
+        return Err(type_error(format!(
+          "a write takes at most {max} packets, got an array of {n}"
+        )));
+      }
+      (0..n as u32).map(|i| self.element(arg, i)).collect::<JsResult<Vec<_>>>()?
+    } else {
+      vec![arg]
+    };
+    let name = |i: usize| if single { "packet".to_string() } else { format!("packet {i}") };
+    // Pass 1: types, and whether each buffer is resizable (a property read: JavaScript may run). Consecutive
+    // packets usually share a buffer (a batch, Node's Buffer pool); it is looked at once.
+    let mut ran_js = false;
+    let mut last_base: *const u8 = std::ptr::null();
+    let mut found = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+      let (data, len, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
+      found.push((data, len));
+      let base = self.arraybuffer_base(ab)?;
+      if base.is_null() || base != last_base {
+        ran_js = true;
+        let r = self.get(ab, "resizable")?;
+        if self.type_of(r)? == NAPI_BOOLEAN && self.to_bool(r, "resizable")? {
+          return Err(type_error(format!(
+            "{} is a view of a resizable ArrayBuffer, which tunkit does not take (copy it into a Buffer)",
+            name(i)
+          )));
+        }
+        last_base = base;
+      }
     }
-    // SAFETY: Node guarantees `data` points to `len` bytes of the array's backing store, which is not moved or freed
-    // while the array is reachable; the array is an argument of the current call, which outlives 'c.
-    Ok(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
+    // Pass 2: the pointers, with no JavaScript in between (taken again if any may have run since pass 1).
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+      let (data, len) = if ran_js {
+        let (d, l, _) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
+        (d, l)
+      } else {
+        found[i]
+      };
+      if len == 0 {
+        let (_, _, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
+        if self.is_detached(ab)? {
+          return Err(type_error(format!("{} is a view of a detached ArrayBuffer", name(i))));
+        }
+        out.push(&[][..]);
+        continue;
+      }
+      // SAFETY: Node guarantees `data` points to `len` bytes of the array's backing store; it is neither moved nor
+      // freed while the array is reachable (it is held by this call's arguments, directly or through the array,
+      // whose values this call's handle scope keeps), and no JavaScript runs from here until the call returns, so
+      // nothing can detach or shrink it meanwhile. The slice is only read.
+      out.push(unsafe { std::slice::from_raw_parts(data as *const u8, len) });
+    }
+    Ok(out)
+  }
+
+  /// The address of the first byte of the ArrayBuffer `ab` (null when it has none, e.g. empty or detached).
+  fn arraybuffer_base(self, ab: Value) -> JsResult<*const u8> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: ab is a live ArrayBuffer (from napi_get_typedarray_info); both out-pointers are valid.
+    let status = unsafe { napi_get_arraybuffer_info(self.0, ab.0, &mut data, &mut len) };
+    check(self.0, status, "napi_get_arraybuffer_info")?;
+    Ok(data as *const u8)
   }
 
   /// The length of the `Uint32Array` `v`.
@@ -389,7 +463,7 @@ impl Env {
 
   /// Stores `first` then `rest` at the start of the `Uint32Array` `v`, which must be long enough.
   pub fn fill_u32s(self, v: Value, what: &str, first: u32, rest: &[u32]) -> JsResult<()> {
-    let (data, len) = self.typed_array(v, NAPI_UINT32_ARRAY, what)?;
+    let (data, len, _) = self.typed_array(v, NAPI_UINT32_ARRAY, what)?;
     if len < rest.len() + 1 {
       return Err(type_error(format!("{what} must hold {} entries", rest.len() + 1)));
     }
@@ -404,7 +478,8 @@ impl Env {
     Ok(())
   }
 
-  /// A JavaScript external value that owns `value`; dropped when the external is collected.
+  /// A JavaScript external value that owns `value`; dropped when the external is collected. It is type-tagged as
+  /// tunkit's, so [`Env::unwrap_external`] can tell it from any other external.
   pub fn external<T: Any + Send + Sync>(self, value: Arc<T>) -> JsResult<Value> {
     let boxed: Box<Arc<dyn Any + Send + Sync>> = Box::new(value);
     let raw = Box::into_raw(boxed);
@@ -417,28 +492,64 @@ impl Env {
       drop(unsafe { Box::from_raw(raw) });
       return Err(e);
     }
+    // SAFETY: out is the live external just made; the tag is a static that outlives the call.
+    let status = unsafe { napi_type_tag_object(self.0, out, &HANDLE_TAG) };
+    // On failure the external is dropped by its finalizer in due course.
+    check(self.0, status, "napi_type_tag_object")?;
     Ok(Value(out))
   }
 
-  /// The value behind an external made by [`Env::external`], if it holds a `T`.
+  /// The value behind an external made by [`Env::external`], if it holds a `T`. Any other value, a foreign external
+  /// included, is a typed error.
   pub fn unwrap_external<T: Any + Send + Sync>(self, v: Value, what: &str) -> JsResult<Arc<T>> {
+    let not_ours = || type_error(format!("{what} is not a tunkit handle"));
     if self.type_of(v)? != NAPI_EXTERNAL {
-      return Err(type_error(format!("{what} is not a tunkit handle")));
+      return Err(not_ours());
+    }
+    let mut tagged = false;
+    // SAFETY: v is a live external; the tag is a static; tagged is a valid out-pointer.
+    let status = unsafe { napi_check_object_type_tag(self.0, v.0, &HANDLE_TAG, &mut tagged) };
+    check(self.0, status, "napi_check_object_type_tag")?;
+    if !tagged {
+      return Err(not_ours());
     }
     let mut data = null_mut();
     // SAFETY: v is an external; data is a valid out-pointer.
     let status = unsafe { napi_get_value_external(self.0, v.0, &mut data) };
     check(self.0, status, "napi_get_value_external")?;
     if data.is_null() {
-      return Err(type_error(format!("{what} is not a tunkit handle")));
+      return Err(not_ours());
     }
-    // SAFETY: every external this addon creates holds a `Box<Arc<dyn Any>>` (see `external`), alive until the
-    // external is collected, which cannot happen while it is an argument of this call.
+    // SAFETY: the tag says this external was made by `external` (only this addon knows the tag), so it holds a
+    // `Box<Arc<dyn Any>>`, alive until the external is collected, which cannot happen while it is an argument of
+    // this call.
     let any: &Arc<dyn Any + Send + Sync> = unsafe { &*(data as *const Arc<dyn Any + Send + Sync>) };
     any
       .clone()
       .downcast::<T>()
       .map_err(|_| type_error(format!("{what} is the wrong kind of tunkit handle")))
+  }
+
+  /// Runs `f` once when this environment is torn down (a worker exiting or terminated, the main thread's end),
+  /// unless the returned hook is dropped first. Registered after the threadsafe function it protects, it runs
+  /// before Node's own cleanup of that function (hooks run in reverse order): the place to stop native threads.
+  pub fn on_teardown(self, f: Box<dyn FnOnce() + Send>) -> JsResult<EnvHook> {
+    let data = Box::into_raw(Box::new(HookData {
+      f: Mutex::new(Some(f)),
+      ran: AtomicBool::new(false),
+    }));
+    // SAFETY: data is a leaked Box that stays alive until the hook is removed or has run (see EnvHook's Drop).
+    let status = unsafe { napi_add_env_cleanup_hook(self.0, Some(run_hook), data.cast()) };
+    if let Err(e) = check(self.0, status, "napi_add_env_cleanup_hook") {
+      // SAFETY: registration failed: nothing else knows the pointer.
+      drop(unsafe { Box::from_raw(data) });
+      return Err(e);
+    }
+    Ok(EnvHook {
+      env: self.0,
+      data,
+      thread: std::thread::current().id(),
+    })
   }
 
   /// An ArrayBuffer over the packets of `slab`, without copying. The slab returns to its pool when the
@@ -496,14 +607,71 @@ unsafe extern "C" fn drop_slab(env: napi_env, _data: *mut c_void, hint: *mut c_v
   }
 }
 
+/// The tag of every external this addon hands to JavaScript (`napi_type_tag_object`): a random 128-bit value.
+static HANDLE_TAG: napi_type_tag = napi_type_tag {
+  lower: 0x7475_6e6b_6974_b3c1,
+  upper: 0x9e4d_52a7_0f61_c8d5,
+};
+
+struct HookData {
+  f: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+  ran: AtomicBool,
+}
+
+unsafe extern "C" fn run_hook(arg: *mut c_void) {
+  // SAFETY: arg is the HookData registered by `on_teardown`, kept alive until the hook ran or was removed.
+  let d = unsafe { &*(arg as *const HookData) };
+  d.ran.store(true, Ordering::SeqCst);
+  let f = d.f.lock().unwrap_or_else(|e| e.into_inner()).take();
+  if let Some(f) = f {
+    // No panic may cross into Node.
+    let _ = catch_unwind(AssertUnwindSafe(f));
+  }
+}
+
+/// A teardown action registered by [`Env::on_teardown`]. Dropping it cancels the action.
+pub struct EnvHook {
+  env: napi_env,
+  data: *mut HookData,
+  thread: std::thread::ThreadId,
+}
+
+// SAFETY: the raw pointers are only used in Drop, which touches Node-API only on the environment's own thread
+// (checked) and otherwise only the HookData's own Mutex/atomic.
+unsafe impl Send for EnvHook {}
+// SAFETY: as above; no method takes &self.
+unsafe impl Sync for EnvHook {}
+
+impl Drop for EnvHook {
+  fn drop(&mut self) {
+    // SAFETY: data stays alive until this drop frees it (or leaks it, below).
+    let d = unsafe { &*self.data };
+    drop(d.f.lock().unwrap_or_else(|e| e.into_inner()).take());
+    if d.ran.load(Ordering::SeqCst) {
+      // Node ran the hook and forgot it.
+      // SAFETY: nothing refers to data any more.
+      drop(unsafe { Box::from_raw(self.data) });
+    } else if std::thread::current().id() == self.thread {
+      // SAFETY: on the environment's thread, before its teardown: the hook is still registered with exactly this
+      // function and argument; once removed nothing refers to data.
+      unsafe {
+        napi_remove_env_cleanup_hook(self.env, Some(run_hook), self.data.cast());
+        drop(Box::from_raw(self.data));
+      }
+    }
+    // Otherwise (another thread): leave the emptied HookData registered; the hook finds nothing to do.
+  }
+}
+
 /// A JavaScript function callable from any thread with a small integer; the calls arrive in order on the
 /// JavaScript thread. Created unreferenced: it does not keep the event loop alive unless [`Tsfn::set_ref`] says so.
-pub struct Tsfn(napi_threadsafe_function);
+/// Once released ([`Tsfn::release`], drop, or Node closing it at teardown) every call is a no-op: the handle is
+/// never touched again, so a native thread outliving the environment cannot reach freed memory.
+pub struct Tsfn(Mutex<Option<RawTsfn>>);
 
+struct RawTsfn(napi_threadsafe_function);
 // SAFETY: Node-API threadsafe functions are designed to be called from any thread; the handle is an opaque pointer.
-unsafe impl Send for Tsfn {}
-// SAFETY: as above; napi_call_threadsafe_function is thread-safe.
-unsafe impl Sync for Tsfn {}
+unsafe impl Send for RawTsfn {}
 
 unsafe extern "C" fn tsfn_call_js(env: napi_env, func: napi_value, _ctx: *mut c_void, data: *mut c_void) {
   if env.is_null() || func.is_null() {
@@ -541,34 +709,54 @@ impl Tsfn {
       )
     };
     check(env.0, status, "napi_create_threadsafe_function")?;
-    let t = Tsfn(out);
+    let t = Tsfn(Mutex::new(Some(RawTsfn(out))));
     t.set_ref(env, false);
     Ok(t)
   }
 
-  /// Queues a call of the function with `code`. Never blocks; a call after teardown is dropped.
+  fn raw(&self) -> std::sync::MutexGuard<'_, Option<RawTsfn>> {
+    self.0.lock().unwrap_or_else(|e| e.into_inner())
+  }
+
+  /// Queues a call of the function with `code`. Never blocks; a no-op once released or closing.
   pub fn call(&self, code: u32) {
-    // SAFETY: self.0 is a live tsfn until `Drop` releases it; the data is a plain integer, not a pointer.
-    unsafe { napi_call_threadsafe_function(self.0, code as usize as *mut c_void, NAPI_TSFN_NONBLOCKING) };
+    let mut raw = self.raw();
+    if let Some(t) = raw.as_ref() {
+      // SAFETY: t is live: it is only released under this lock, which we hold; the data is a plain integer.
+      let status = unsafe { napi_call_threadsafe_function(t.0, code as usize as *mut c_void, NAPI_TSFN_NONBLOCKING) };
+      if status == NAPI_CLOSING {
+        // Node is tearing the function down and has dropped our reference with this call: never touch it again.
+        *raw = None;
+      }
+    }
   }
 
   /// Whether the function keeps the event loop alive. Call on the JavaScript thread.
   pub fn set_ref(&self, env: Env, referenced: bool) {
-    // SAFETY: env is the tsfn's own environment (callers are on its thread); self.0 is live.
-    unsafe {
-      if referenced {
-        napi_ref_threadsafe_function(env.0, self.0);
-      } else {
-        napi_unref_threadsafe_function(env.0, self.0);
+    if let Some(t) = self.raw().as_ref() {
+      // SAFETY: env is the tsfn's own environment (callers are on its thread); t is live (held under the lock).
+      unsafe {
+        if referenced {
+          napi_ref_threadsafe_function(env.0, t.0);
+        } else {
+          napi_unref_threadsafe_function(env.0, t.0);
+        }
       }
+    }
+  }
+
+  /// Releases the function (idempotent). Every later call is a no-op.
+  pub fn release(&self) {
+    if let Some(t) = self.raw().take() {
+      // SAFETY: releases the one reference taken at creation, once (the handle is gone from the cell).
+      unsafe { napi_release_threadsafe_function(t.0, NAPI_TSFN_RELEASE) };
     }
   }
 }
 
 impl Drop for Tsfn {
   fn drop(&mut self) {
-    // SAFETY: releases the one reference taken at creation; no call follows (the owner drops it last).
-    unsafe { napi_release_threadsafe_function(self.0, NAPI_TSFN_RELEASE) };
+    self.release();
   }
 }
 

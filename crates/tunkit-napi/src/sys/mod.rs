@@ -1,4 +1,4 @@
-//! Node-API, declared by hand from `node_api.h` / `js_native_api.h` (Node-API version 8, which Node 20 provides).
+//! Node-API, declared by hand from `node_api.h` / `js_native_api.h` (Node-API version 8, which Node 20, 22 and 24 provide).
 //! Only the functions the binding calls are here. [`api`] wraps them in a small safe interface; no other module of
 //! the binding touches a raw pointer.
 //!
@@ -23,6 +23,7 @@ pub type napi_typedarray_type = i32;
 pub const NAPI_OK: napi_status = 0;
 pub const NAPI_INVALID_ARG: napi_status = 1;
 pub const NAPI_PENDING_EXCEPTION: napi_status = 10;
+pub const NAPI_CLOSING: napi_status = 16;
 
 pub const NAPI_UNDEFINED: napi_valuetype = 0;
 pub const NAPI_NULL: napi_valuetype = 1;
@@ -41,6 +42,13 @@ pub const NAPI_TSFN_RELEASE: i32 = 0;
 
 pub type napi_callback = Option<unsafe extern "C" fn(napi_env, napi_callback_info) -> napi_value>;
 pub type napi_finalize = Option<unsafe extern "C" fn(napi_env, *mut c_void, *mut c_void)>;
+pub type napi_cleanup_hook = Option<unsafe extern "C" fn(*mut c_void)>;
+/// `napi_type_tag`: 128 bits that mark a JavaScript object or external as made by this addon.
+#[repr(C)]
+pub struct napi_type_tag {
+  pub lower: u64,
+  pub upper: u64,
+}
 pub type napi_threadsafe_function_call_js =
   Option<unsafe extern "C" fn(napi_env, napi_value, *mut c_void, *mut c_void)>;
 
@@ -93,5 +101,11 @@ node_api! {
   fn napi_release_threadsafe_function(func: napi_threadsafe_function, mode: i32) -> napi_status;
   fn napi_ref_threadsafe_function(env: napi_env, func: napi_threadsafe_function) -> napi_status;
   fn napi_unref_threadsafe_function(env: napi_env, func: napi_threadsafe_function) -> napi_status;
+  fn napi_add_env_cleanup_hook(env: napi_env, fun: napi_cleanup_hook, arg: *mut c_void) -> napi_status;
+  fn napi_remove_env_cleanup_hook(env: napi_env, fun: napi_cleanup_hook, arg: *mut c_void) -> napi_status;
+  fn napi_type_tag_object(env: napi_env, value: napi_value, tag: *const napi_type_tag) -> napi_status;
+  fn napi_check_object_type_tag(env: napi_env, value: napi_value, tag: *const napi_type_tag, result: *mut bool) -> napi_status;
+  fn napi_get_arraybuffer_info(env: napi_env, value: napi_value, data: *mut *mut c_void, len: *mut usize) -> napi_status;
+  fn napi_is_detached_arraybuffer(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
   fn napi_call_function(env: napi_env, recv: napi_value, func: napi_value, argc: usize, argv: *const napi_value, result: *mut napi_value) -> napi_status;
 }

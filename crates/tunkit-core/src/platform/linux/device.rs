@@ -44,10 +44,6 @@ const SCRATCH_LEN: usize = VNET_HDR_LEN + 40 + 65535 + 1;
 /// Below this much room left in the slab, the split reader stops reading: nothing more would fit.
 const MIN_SPLIT_ROOM: usize = 2048;
 
-/// Environment variable, read once when a queue is created, that makes the first super-packet write of the queue
-/// fail with a synthetic `EINVAL`, to exercise the fallback. For tests only.
-pub const TEST_FAIL_OFFLOAD_WRITE_ENV: &str = "TUNKIT_TEST_FAIL_OFFLOAD_WRITE";
-
 /// What `open` settled on for a device opened with `IFF_VNET_HDR`, handed to each of its queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffloadSetup {
@@ -80,7 +76,8 @@ struct Offloaded {
   udp: bool,
   /// Set for good once the kernel refused a super-packet write: from then on every packet goes out alone.
   writes_off: AtomicBool,
-  /// Test hook ([`TEST_FAIL_OFFLOAD_WRITE_ENV`]): the next super-packet write fails with a synthetic `EINVAL`.
+  /// Test hook (the `offload-write` point of [`crate::testhooks`], checked when the queue is created): the next
+  /// super-packet write fails with a synthetic `EINVAL`.
   fail_next_write: AtomicBool,
   /// A dropped read was already reported in a notice.
   read_drop_told: AtomicBool,
@@ -138,7 +135,7 @@ enum Split {
 
 impl Offloaded {
   fn new(setup: &OffloadSetup) -> Offloaded {
-    let fail = std::env::var_os(TEST_FAIL_OFFLOAD_WRITE_ENV).is_some_and(|v| v == "1");
+    let fail = crate::testhooks::armed("offload-write");
     let stats = OffloadStats::default();
     stats.fallbacks.store(setup.fallbacks, Ordering::Relaxed);
     Offloaded {
@@ -269,30 +266,51 @@ impl TunQueue {
   /// Wraps a non-blocking descriptor attached to the device `name`; `offload` when it was attached with
   /// `IFF_VNET_HDR` (and its header size is [`VNET_HDR_LEN`]).
   pub fn new(fd: OwnedFd, name: &str, mode: Mode, offload: Option<&OffloadSetup>) -> Result<TunQueue> {
-    let wake_fd = sys::eventfd_new().map_err(|e| {
+    let wake_fd = Self::new_wake_fd(name)?;
+    Ok(Self::with_wake_fd(fd, wake_fd, name, mode, offload))
+  }
+
+  /// The wake-up eventfd of a queue of `name`, for [`TunQueue::with_wake_fd`]: the one fallible part of making a
+  /// queue, which `from_fd` does before it takes the caller's descriptor.
+  pub(crate) fn new_wake_fd(name: &str) -> Result<OwnedFd> {
+    sys::eventfd_new().map_err(|e| {
       Error::os(
         "eventfd",
         &e,
         format_args!("creating the wake-up eventfd of {name}"),
       )
-    })?;
-    let max_frame = match offload {
-      // Raw frames carry the header; split packets are ordinary packets.
-      Some(o) if o.raw => max_frame(mode) + VNET_HDR_LEN,
-      _ => max_frame(mode),
-    };
-    Ok(TunQueue {
+    })
+  }
+
+  /// Like [`TunQueue::new`] with the wake-up eventfd already made; cannot fail.
+  pub(crate) fn with_wake_fd(
+    fd: OwnedFd,
+    wake_fd: OwnedFd,
+    name: &str,
+    mode: Mode,
+    offload: Option<&OffloadSetup>,
+  ) -> TunQueue {
+    TunQueue {
       fd: Arc::new(fd),
       wake_fd,
       woken: AtomicBool::new(false),
       name: name.to_string(),
-      max_frame,
+      max_frame: Self::frame_limit(mode, offload),
       offload: offload.map(|o| Box::new(Offloaded::new(o))),
-    })
+    }
   }
 
-  /// Makes the next super-packet write fail with a synthetic `EINVAL`, like [`TEST_FAIL_OFFLOAD_WRITE_ENV`] but
-  /// for one queue. Tests only.
+  /// The largest frame a read of a queue of `mode` with `offload` returns (its [`Queue::max_frame`]).
+  pub(crate) fn frame_limit(mode: Mode, offload: Option<&OffloadSetup>) -> usize {
+    match offload {
+      // Raw frames carry the header; split packets are ordinary packets.
+      Some(o) if o.raw => max_frame(mode) + VNET_HDR_LEN,
+      _ => max_frame(mode),
+    }
+  }
+
+  /// Makes the next super-packet write fail with a synthetic `EINVAL`, like the `offload-write` point of
+  /// [`crate::testhooks`] but for one queue. Tests only.
   #[cfg(test)]
   pub(crate) fn fail_next_offload_write(&self) {
     if let Some(o) = &self.offload {
@@ -313,6 +331,16 @@ impl TunQueue {
 
   fn closed(&self, op: &str) -> Error {
     Error::closed(&format!("{op} on {}", self.name))
+  }
+
+  /// The error once the device went away under the queue (`ip link del`): the kernel then reports `POLLERR` and
+  /// `EBADFD`. One kind for reads and writes alike.
+  fn gone(&self, op: &str, errno: Option<&io::Error>) -> Error {
+    let msg = format!("{op} on {}: the device was removed from the system", self.name);
+    match errno {
+      Some(e) => Error::os(if op == "write" { "write" } else { "read" }, e, msg).with_kind(ErrorKind::Gone),
+      None => Error::new(ErrorKind::Gone, msg),
+    }
   }
 
   /// Blocks until the device descriptor reports `events` (or an error), or the queue is woken.
@@ -362,7 +390,8 @@ impl TunQueue {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
         // Hand over what was read; the error comes back on the next call.
         Err(_) if count > 0 => break,
-        // EBADFD: the descriptor is no longer attached (the device was deleted); kind_of_errno makes it Closed.
+        // EBADFD: the descriptor is no longer attached (the device was deleted).
+        Err(e) if sys::errno_of(&e) == errno::EBADFD => return Err(self.gone("read", Some(&e))),
         Err(e) => return Err(Error::os("read", &e, format_args!("reading from {}", self.name))),
       }
     }
@@ -393,7 +422,8 @@ impl TunQueue {
 
 impl TunQueue {
   /// Writes one frame with `write_once`, retrying while interrupted or while the device is full. The outer error
-  /// is `Closed` (the device is gone or the queue woken); the inner one is the kernel refusing this frame.
+  /// is `Gone` (the device was removed) or `Closed` (the queue was woken); the inner one is the kernel refusing this
+  /// frame.
   fn write_with(&self, mut write_once: impl FnMut() -> io::Result<usize>) -> Result<io::Result<usize>> {
     loop {
       if self.woken.load(Ordering::Acquire) {
@@ -404,10 +434,11 @@ impl TunQueue {
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
           if let Ready::Error = self.wait(POLLOUT, "write")? {
-            return Err(self.closed("write"));
+            return Err(self.gone("write", None));
           }
         }
-        Err(e) if matches!(sys::errno_of(&e), errno::EBADF | errno::EBADFD) => {
+        Err(e) if sys::errno_of(&e) == errno::EBADFD => return Err(self.gone("write", Some(&e))),
+        Err(e) if sys::errno_of(&e) == errno::EBADF => {
           return Err(
             Error::os("write", &e, format_args!("writing to {}", self.name)).with_kind(ErrorKind::Closed),
           );
@@ -456,7 +487,7 @@ impl TunQueue {
         return Ok(n);
       }
       if let Ready::Error = ready {
-        return Err(self.closed("read"));
+        return Err(self.gone("read", None));
       }
       ready = self.wait(POLLIN, "read")?;
     }
@@ -613,7 +644,7 @@ impl TunQueue {
       }
       if let Ready::Error = ready {
         // POLLERR without a read error would spin; the device is gone.
-        return Err(self.closed("read"));
+        return Err(self.gone("read", None));
       }
       ready = self.wait(POLLIN, "read")?;
     }
