@@ -213,3 +213,168 @@ console.log('closed')`),
     }
   },
 )
+
+/** What `p` settled with within `ms`: `{ value }`, `{ error }`, or `'pending'`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | { error: unknown } | 'pending'> {
+  let timer: NodeJS.Timeout | undefined
+  const r = await Promise.race([
+    p.then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+    new Promise<'pending'>((resolve) => (timer = setTimeout(() => resolve('pending'), ms))),
+  ])
+  clearTimeout(timer)
+  return r
+}
+
+deviceTest(
+  'nobody iterating: the newest 1024 events wait, older ones are dropped and reported as overflow',
+  async (t) => {
+    await using tun = await Tun.create({ name: devName(tag) })
+    const it = tun.events()[Symbol.asyncIterator]()
+    // 3000 MTU changes (each a different value from the one before: one event each), with nobody calling next().
+    const n = 3000
+    const mtuOf = (i: number) => 1300 + (i % 500)
+    for (let i = 0; i < n; i++) await tun.setMtu(mtuOf(i))
+    // Let the event thread read every notification (it has no way to say it is done).
+    await new Promise((r) => setTimeout(r, 500))
+    const first = await it.next()
+    t.deepEqual(first, { value: { type: 'overflow', lost: n - 1024 }, done: false })
+    // Then exactly the newest 1024, in order, and nothing more: that is all that was kept.
+    const got: string[] = []
+    let pending: Promise<IteratorResult<LinkEvent>>
+    for (;;) {
+      pending = it.next()
+      const r = await within(pending, 200)
+      if (r === 'pending') break
+      if (!('value' in r) || r.value.done) return t.fail(`unexpected ${JSON.stringify(r)}`)
+      got.push(label(r.value.value))
+      if (got.length > 2000) break
+    }
+    const want = Array.from({ length: 1024 }, (_, k) => `mtu ${mtuOf(n - 1024 + k)}`)
+    t.is(got.length, 1024)
+    t.deepEqual(got, want)
+    // Caught up: the next change comes alone (to the next() still waiting), with no overflow before it.
+    await tun.setMtu(1280)
+    t.deepEqual(await within(pending, 3000), { value: { value: { type: 'mtu', mtu: 1280 }, done: false } })
+    await it.return!()
+  },
+)
+
+deviceTest('concurrent next() calls are served in order, each its own event; all settle when it ends', async (t) => {
+  await using tun = await Tun.create({ name: devName(tag) })
+  const mtuOf = (r: unknown) => {
+    const v = r as { value?: IteratorResult<LinkEvent> }
+    return v.value && !v.value.done && v.value.value.type === 'mtu' ? v.value.value.mtu : JSON.stringify(r)
+  }
+  // Three waiting at once; two events: the first two get one each, in order; the third keeps waiting.
+  const it = tun.events()[Symbol.asyncIterator]()
+  const [p1, p2, p3] = [it.next(), it.next(), it.next()]
+  await tun.setMtu(1400)
+  await tun.setMtu(1401)
+  t.is(mtuOf(await within(p1, 2000)), 1400)
+  t.is(mtuOf(await within(p2, 2000)), 1401)
+  t.is(await within(p3, 200), 'pending')
+  // return() settles every waiting call with done.
+  const p4 = it.next()
+  await it.return!()
+  t.deepEqual(await within(p3, 1000), { value: { value: undefined, done: true } })
+  t.deepEqual(await within(p4, 1000), { value: { value: undefined, done: true } })
+
+  // An abort: the first waiting call gets the AbortError, the others end.
+  const ac = new AbortController()
+  const ab = tun.events({ signal: ac.signal })[Symbol.asyncIterator]()
+  const [a1, a2] = [ab.next(), ab.next()]
+  ac.abort()
+  const r1 = await within(a1, 1000)
+  t.is(typeof r1 === 'object' && 'error' in r1 ? (r1.error as Error).name : JSON.stringify(r1), 'AbortError')
+  t.deepEqual(await within(a2, 1000), { value: { value: undefined, done: true } })
+
+  // close(): every waiting call of every iterator ends.
+  const c = tun.events()[Symbol.asyncIterator]()
+  const d = tun.events()[Symbol.asyncIterator]()
+  const waiting = [c.next(), c.next(), d.next(), d.next()]
+  await tun.close()
+  for (const w of waiting) t.deepEqual(await within(w, 1000), { value: { value: undefined, done: true } })
+})
+
+deviceTest('an events iterator keeps the process alive only while a next() waits', async (t) => {
+  const script = (name: string, body: string) =>
+    nodeScript(`import { Tun } from ${JSON.stringify(INDEX)}
+const tun = await Tun.create({ name: ${JSON.stringify(name)} })
+${body}`)
+  // Never iterated, never closed: the process exits by itself.
+  const idle = spawnLines(script(devName(tag), `tun.events()\nconsole.log('subscribed')`), { env: childEnv })
+  try {
+    t.is(await idle.line(20_000, 'subscribed'), 'subscribed')
+    const timer = setTimeout(() => void idle.kill(), 5000)
+    const { code, signal } = await idle.exited
+    clearTimeout(timer)
+    t.is(signal, null, 'an idle events() iterator kept the process alive for 5 s')
+    t.is(code, 0)
+  } finally {
+    await idle.kill()
+  }
+  // Waiting in next(): the process stays until the event comes, then exits by itself (nothing waits any more).
+  const name = devName(tag)
+  const waiting = spawnLines(
+    script(
+      name,
+      `tun.events()[Symbol.asyncIterator]().next().then((r) => console.log(JSON.stringify(r.value)))
+console.log('waiting')`,
+    ),
+    { env: childEnv },
+  )
+  try {
+    t.is(await waiting.line(20_000, 'waiting'), 'waiting')
+    const early = await Promise.race([waiting.exited, new Promise((r) => setTimeout(() => r('running'), 1500))])
+    t.is(early, 'running', 'a process waiting in next() exited')
+    await ipOk(['link', 'set', name, 'mtu', '1400'])
+    t.deepEqual(JSON.parse(await waiting.line(5000, 'the event')), { type: 'mtu', mtu: 1400 })
+    const timer = setTimeout(() => void waiting.kill(), 5000)
+    const { code, signal } = await waiting.exited
+    clearTimeout(timer)
+    t.is(signal, null, 'the process did not exit within 5 s once nothing waited')
+    t.is(code, 0)
+  } finally {
+    await waiting.kill()
+  }
+})
+
+deviceTest('a dropped iterator is collected and its native subscription (thread) released', async (t) => {
+  const name = devName(tag)
+  const [node, ...rest] = nodeScript(`import { Tun } from ${JSON.stringify(INDEX)}
+import { readdirSync, readFileSync } from 'node:fs'
+const threads = () => readdirSync('/proc/self/task').filter((id) => {
+  try { return readFileSync('/proc/self/task/' + id + '/comm', 'utf8').trim() === 'tunkit-events' } catch { return false }
+}).length
+const tun = await Tun.create({ name: ${JSON.stringify(name)} })
+const before = threads()
+await (async () => {
+  // 20 never iterated; 20 that took an event and were then dropped.
+  const its = Array.from({ length: 40 }, () => tun.events()[Symbol.asyncIterator]())
+  await tun.setMtu(1400)
+  for (const it of its.slice(20)) await it.next()
+})()
+const during = threads()
+let after = during
+for (const deadline = Date.now() + 5000; after > before && Date.now() < deadline; after = threads()) {
+  globalThis.gc()
+  await new Promise((r) => setTimeout(r, 20))
+}
+// The device and a new iterator still work.
+const it = tun.events()[Symbol.asyncIterator]()
+await tun.setMtu(1401)
+const r = await it.next()
+console.log(JSON.stringify({ before, during, after, next: r.value }))
+await tun.close()`)
+  const child = spawnLines([node!, '--expose-gc', ...rest], { env: childEnv })
+  try {
+    const out = JSON.parse(await child.line(30_000, 'the thread counts')) as Record<string, unknown>
+    t.deepEqual(out, { before: 0, during: 40, after: 0, next: { type: 'mtu', mtu: 1401 } })
+    t.is((await child.exited).code, 0)
+  } finally {
+    await child.kill()
+  }
+})

@@ -290,7 +290,8 @@ export class Tun implements AsyncDisposable {
   readonly #ring: RingOptions
   /** Opened queues; `null` = not opened yet; `false` = detached to another thread. */
   readonly #queues: (TunQueue | null | false)[]
-  readonly #events = new Set<LinkEventIterator>()
+  /** Weakly: an iterator the user drops is collected, and its subscription released. */
+  readonly #events = new Set<WeakRef<LinkEventIterator>>()
   readonly #name: string
   readonly #index: number
   readonly #mode: 'tun' | 'tap'
@@ -359,13 +360,16 @@ export class Tun implements AsyncDisposable {
 
   /**
    * Adopts a file descriptor already attached to a TUN/TAP device, such as one an Android `VpnService` or a
-   * privileged parent process opened. tunkit owns it afterwards and closes it on `close()`; on error the caller keeps it.
+   * privileged parent process opened. tunkit owns it afterwards and closes it on `close()`; on error (a wrong
+   * `mode`, a descriptor that is not an attached TUN/TAP one, ring options out of range…) the caller keeps it, open
+   * and unchanged (same `O_NONBLOCK` and other flags).
    */
   static fromFd(fd: number, options: { mode?: 'tun' | 'tap'; ring?: RingOptions } = {}): Tun {
     checkKeys(options, new Set(['mode', 'ring']), 'option')
     checkKeys(options.ring, KNOWN_RING_OPTIONS, 'ring option')
     return new Tun(
-      native(() => binding.fromFd(fd, options.mode)),
+      // The ring options go along so that the native side checks them before it takes the descriptor.
+      native(() => binding.fromFd(fd, options.mode, { ...options.ring })),
       options.ring ?? {},
     )
   }
@@ -496,7 +500,9 @@ export class Tun implements AsyncDisposable {
 
   /**
    * Iterates over changes of the link (`up`, `down`, `mtu`, `address-added`, `address-removed`), whoever makes them.
-   * Ends when the device closes or the loop ends; an aborted `signal` ends it with an `AbortError`.
+   * Ends when the device closes or the loop ends; an aborted `signal` ends it with an `AbortError`. At most 1024
+   * events wait for `next()`; older ones are dropped and reported as one `{ type: 'overflow', lost }` event. Only a
+   * waiting `next()` keeps the process alive.
    *
    * @example
    * ```ts
@@ -507,9 +513,7 @@ export class Tun implements AsyncDisposable {
     this.#check()
     checkKeys(options, new Set(['signal']), 'option')
     checkSignal(options.signal)
-    const it = new LinkEventIterator(this.#dev, options.signal, (x) => this.#events.delete(x))
-    this.#events.add(it)
-    return it
+    return new LinkEventIterator(this.#dev, options.signal, this.#events)
   }
 
   /** Counters of the rings (summed over the queues started here) and of the kernel. */
@@ -633,7 +637,7 @@ export class Tun implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    for (const ev of [...this.#events]) ev.end()
+    for (const ev of [...this.#events]) ev.deref()?.end()
     for (const q of this.#queues) if (q) await q.close()
     binding.closeDevice(this.#dev)
   }

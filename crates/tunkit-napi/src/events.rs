@@ -1,34 +1,60 @@
 //! Link events: a thread per subscription blocks in the backend's `EventSource::next` and hands batches of events
 //! to JavaScript, which drains them with `takeEvents`.
+//!
+//! Nothing grows without bound while JavaScript does not take the events: the queue keeps the newest
+//! [`EVENTS_CAP`] events (older ones are dropped and counted, and `takeEvents` reports the count first, as an
+//! `overflow` event), and the thread queues at most one "events are waiting" call on the threadsafe function until
+//! JavaScript takes them.
 
 use crate::convert;
-use crate::sys::api::{type_error, CallContext, JsResult, Tsfn, Value};
+use crate::sys::api::{type_error, CallContext, EnvHook, JsResult, Tsfn, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use tunkit_core::backend::{EventSource, LinkEvent};
 use tunkit_core::{Error, ErrorKind};
 
+/// How many events a subscription keeps for JavaScript; beyond that the oldest are dropped and counted.
+pub const EVENTS_CAP: usize = 1024;
+
 struct State {
   events: VecDeque<LinkEvent>,
+  /// Events dropped from the front of `events` since the last `takeEvents`.
+  lost: u64,
+  /// An `EVENTS_READY` call is queued or delivered and `takeEvents` has not run since: no need for another.
+  notified: bool,
   ended: bool,
   error: Option<Error>,
 }
 
-struct Subscription {
+/// The thread of a subscription and what it calls; shared with the teardown hook.
+struct Watcher {
   source: Arc<dyn EventSource>,
-  state: Arc<Mutex<State>>,
   thread: Mutex<Option<JoinHandle<()>>>,
-  tsfn: Arc<Mutex<Option<Tsfn>>>,
+  tsfn: Arc<Tsfn>,
 }
 
-impl Subscription {
+impl Watcher {
+  /// Stops the thread and releases the threadsafe function. Idempotent.
   fn close(&self) {
     self.source.wake();
     if let Some(t) = lock(&self.thread).take() {
       let _ = t.join();
     }
-    drop(lock(&self.tsfn).take());
+    self.tsfn.release();
+  }
+}
+
+struct Subscription {
+  state: Arc<Mutex<State>>,
+  watcher: Arc<Watcher>,
+  /// Stops the thread if the environment is torn down with the subscription open (see `device::QueueHandle`).
+  _teardown: EnvHook,
+}
+
+impl Subscription {
+  fn close(&self) {
+    self.watcher.close();
   }
 }
 
@@ -55,9 +81,11 @@ pub fn subscribe(cx: &CallContext) -> JsResult<Value> {
     return Err(type_error("onEvent must be a function"));
   }
   let source: Arc<dyn EventSource> = Arc::from(dev.get("events")?.control().events()?);
-  let tsfn = Arc::new(Mutex::new(Some(Tsfn::new(env, on_event, "tunkit-events")?)));
+  let tsfn = Arc::new(Tsfn::new(env, on_event, "tunkit-events")?);
   let state = Arc::new(Mutex::new(State {
     events: VecDeque::new(),
+    lost: 0,
+    notified: false,
     ended: false,
     error: None,
   }));
@@ -69,7 +97,17 @@ pub fn subscribe(cx: &CallContext) -> JsResult<Value> {
       let mut s = lock(&st);
       let code = match r {
         Ok(evs) => {
-          s.events.extend(evs);
+          for ev in evs {
+            if s.events.len() == EVENTS_CAP {
+              s.events.pop_front();
+              s.lost += 1;
+            }
+            s.events.push_back(ev);
+          }
+          if s.notified {
+            continue; // JavaScript has not taken the last batch yet: it will find these with it
+          }
+          s.notified = true;
           EVENTS_READY
         }
         Err(e) => {
@@ -81,19 +119,23 @@ pub fn subscribe(cx: &CallContext) -> JsResult<Value> {
         }
       };
       drop(s);
-      if let Some(t) = lock(&t).as_ref() {
-        t.call(code);
-      }
+      t.call(code);
       if code == EVENTS_ENDED {
         break;
       }
     })
     .map_err(|e| Error::os("pthread_create", &e, "starting the tunkit event thread"))?;
-  env.external(Arc::new(Subscription {
+  let watcher = Arc::new(Watcher {
     source,
-    state,
     thread: Mutex::new(Some(thread)),
     tsfn,
+  });
+  let w = watcher.clone();
+  let teardown = env.on_teardown(Box::new(move || w.close()))?;
+  env.external(Arc::new(Subscription {
+    state,
+    watcher,
+    _teardown: teardown,
   }))
 }
 
@@ -102,13 +144,16 @@ fn subscription(cx: &CallContext) -> JsResult<Arc<Subscription>> {
     .unwrap_external::<Subscription>(cx.arg(0)?, "event subscription")
 }
 
-/// `takeEvents(sub)`: the events since the last call (possibly none); `undefined` once ended and drained. Throws
-/// the error the subscription ended with, if any.
+/// `takeEvents(sub)`: the events since the last call (possibly none), at most [`EVENTS_CAP`] of them, preceded by
+/// `{ type: 'overflow', lost }` when older ones were dropped; `undefined` once ended and drained. Throws the error
+/// the subscription ended with, if any.
 pub fn take(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let sub = subscription(cx)?;
   let mut s = lock(&sub.state);
-  if s.events.is_empty() && s.ended {
+  s.notified = false;
+  let lost = std::mem::take(&mut s.lost);
+  if s.events.is_empty() && s.ended && lost == 0 {
     return match s.error.take() {
       Some(e) => Err(e.into()),
       None => env.undefined(),
@@ -116,9 +161,18 @@ pub fn take(cx: &CallContext) -> JsResult<Value> {
   }
   let events: Vec<LinkEvent> = s.events.drain(..).collect();
   drop(s);
-  let items = events
-    .iter()
-    .map(|ev| {
+  let overflow = if lost > 0 {
+    let o = env.object()?;
+    env.set(o, "type", env.string("overflow")?)?;
+    env.set(o, "lost", env.number(lost as f64)?)?;
+    Some(o)
+  } else {
+    None
+  };
+  let items = overflow
+    .into_iter()
+    .map(Ok)
+    .chain(events.iter().map(|ev| {
       let o = env.object()?;
       let (ty, extra) = match ev {
         LinkEvent::Up => ("up", None),
@@ -135,7 +189,7 @@ pub fn take(cx: &CallContext) -> JsResult<Value> {
         env.set(o, "address", convert::cidr_to_js(env, a)?)?;
       }
       Ok(o)
-    })
+    }))
     .collect::<JsResult<Vec<_>>>()?;
   env.array_of(&items)
 }
@@ -144,9 +198,7 @@ pub fn take(cx: &CallContext) -> JsResult<Value> {
 pub fn set_ref(cx: &CallContext) -> JsResult<Value> {
   let sub = subscription(cx)?;
   let r = cx.env.to_bool(cx.arg(1)?, "ref")?;
-  if let Some(t) = lock(&sub.tsfn).as_ref() {
-    t.set_ref(cx.env, r);
-  }
+  sub.watcher.tsfn.set_ref(cx.env, r);
   cx.env.undefined()
 }
 

@@ -350,7 +350,12 @@ impl Env {
   /// The data, length and ArrayBuffer of the typed array `v` of type `want`. One Node-API call on the per-packet
   /// path: a value that is not a typed array makes `napi_get_typedarray_info` return `napi_invalid_arg` without
   /// throwing. Runs no JavaScript.
-  fn typed_array(self, v: Value, want: napi_typedarray_type, what: &str) -> JsResult<(*mut c_void, usize, Value)> {
+  fn typed_array(
+    self,
+    v: Value,
+    want: napi_typedarray_type,
+    what: &str,
+  ) -> JsResult<(*mut c_void, usize, Value)> {
     let wrong = || {
       let expected = if want == NAPI_UINT8_ARRAY {
         "a Buffer or Uint8Array"
@@ -386,7 +391,7 @@ impl Env {
   /// `ArrayBuffer.prototype.resizable`) and could then detach, transfer or shrink a buffer already looked at; so
   /// every value is taken first, then every check that may run JavaScript is made, and only then are the pointers
   /// taken, with no JavaScript in between. Detached and resizable buffers are refused.
-  pub fn packets<'c>(self, _ctx: &'c CallContext, arg: Value, max: usize) -> JsResult<Vec<&'c [u8]>> {
+  pub fn packets(self, _ctx: &CallContext, arg: Value, max: usize) -> JsResult<Vec<&[u8]>> {
     let single = !self.is_array(arg)?;
     let values = if !single {
       let n = self.array_len(arg)? as usize;
@@ -395,11 +400,19 @@ impl Env {
           "a write takes at most {max} packets, got an array of {n}"
         )));
       }
-      (0..n as u32).map(|i| self.element(arg, i)).collect::<JsResult<Vec<_>>>()?
+      (0..n as u32)
+        .map(|i| self.element(arg, i))
+        .collect::<JsResult<Vec<_>>>()?
     } else {
       vec![arg]
     };
-    let name = |i: usize| if single { "packet".to_string() } else { format!("packet {i}") };
+    let name = |i: usize| {
+      if single {
+        "packet".to_string()
+      } else {
+        format!("packet {i}")
+      }
+    };
     // Pass 1: types, and whether each buffer is resizable (a property read: JavaScript may run). Consecutive
     // packets usually share a buffer (a batch, Node's Buffer pool); it is looked at once.
     let mut ran_js = false;
@@ -433,7 +446,10 @@ impl Env {
       if len == 0 {
         let (_, _, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
         if self.is_detached(ab)? {
-          return Err(type_error(format!("{} is a view of a detached ArrayBuffer", name(i))));
+          return Err(type_error(format!(
+            "{} is a view of a detached ArrayBuffer",
+            name(i)
+          )));
         }
         out.push(&[][..]);
         continue;
@@ -723,7 +739,8 @@ impl Tsfn {
     let mut raw = self.raw();
     if let Some(t) = raw.as_ref() {
       // SAFETY: t is live: it is only released under this lock, which we hold; the data is a plain integer.
-      let status = unsafe { napi_call_threadsafe_function(t.0, code as usize as *mut c_void, NAPI_TSFN_NONBLOCKING) };
+      let status =
+        unsafe { napi_call_threadsafe_function(t.0, code as usize as *mut c_void, NAPI_TSFN_NONBLOCKING) };
       if status == NAPI_CLOSING {
         // Node is tearing the function down and has dropped our reference with this call: never touch it again.
         *raw = None;
