@@ -22,7 +22,10 @@ export interface RingOptions {
   copyBelow?: number
   /** Bytes of batch buffers alive at once, including those whose packets JavaScript still holds (default 256 MiB). */
   memoryBudget?: number
-  /** Bytes of outgoing packets queued before `write()` waits (default 4 MiB). */
+  /**
+   * Bytes of outgoing packets queued before `write()` waits (default 4 MiB). Twice this is a hard cap: a write that
+   * would queue more is refused with `ERR_TUN_QUEUE_FULL`.
+   */
   txRingBytes?: number
   /** How long `close()` waits for queued outgoing packets to be written, in ms (default 1000). */
   closeFlushMs?: number

@@ -484,13 +484,19 @@ export class Tun implements AsyncDisposable {
   }
 
   /**
-   * Sends one packet or an array of packets (IP packets for TUN, Ethernet frames for TAP). The packets are copied
-   * before this returns, so their buffers may be reused at once. The promise resolves as soon as they are queued
-   * for the device, at once unless the transmit ring is full: awaiting it is the backpressure.
+   * Sends one packet or an array of packets (IP packets for TUN, Ethernet frames for TAP). The packets are written or
+   * copied before this returns, so their buffers may be reused at once. The promise resolves at once while the
+   * transmit ring holds at most `ring.txRingBytes`; past that, once the ring has drained to half: awaiting it is the
+   * backpressure.
    *
    * Every packet is checked first; if one is empty, not IPv4/IPv6 (TUN), shorter than an Ethernet header (TAP), or
    * larger than the MTU allows, the promise rejects (`ERR_TUN_INVALID_PACKET`, `ERR_TUN_PACKET_TOO_LARGE`) and none of
-   * the packets is sent.
+   * the packets is sent. Arguments of the wrong shape (not a `Buffer`/`Uint8Array` or an array of at most 65 536 of
+   * them; views of resizable or detached buffers) reject with `ERR_TUN_INVALID_ARGUMENT`.
+   *
+   * @throws {TunError} (as a rejection) also `ERR_TUN_QUEUE_FULL` when more than twice `txRingBytes` already wait
+   *   (writes issued without awaiting; nothing of this one is taken), `ERR_TUN_GONE` once the device was removed,
+   *   `ERR_TUN_CLOSED`, `ERR_TUN_INTERNAL`.
    */
   write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.#closed)
