@@ -336,3 +336,33 @@ deviceTest('a device deleted under a reader and a writer ends both with ERR_TUN_
   t.is((w as TunError)?.code, 'ERR_TUN_GONE', String(w))
   await tun.close()
 })
+
+for (const mode of ['packets', 'batches'] as const) {
+  test(`a ${mode}() reader that keeps packets does not stall the ring: under memory pressure it gets copies`, async (t) => {
+    const budget = 1 << 20
+    const [a, b] = Tun.createMemoryPair({ ring: { slabBytes: 16384, memoryBudget: budget, copyBelow: 0 } })
+    const N = 20_000
+    const kept: Buffer[] = []
+    let got = 0
+    const keep = (p: Buffer) => {
+      if (got % 50 === 0) kept.push(p) // 400 packets kept: views would pin far more slabs than the budget holds
+      return ++got === N
+    }
+    const reader = (async () => {
+      if (mode === 'packets') {
+        for await (const p of b.packets()) if (keep(p)) return
+      } else {
+        for await (const batch of b.batches()) for (const p of batch) if (keep(p)) return
+      }
+    })()
+    const batch = Array.from({ length: 32 }, (_, i) => ipv4(1000, i))
+    for (let sent = 0; sent < N; sent += 32) await a.write(batch)
+    const done = await Promise.race([reader.then(() => true), new Promise((r) => setTimeout(() => r(false), 20_000))])
+    t.true(done, `the reader stalled after ${got} of ${N} packets (rxLiveBytes ${b.stats().rxLiveBytes})`)
+    t.is(kept.length, N / 50)
+    for (const [i, p] of kept.entries()) t.is(p.readUInt32BE(28), (i * 50) % 32, `kept packet ${i} changed`)
+    t.true(b.stats().rxLiveBytes <= budget)
+    await a.close()
+    await b.close()
+  })
+}

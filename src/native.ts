@@ -75,6 +75,8 @@ export interface NativeBinding {
   pull(q: QueueHandle, lens: Uint32Array): ArrayBuffer | null | undefined
   /** 0: taken; 1: taken, but the ring is over its budget (an EVENT_WRITABLE follows). Throws when nothing was taken. */
   send(q: QueueHandle, packets: Uint8Array | readonly Uint8Array[]): 0 | 1
+  /** Detaches a pulled batch's ArrayBuffer so that its memory returns at once (no view of it may be in use). */
+  releaseBatch(ab: ArrayBuffer): void
   setRef(q: QueueHandle, ref: boolean): void
   queueStats(q: QueueHandle): QueueStats
   takeWriteError(q: QueueHandle): { code: string; message: string; errno?: number; syscall?: string } | undefined

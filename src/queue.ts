@@ -70,6 +70,31 @@ interface RawBatch {
   ab: ArrayBuffer
   offset: number
   lens: Uint32Array
+  /**
+   * The ring is short of memory because batch buffers stay alive (the program keeps packets, and each view pins its
+   * whole batch): hand out copies, so that what is kept is only the packets themselves.
+   */
+  copy: boolean
+}
+
+/** Bit 31 of `lens[0]` after a pull: the ring asks for copies (see `RawBatch.copy`). */
+const PULL_COPY = 0x80000000
+
+/**
+ * A batch all of whose packets were copied out: its memory goes back to the ring now rather than at the next garbage
+ * collection (which, with nothing else allocating, might not come before the reader runs out of budget).
+ */
+function release(b: RawBatch): void {
+  if (b.copy) binding.releaseBatch(b.ab)
+}
+
+/** The packet at `off`/`len` of `b`: a view of the batch, or under memory pressure an exact-size copy of its own. */
+function packetOf(b: RawBatch, off: number, len: number): Buffer {
+  if (!b.copy) return Buffer.from(b.ab, off, len)
+  // Not from Buffer's shared pool: a kept copy must not pin a pool chunk either.
+  const out = Buffer.allocUnsafeSlow(len)
+  out.set(new Uint8Array(b.ab, off, len))
+  return out
 }
 
 const RESOLVED = Promise.resolve()
@@ -163,7 +188,9 @@ export class PacketQueue {
         }
         const ab = native(() => binding.pull(this.#h, this.#lens))
         if (ab) {
-          const batch = { ab, offset: 0, lens: this.#lens.slice(1, this.#lens[0]! + 1) }
+          const head = this.#lens[0]!
+          const count = (head & ~PULL_COPY) >>> 0
+          const batch = { ab, offset: 0, lens: this.#lens.slice(1, count + 1), copy: (head & PULL_COPY) !== 0 }
           // A flood can keep this loop busy on microtasks alone; let timers, I/O and the finalizers that return
           // batch buffers run now and then.
           const now = performance.now()
@@ -300,8 +327,9 @@ export class PacketIterator implements AsyncIterableIterator<Buffer> {
     const b = this.#batch
     if (b !== null && this.#i < b.lens.length) {
       const len = b.lens[this.#i++]!
-      const value = Buffer.from(b.ab, this.#off, len)
+      const value = packetOf(b, this.#off, len)
       this.#off += len
+      if (this.#i === b.lens.length) release(b)
       return Promise.resolve({ value, done: false })
     }
     if (this.#done) return Promise.resolve({ value: undefined, done: true })
@@ -328,7 +356,9 @@ export class PacketIterator implements AsyncIterableIterator<Buffer> {
     this.#batch = b
     this.#i = 1
     this.#off = b.offset + b.lens[0]!
-    return { value: Buffer.from(b.ab, b.offset, b.lens[0]!), done: false }
+    const value = packetOf(b, b.offset, b.lens[0]!)
+    if (b.lens.length === 1) release(b)
+    return { value, done: false }
   }
 
   async return(): Promise<IteratorResult<Buffer>> {
@@ -338,7 +368,7 @@ export class PacketIterator implements AsyncIterableIterator<Buffer> {
     this.#batch = null
     // Packets of the current batch not yet yielded stay readable by the next loop.
     if (b !== null && this.#i < b.lens.length)
-      this.#queue.unread({ ab: b.ab, offset: this.#off, lens: b.lens.subarray(this.#i) })
+      this.#queue.unread({ ab: b.ab, offset: this.#off, lens: b.lens.subarray(this.#i), copy: b.copy })
     if (early && this.#opts.closeOnReturn) await this.#onReturn()
     return { value: undefined, done: true }
   }
@@ -354,8 +384,9 @@ export function batchBuffers(b: RawBatch): Buffer[] {
   let off = b.offset
   for (let i = 0; i < b.lens.length; i++) {
     const len = b.lens[i]!
-    out[i] = Buffer.from(b.ab, off, len)
+    out[i] = packetOf(b, off, len)
     off += len
   }
+  release(b)
   return out
 }

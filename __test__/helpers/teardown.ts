@@ -81,6 +81,7 @@ async function workers(kind: string, how: string, rounds: number): Promise<void>
   const run = async (i: number) => {
     const w = new Worker(workerBody(kind, how, `tkwt${i}`), { eval: true, type: 'module' } as never)
     w.on('error', () => {})
+    const exited = new Promise((r) => w.once('exit', r))
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`worker ${i} never got ready`)), 20_000)
       w.once('message', () => {
@@ -93,7 +94,7 @@ async function workers(kind: string, how: string, rounds: number): Promise<void>
       })
     })
     if (how === 'terminate') setTimeout(() => void w.terminate(), 30)
-    await new Promise((r) => w.once('exit', r))
+    await exited
   }
   await run(0) // warm-up: the first worker loads modules and starts libuv's pools
   await sleep(100)

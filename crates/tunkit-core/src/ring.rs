@@ -550,6 +550,14 @@ impl PacketRing {
     lock(&self.shared.last_tx_error).take()
   }
 
+  /// Whether batch buffers alive now (queued, or held by the consumer) take more than a quarter of the memory
+  /// budget. A consumer that keeps packets pins the whole buffer of each; before the budget runs out and the reader
+  /// stalls for good, it should copy the packets it hands on instead, so that only what it keeps stays alive.
+  pub fn memory_pressure(&self) -> bool {
+    let s = &self.shared;
+    s.pool.live_bytes.load(Relaxed) > s.cfg.memory_budget / 4
+  }
+
   /// Most packets one pulled batch can hold.
   pub fn batch_packets(&self) -> usize {
     self.shared.cfg.batch_packets
@@ -705,7 +713,10 @@ fn end_reads(s: &Shared, error: Option<Error>) {
 fn writer_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
   loop {
     let mut tx = lock(&s.tx);
-    while (tx.batches.is_empty() || tx.writing) && !(tx.closing && tx.batches.is_empty()) && tx.failed.is_none() {
+    while (tx.batches.is_empty() || tx.writing)
+      && !(tx.closing && tx.batches.is_empty())
+      && tx.failed.is_none()
+    {
       tx = s.tx_cv.wait(tx).unwrap_or_else(|e| e.into_inner());
     }
     if tx.failed.is_some() {
@@ -978,7 +989,10 @@ mod tests {
     let notify = Box::new(move |e| {
       let _ = lock(&tx).send(e);
     });
-    (PacketRing::start(Box::new(Handle(q.clone())), cfg, notify).unwrap(), rx)
+    (
+      PacketRing::start(Box::new(Handle(q.clone())), cfg, notify).unwrap(),
+      rx,
+    )
   }
 
   /// Pulls until the ring ends (returning its error) or `deadline` passes (panics).
@@ -1072,7 +1086,10 @@ mod tests {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = 0;
     while got < 1 {
-      assert!(Instant::now() < deadline, "no packet after a transient read error");
+      assert!(
+        Instant::now() < deadline,
+        "no packet after a transient read error"
+      );
       match r.pull() {
         Pull::Batch(_, lens) => got += lens.len(),
         Pull::Empty => {
@@ -1137,7 +1154,10 @@ mod tests {
     }
     let queued = r.stats().tx_queued_bytes;
     assert!(queued <= 2 * 65536, "{queued} queued past twice the budget");
-    assert!(outcomes.contains(&Sent::Done) && outcomes.contains(&Sent::OverBudget), "{outcomes:?}");
+    assert!(
+      outcomes.contains(&Sent::Done) && outcomes.contains(&Sent::OverBudget),
+      "{outcomes:?}"
+    );
     // The refused send took nothing; everything taken is written once the device has room.
     assert_eq!(r.send(&ten, 14_000).unwrap_err().kind(), ErrorKind::QueueFull);
     assert_eq!(r.stats().tx_queued_bytes, queued);
@@ -1145,7 +1165,10 @@ mod tests {
     q.fed.notify_all();
     let want = 200 + 10 * outcomes.len() as u64;
     wait_for(|| q.written.load(Relaxed) == want);
-    assert_eq!(ev.recv_timeout(Duration::from_secs(5)).unwrap(), RingEvent::Writable);
+    assert_eq!(
+      ev.recv_timeout(Duration::from_secs(5)).unwrap(),
+      RingEvent::Writable
+    );
     r.close();
   }
 }

@@ -63,6 +63,10 @@ struct QueueHandle {
   _teardown: EnvHook,
 }
 
+/// Set in `lens[0]` by `pull` when the ring is under memory pressure: JavaScript should hand out copies of the
+/// packets rather than views that pin the batch (see `PacketRing::memory_pressure`).
+const PULL_COPY: u32 = 1 << 31;
+
 /// Most packets one `write()` takes.
 const MAX_WRITE_PACKETS: usize = 65536;
 
@@ -403,7 +407,8 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
 }
 
 /// `pull(queue, lens)`: the next batch as an ArrayBuffer of packets packed back to back, with `lens[0]` = count
-/// and `lens[1..=count]` the lengths; `null` when the ring is empty (an event `1` or `3` follows); `undefined` once
+/// and `lens[1..=count]` the lengths (bit 31 of `lens[0]`: copy the packets, the ring is under memory pressure);
+/// `null` when the ring is empty (an event `1` or `3` follows); `undefined` once
 /// the queue has ended. Throws the reader's error if it ended on one.
 pub fn pull(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
@@ -418,7 +423,8 @@ pub fn pull(cx: &CallContext) -> JsResult<Value> {
   }
   match q.ring.pull() {
     Pull::Batch(slab, l) => {
-      env.fill_u32s(lens, "lens", l.len() as u32, &l)?;
+      let pressure = if q.ring.memory_pressure() { PULL_COPY } else { 0 };
+      env.fill_u32s(lens, "lens", l.len() as u32 | pressure, &l)?;
       env.slab_arraybuffer(slab)
     }
     Pull::Empty => env.null(),
@@ -470,6 +476,13 @@ pub fn send(cx: &CallContext) -> JsResult<Value> {
     _ => e,
   })?;
   env.number(if sent == Sent::OverBudget { 1.0 } else { 0.0 })
+}
+
+/// `releaseBatch(ab)`: gives a pulled batch's memory back at once (the JavaScript side copied every packet out of
+/// it under memory pressure, so no view of it is left in use).
+pub fn release_batch(cx: &CallContext) -> JsResult<Value> {
+  cx.env.detach(cx.arg(0)?, "batch")?;
+  cx.env.undefined()
 }
 
 /// `setRef(queue, bool)`: whether a pending event keeps the process alive.

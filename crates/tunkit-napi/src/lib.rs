@@ -31,6 +31,7 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("openQueue", device::open_queue),
   ("pull", device::pull),
   ("send", device::send),
+  ("releaseBatch", device::release_batch),
   ("setRef", device::set_ref),
   ("queueStats", device::queue_stats),
   ("takeWriteError", device::take_write_error),

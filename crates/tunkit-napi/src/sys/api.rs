@@ -594,6 +594,25 @@ impl Env {
     Ok(Value(out))
   }
 
+  /// Detaches the ArrayBuffer `ab` (one made by [`Env::slab_arraybuffer`]): its views become empty and its memory
+  /// goes back to the pool as soon as Node runs the finalizer, without waiting for a garbage collection. A value
+  /// that is not a detachable ArrayBuffer is a typed error.
+  pub fn detach(self, ab: Value, what: &str) -> JsResult<()> {
+    let mut is_ab = false;
+    // SAFETY: ab is a live value; is_ab is a valid out-pointer.
+    let status = unsafe { napi_is_arraybuffer(self.0, ab.0, &mut is_ab) };
+    check(self.0, status, "napi_is_arraybuffer")?;
+    if !is_ab {
+      return Err(type_error(format!("{what} must be an ArrayBuffer")));
+    }
+    // SAFETY: ab is a live ArrayBuffer; V8 refuses (napi_detachable_arraybuffer_expected) one it cannot detach.
+    let status = unsafe { napi_detach_arraybuffer(self.0, ab.0) };
+    if status != NAPI_OK {
+      check(self.0, status, "napi_detach_arraybuffer")?;
+    }
+    Ok(())
+  }
+
   /// Calls `f` with `args` and `this` undefined.
   pub fn call(self, f: Value, args: &[Value]) -> JsResult<Value> {
     let recv = self.undefined()?;
