@@ -192,11 +192,37 @@ impl SlabPool {
     }
   }
 
-  /// A buffer holding a copy of `data`, counted against the budget like a slab (by its capacity).
-  fn copy_of(&self, data: &[u8]) -> Vec<u8> {
-    let v = data.to_vec();
-    self.live_bytes.fetch_add(v.capacity(), Relaxed);
-    v
+  /// A buffer holding a copy of `data`, counted against the budget like a slab. Copies the consumer keeps count
+  /// as much as slabs do: when the budget is spent, free slabs are released to make room, and failing that this
+  /// waits like [`SlabPool::take`] (counting one stall). `None` once closing.
+  fn copy_of(&self, data: &[u8], stalls: &AtomicU64) -> Option<Vec<u8>> {
+    let need = data.len();
+    let mut stalled = false;
+    let mut free = lock(&self.free);
+    loop {
+      if self.closing.load(Relaxed) {
+        return None;
+      }
+      while self.live_bytes.load(Relaxed) + need > self.budget {
+        let Some(slab) = free.pop() else { break };
+        self.live_bytes.fetch_sub(slab.capacity(), Relaxed);
+        drop(slab);
+      }
+      if self.live_bytes.load(Relaxed) + need <= self.budget {
+        let v = data.to_vec();
+        self.live_bytes.fetch_add(v.capacity(), Relaxed);
+        return Some(v);
+      }
+      if !stalled {
+        stalled = true;
+        stalls.fetch_add(1, Relaxed);
+      }
+      free = self
+        .returned
+        .wait_timeout(free, Duration::from_millis(100))
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0);
+    }
   }
 
   /// Takes a buffer back: slabs go to the free list (beyond what a full ring needs they are freed), copies are freed.
@@ -657,9 +683,12 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
     c.rx_batches.fetch_add(1, Relaxed);
     let data = if batch.data.len() < s.cfg.copy_below {
-      let small = s.pool.copy_of(&batch.data);
+      let small = s.pool.copy_of(&batch.data, &c.rx_stalls);
       s.pool.give_back(batch.data);
-      small
+      match small {
+        Some(small) => small,
+        None => break None,
+      }
     } else {
       batch.data
     };

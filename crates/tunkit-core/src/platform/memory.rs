@@ -294,6 +294,44 @@ mod tests {
   }
 
   #[test]
+  fn copies_the_consumer_holds_count_against_the_budget() {
+    let (a, b) = pair(1500, 1024).unwrap();
+    let (ra, _ea) = ring(a.queues.into_iter().next().unwrap());
+    let (tx, ev) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let budget = 2 << 20;
+    let cfg = RingConfig {
+      slab_bytes: 64 << 10,
+      copy_below: 1 << 30, // every batch is copied
+      memory_budget: budget,
+      close_flush: Duration::from_millis(300),
+      ..RingConfig::default()
+    };
+    let notify = Box::new(move |e| {
+      let _ = tx.lock().unwrap().send(e);
+    });
+    let rb = PacketRing::start(b.queues.into_iter().next().unwrap(), cfg, notify).unwrap();
+    let pkt = vec![9u8; 1400];
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rb.stats().rx_stalls == 0 && Instant::now() < deadline {
+      let _ = ra.send(&[pkt.as_slice(); 16], 16 * 1400);
+      match rb.pull() {
+        Pull::Batch(g, _) => held.push(g),
+        _ => {
+          let _ = ev.recv_timeout(Duration::from_millis(5));
+        }
+      }
+    }
+    let st = rb.stats();
+    assert!(st.rx_stalls > 0, "the reader never stalled while every copy was held");
+    assert!(st.rx_live_bytes <= budget as u64, "{} live past the budget {budget}", st.rx_live_bytes);
+    drop(held);
+    ra.close();
+    rb.close();
+  }
+
+  #[test]
   fn small_batches_are_copied_to_their_size_and_large_ones_are_not() {
     let (a, b) = pair(1500, 1024).unwrap();
     let (ra, _ea) = ring(a.queues.into_iter().next().unwrap());
@@ -371,11 +409,18 @@ mod tests {
         }
       }
     }
-    assert!(over && full, "backpressure never applied (over budget {over}, full {full})");
+    assert!(
+      over && full,
+      "backpressure never applied (over budget {over}, full {full})"
+    );
     let st = ra.stats();
     assert!(st.tx_backpressure >= 1);
     let cap = 2 * RingConfig::default().tx_ring_bytes as u64;
-    assert!(st.tx_queued_bytes <= cap, "{} queued past the cap {cap}", st.tx_queued_bytes);
+    assert!(
+      st.tx_queued_bytes <= cap,
+      "{} queued past the cap {cap}",
+      st.tx_queued_bytes
+    );
     // Draining b lets a's writer go on, and the armed Writable event comes.
     let t = Instant::now();
     let mut writable = false;
