@@ -259,3 +259,27 @@ deviceTest(
     await t.notThrowsAsync(() => waitGone(tun.name, 3000))
   },
 )
+
+deviceTest('refused ring options leave the queue in the device and the detach token attachable', async (t) => {
+  // With several queues each starts on first use, so the device's ring options are only checked then.
+  const tun = await Tun.create({ name: devName(tag), queues: 2, ring: { memoryBudget: 1 } })
+  try {
+    for (const attempt of ['first', 'second']) {
+      const e = t.throws(() => tun.queue(1), undefined, attempt) as TunError
+      t.is(e.code, 'ERR_TUN_INVALID_ARGUMENT', `${attempt} start: ${e.message}`)
+      t.regex(e.message, /memoryBudget/)
+    }
+    // The refused start did not take the queue: it can still be detached, and attached with good options.
+    const token = tun.detachQueue(1)
+    for (const ring of [{ batchPackets: 0 }, { memoryBudget: 1 }, { slabBytes: 1 }, { txRingBytes: 1 }]) {
+      const e = t.throws(() => TunQueue.attach(token, { ring }), undefined, JSON.stringify(ring)) as TunError
+      t.is(e.code, 'ERR_TUN_INVALID_ARGUMENT', `${JSON.stringify(ring)}: ${e.message}`)
+    }
+    const q = TunQueue.attach(token, { ring: { batchPackets: 16 } })
+    t.is(q.name, tun.name)
+    await q.close()
+    t.throws(() => TunQueue.attach(token), { code: 'ERR_TUN_NOT_FOUND' }, 'a token attaches once')
+  } finally {
+    await tun.close()
+  }
+})

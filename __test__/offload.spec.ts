@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Tun, packet, type TunOptions } from '../index.ts'
 import { deviceTest, devName } from './helpers/device.ts'
+import { faultEnv } from './helpers/native.ts'
 import { holdNetns, type HeldNetns } from './helpers/ns.ts'
 
 const INDEX = fileURLToPath(new URL('../index.ts', import.meta.url))
@@ -357,9 +358,10 @@ deviceTest('offload: UDP segmentation (USO) super-packets are split and coalesce
 })
 
 /**
- * The forwarder of the fallback test, in a child process so that TUNKIT_TEST_FAIL_OFFLOAD_WRITE=1 (read when a
- * queue is created) applies to it alone. Prints READY, forwards until a line arrives on stdin, then prints the
- * backend counters of both devices and the TUNKIT_NOTICE warnings it saw.
+ * The forwarder of the fallback test, in a child process so that the test addon and its armed fault injection
+ * points (TUNKIT_NATIVE_PATH, TUNKIT_TEST_FAULTS; the `offload-write` point is checked when a queue is created)
+ * apply to it alone. Prints READY, forwards until a line arrives on stdin, then prints the backend counters of both
+ * devices and the TUNKIT_NOTICE warnings it saw.
  */
 const FORWARDER = `
 import { Tun } from ${JSON.stringify(INDEX)}
@@ -380,48 +382,78 @@ process.stdin.once('data', async () => {
 })
 `
 
+/** Runs FORWARDER in a child with `env` between offload devices in A and B, sends `bytes` of TCP through it. */
+async function forwardInChild(
+  t: ExecutionContext,
+  nsA: HeldNetns,
+  nsB: HeldNetns,
+  env: NodeJS.ProcessEnv,
+  bytes: number,
+): Promise<{ a: Record<string, number>; b: Record<string, number>; notices: string[] }> {
+  const fwd = lineChild(
+    [
+      process.execPath,
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      FORWARDER,
+      JSON.stringify(deviceOptions('a', nsA, true)),
+      JSON.stringify(deviceOptions('b', nsB, true)),
+    ],
+    { env, timeoutMs: 100_000 },
+  )
+  try {
+    await fwd.waitFor(/^READY$/, 20_000)
+    const { sent, got } = await tcpTransfer(nsA, nsB, bytes)
+    t.is(sent.bytes, bytes)
+    t.deepEqual(got, sent, 'the receiver got other bytes than were sent')
+    fwd.send('stop')
+    const out = await fwd.done
+    t.is(out.code, 0, out.stderr)
+    const res = JSON.parse(out.stdout.trim().split('\n').pop()!) as {
+      a: Record<string, number>
+      b: Record<string, number>
+      notices: string[]
+    }
+    t.log(`a: ${JSON.stringify(res.a)}`)
+    t.log(`b: ${JSON.stringify(res.b)}`)
+    return res
+  } finally {
+    fwd.kill()
+  }
+}
+
 deviceTest(
   'offload: when the kernel refuses a coalesced write, the forwarder falls back, loses nothing, warns once',
   async (t: ExecutionContext) => {
+    // The test addon, with the offload-write fault armed: each offload queue's first super-packet write fails.
+    const env = faultEnv(['offload-write'])
     await withNamespaces(async (nsA, nsB) => {
-      const env = { ...process.env, TUNKIT_TEST_FAIL_OFFLOAD_WRITE: '1' }
-      const fwd = lineChild(
-        [
-          process.execPath,
-          '--import',
-          'tsx',
-          '--input-type=module',
-          '-e',
-          FORWARDER,
-          JSON.stringify(deviceOptions('a', nsA, true)),
-          JSON.stringify(deviceOptions('b', nsB, true)),
-        ],
-        { env, timeoutMs: 100_000 },
-      )
-      try {
-        await fwd.waitFor(/^READY$/, 20_000)
-        const { sent, got } = await tcpTransfer(nsA, nsB, 20 * MB)
-        t.is(sent.bytes, 20 * MB)
-        t.deepEqual(got, sent, 'the receiver got other bytes than were sent')
-        fwd.send('stop')
-        const out = await fwd.done
-        t.is(out.code, 0, out.stderr)
-        const { a, b, notices } = JSON.parse(out.stdout.trim().split('\n').pop()!) as {
-          a: Record<string, number>
-          b: Record<string, number>
-          notices: string[]
-        }
-        t.log(`a: ${JSON.stringify(a)}`)
-        t.log(`b: ${JSON.stringify(b)}`)
-        t.true(a.offloadSuperPacketsRead! > 0, 'no super-packet was read: the fallback path was not reached')
-        t.is(b.offloadFallbacks, 1)
-        t.is(a.offloadFallbacks, 0)
-        t.is(b.offloadSuperPacketsWritten, 0, 'coalesced writes went on after the fallback')
-        t.is(notices.length, 1, JSON.stringify(notices))
-        t.regex(notices[0]!, /refused a super-packet write/)
-      } finally {
-        fwd.kill()
-      }
+      const { a, b, notices } = await forwardInChild(t, nsA, nsB, env, 20 * MB)
+      t.true(a.offloadSuperPacketsRead! > 0, 'no super-packet was read: the fallback path was not reached')
+      t.is(b.offloadFallbacks, 1)
+      t.is(a.offloadFallbacks, 0)
+      t.is(b.offloadSuperPacketsWritten, 0, 'coalesced writes went on after the fallback')
+      t.is(notices.length, 1, JSON.stringify(notices))
+      t.regex(notices[0]!, /refused a super-packet write/)
+    })
+  },
+)
+
+deviceTest(
+  'offload: the release addon has no fault injection: TUNKIT_TEST_FAULTS=offload-write changes nothing',
+  async (t: ExecutionContext) => {
+    // The fallback test's counterpart: the same forwarder and faults, but the addon `npm run build` makes.
+    const { TUNKIT_NATIVE_PATH: _, ...base } = process.env
+    const env = { ...base, TUNKIT_TEST_FAULTS: 'offload-write' }
+    await withNamespaces(async (nsA, nsB) => {
+      const { a, b, notices } = await forwardInChild(t, nsA, nsB, env, 8 * MB)
+      t.true(a.offloadSuperPacketsRead! > 0, 'no super-packet was read: nothing was coalesced to refuse')
+      t.is(b.offloadFallbacks, 0, 'the release addon reacted to TUNKIT_TEST_FAULTS')
+      t.is(a.offloadFallbacks, 0)
+      t.true(b.offloadSuperPacketsWritten! > 0, 'coalesced writes stopped: a fault was injected')
+      t.deepEqual(notices, [])
     })
   },
 )

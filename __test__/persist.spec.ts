@@ -237,6 +237,92 @@ deviceTest(
 )
 
 deviceTest(
+  'Tun.fromFd leaves the descriptor open and unchanged whenever it refuses it, and adopts it afterwards',
+  async (t) => {
+    // tunfd (run as root here) passes a blocking descriptor attached to the device as fd 3. Each refused call must
+    // leave it open with the same flags (the `flags:` line of /proc/self/fdinfo/3: status flags and O_CLOEXEC);
+    // descriptors that are not attached TUN descriptors must stay open and unchanged too.
+    const name = devName(tag)
+    const script = `import { Tun } from ${JSON.stringify(INDEX)}
+import { closeSync, openSync, readFileSync } from 'node:fs'
+const out = (o) => console.log(JSON.stringify(o))
+const flags = (fd) => {
+  try {
+    return /^flags:\\s*(\\d+)$/m.exec(readFileSync('/proc/self/fdinfo/' + fd, 'utf8'))[1]
+  } catch {
+    return null
+  }
+}
+const refusal = (what, fd, f) => {
+  const before = flags(fd)
+  try {
+    f()
+    return { what, unexpected: 'accepted' }
+  } catch (e) {
+    return { what, code: e.code, message: e.message, before, after: flags(fd) }
+  }
+}
+const attempts = [
+  ['mode tap', () => Tun.fromFd(3, { mode: 'tap' })],
+  ['batchPackets 0', () => Tun.fromFd(3, { ring: { batchPackets: 0 } })],
+  ['memoryBudget 1', () => Tun.fromFd(3, { ring: { memoryBudget: 1 } })],
+  ['slabBytes 1', () => Tun.fromFd(3, { ring: { slabBytes: 1 } })],
+  ['txRingBytes 1', () => Tun.fromFd(3, { ring: { txRingBytes: 1 } })],
+  ['unknown ring option', () => Tun.fromFd(3, { ring: { batchSize: 1 } })],
+]
+const refusals = attempts.map(([what, f]) => refusal(what, 3, f))
+const file = openSync('/proc/self/status', 'r')
+refusals.push(refusal('a regular file', file, () => Tun.fromFd(file)))
+closeSync(file)
+const unattached = openSync('/dev/net/tun', 'r+')
+refusals.push(refusal('an unattached /dev/net/tun descriptor', unattached, () => Tun.fromFd(unattached)))
+closeSync(unattached)
+const before = flags(3)
+let adopted
+try {
+  const tun = Tun.fromFd(3, { ring: { batchPackets: 32 } })
+  adopted = { name: tun.name, mode: tun.mode, flags: flags(3) }
+  await tun.close()
+} catch (e) {
+  adopted = { error: e.code + ' ' + e.message }
+}
+out({ before, refusals, adopted, afterClose: flags(3) })`
+    const child = spawnLines([buildTunFd(), name, 'tun', '3', ...nodeScript(script)], { env: childEnv })
+    try {
+      const r = JSON.parse(await child.line(20_000, 'the results')) as {
+        before: string
+        refusals: { what: string; code?: string; message?: string; before?: string; after?: string | null }[]
+        adopted: { name: string; mode: string; flags: string }
+        afterClose: string | null
+      }
+      const O_NONBLOCK = 0o4000
+      t.is(parseInt(r.before, 8) & O_NONBLOCK, 0, `tunfd passes a blocking descriptor (flags ${r.before})`)
+      t.is(r.refusals.length, 8)
+      for (const x of r.refusals) {
+        t.is(x.code, 'ERR_TUN_INVALID_ARGUMENT', `${x.what}: ${x.message ?? JSON.stringify(x)}`)
+        t.not(x.after, null, `${x.what}: the descriptor was closed`)
+        t.is(x.after, x.before, `${x.what}: the descriptor's flags changed`)
+      }
+      t.is(r.refusals[0]!.before, r.before, 'fd 3 before the refusals')
+      t.deepEqual(
+        { ...r.adopted, flags: parseInt(r.adopted.flags, 8) },
+        {
+          name,
+          mode: 'tun',
+          flags: parseInt(r.before, 8) | O_NONBLOCK,
+        },
+        'adopted after all, and made non-blocking (nothing else changed)',
+      )
+      t.is(r.afterClose, null, 'close() closes the adopted descriptor')
+      t.is((await child.exited).code, 0, child.stderr())
+    } finally {
+      await child.kill()
+    }
+    await t.notThrowsAsync(() => waitGone(name, 2000))
+  },
+)
+
+deviceTest(
   'a non-persistent device disappears when its process is killed with SIGKILL; a persistent one stays',
   async (t) => {
     const spawnHolder = (name: string, persist: boolean) =>

@@ -42,6 +42,16 @@ impl Device {
 
   /// Takes queue `i` out of the device, once.
   pub fn take_queue(&self, i: usize) -> Result<Box<dyn Queue>> {
+    self.take_queue_if(i, |_| Ok(()))
+  }
+
+  /// Takes queue `i` out of the device if `check` accepts it (for example its [`Queue::max_frame`] against the
+  /// ring it is to run); when `check` fails the queue stays in the device and its error is returned.
+  pub fn take_queue_if(
+    &self,
+    i: usize,
+    check: impl FnOnce(&dyn Queue) -> Result<()>,
+  ) -> Result<Box<dyn Queue>> {
     let mut qs = self.queues.lock().unwrap_or_else(|e| e.into_inner());
     let n = qs.len();
     match qs.get_mut(i) {
@@ -49,12 +59,17 @@ impl Device {
         ErrorKind::InvalidArgument,
         format!("queue {i} does not exist (the device has {n})"),
       )),
-      Some(slot) => slot.take().ok_or_else(|| {
-        Error::new(
-          ErrorKind::Busy,
-          format!("queue {i} of {} is already in use", self.control.name()),
-        )
-      }),
+      Some(slot) => {
+        if let Some(q) = slot.as_deref() {
+          check(q)?;
+        }
+        slot.take().ok_or_else(|| {
+          Error::new(
+            ErrorKind::Busy,
+            format!("queue {i} of {} is already in use", self.control.name()),
+          )
+        })
+      }
     }
   }
 }

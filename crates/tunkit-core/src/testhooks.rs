@@ -48,7 +48,10 @@ mod tests {
   fn fault_lists_parse_into_exact_names() {
     assert_eq!(parse(""), Vec::<String>::new());
     assert_eq!(parse("offload-write"), ["offload-write"]);
-    assert_eq!(parse(" offload-write , panic-reader,,"), ["offload-write", "panic-reader"]);
+    assert_eq!(
+      parse(" offload-write , panic-reader,,"),
+      ["offload-write", "panic-reader"]
+    );
   }
 
   #[cfg(not(feature = "test-hooks"))]

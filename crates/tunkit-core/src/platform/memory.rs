@@ -324,8 +324,15 @@ mod tests {
       }
     }
     let st = rb.stats();
-    assert!(st.rx_stalls > 0, "the reader never stalled while every copy was held");
-    assert!(st.rx_live_bytes <= budget as u64, "{} live past the budget {budget}", st.rx_live_bytes);
+    assert!(
+      st.rx_stalls > 0,
+      "the reader never stalled while every copy was held"
+    );
+    assert!(
+      st.rx_live_bytes <= budget as u64,
+      "{} live past the budget {budget}",
+      st.rx_live_bytes
+    );
     drop(held);
     ra.close();
     rb.close();

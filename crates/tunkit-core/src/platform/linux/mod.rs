@@ -11,17 +11,17 @@ pub mod netlink;
 pub mod sys;
 
 pub use device::{
-  max_frame, LinuxControl, OffloadSetup, TunQueue, TAP_MAX_FRAME, TEST_FAIL_OFFLOAD_WRITE_ENV, TUN_MAX_FRAME,
-  VNET_HDR_LEN,
+  max_frame, LinuxControl, OffloadSetup, TunQueue, TAP_MAX_FRAME, TUN_MAX_FRAME, VNET_HDR_LEN,
 };
 
 use crate::backend::{Control, Opened, Queue};
 use crate::config::{format_mac, DeviceConfig, Mode, Offload};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ring::RingConfig;
 use device::{in_context, route_label, run_in_netns};
 use netlink::Netlink;
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use sys::{errno, tun};
 
 /// Creates the device `cfg` describes, or with `open_existing` attaches to the existing one, in the caller's
@@ -52,6 +52,16 @@ pub fn open(cfg: &DeviceConfig) -> Result<Opened> {
 /// closes it; on error the caller keeps it. The device is configured by name through rtnetlink in the calling
 /// thread's network namespace.
 pub fn from_fd(fd: i32, mode: Mode) -> Result<Opened> {
+  from_fd_with_ring(fd, mode, &RingConfig::default())
+}
+
+/// [`from_fd`] for a device whose queue is to run a ring of `ring`: the sizes are checked against the queue's
+/// largest frame before the descriptor is taken.
+///
+/// On any error `fd` is left exactly as it was: open, with the same status and descriptor flags. Every check and
+/// every fallible step runs before the descriptor is touched; the only change made to it, `O_NONBLOCK`, is the
+/// last fallible step, and ownership is released again if it fails.
+pub fn from_fd_with_ring(fd: i32, mode: Mode, ring: &RingConfig) -> Result<Opened> {
   let raw: RawFd = fd;
   let bad = |why: String| Error::new(ErrorKind::InvalidArgument, format!("fd {fd} {why}"));
   let (name, flags) = tun::get_iff(raw).map_err(|e| match sys::errno_of(&e) {
@@ -98,13 +108,23 @@ pub fn from_fd(fd: i32, mode: Mode) -> Result<Opened> {
   } else {
     None
   };
+  ring.validate(TunQueue::frame_limit(mode, offload.as_ref()))?;
   let nl = Netlink::open().map_err(|e| in_context(e, format_args!("adopting fd {fd} ({name})")))?;
   // The device may live in another namespace than ours; then the data path still works but control fails by name.
   let index = nl.link_index(&name).unwrap_or(0);
+  let wake_fd = TunQueue::new_wake_fd(&name)?;
   let owned = sys::adopt_raw_fd(raw).map_err(|e| Error::os("fcntl", &e, format_args!("adopting fd {fd}")))?;
-  sys::set_nonblocking(owned.as_fd())
-    .map_err(|e| Error::os("fcntl", &e, format_args!("O_NONBLOCK on fd {fd} ({name})")))?;
-  let queue = TunQueue::new(owned, &name, mode, offload.as_ref())?;
+  if let Err(e) = sys::set_nonblocking(owned.as_fd()) {
+    // Give the descriptor back unclosed; a failed F_SETFL changed nothing.
+    let _ = owned.into_raw_fd();
+    return Err(Error::os(
+      "fcntl",
+      &e,
+      format_args!("O_NONBLOCK on fd {fd} ({name})"),
+    ));
+  }
+  // Nothing below can fail: the descriptor is the device's from here on.
+  let queue = TunQueue::with_wake_fd(owned, wake_fd, &name, mode, offload.as_ref());
   let control = LinuxControl::new(name, index, nl, queue.shared_fd(), true);
   Ok(into_opened(vec![queue], control))
 }
@@ -955,6 +975,92 @@ mod tests {
 
       drop(dev);
       assert!(gone("tk-fd"), "the adopted descriptor is closed with the device");
+    });
+  }
+
+  /// The `flags:` line of `/proc/self/fdinfo/<fd>` (octal): the status flags and `O_CLOEXEC`.
+  fn fdinfo_flags(fd: i32) -> u32 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let line = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
+    u32::from_str_radix(line.trim(), 8).unwrap()
+  }
+
+  #[test]
+  fn linux_from_fd_leaves_a_refused_descriptor_unchanged() {
+    in_netns("linux_from_fd_leaves_a_refused_descriptor_unchanged", || {
+      const O_NONBLOCK: u32 = 0o4000;
+      // A blocking descriptor (open_clone_device makes non-blocking ones), so that a stray O_NONBLOCK shows.
+      let attach_blocking = |name: &str, flags: u16| -> i32 {
+        let fd: OwnedFd = std::fs::OpenOptions::new()
+          .read(true)
+          .write(true)
+          .open(tun::TUN_PATH)
+          .unwrap()
+          .into();
+        tun::set_iff(fd.as_fd(), name, flags).unwrap();
+        fd.into_raw_fd()
+      };
+      let raw = attach_blocking("tk-fdk", tun::IFF_TUN | tun::IFF_NO_PI);
+      let before = fdinfo_flags(raw);
+      assert_eq!(before & O_NONBLOCK, 0, "{before:o}");
+      let bad_rings = [
+        RingConfig {
+          batch_packets: 0,
+          ..RingConfig::default()
+        },
+        RingConfig {
+          memory_budget: 1,
+          ..RingConfig::default()
+        },
+        RingConfig {
+          slab_bytes: 1,
+          ..RingConfig::default()
+        },
+      ];
+      let mut refusals: Vec<(String, Error)> = vec![(
+        "tap for a tun descriptor".into(),
+        from_fd(raw, Mode::Tap).err().unwrap(),
+      )];
+      for ring in &bad_rings {
+        refusals.push((
+          format!("{ring:?}"),
+          from_fd_with_ring(raw, Mode::Tun, ring).err().unwrap(),
+        ));
+      }
+      for (what, e) in refusals {
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{what}: {e}");
+        assert!(sys::raw_fd_is_open(raw), "{what}: the descriptor was closed");
+        assert_eq!(
+          fdinfo_flags(raw),
+          before,
+          "{what}: the descriptor's flags changed"
+        );
+        assert!(exists("tk-fdk"), "{what}: the device went away");
+      }
+
+      // A descriptor without IFF_NO_PI is refused alike (where the kernel reports it so: some report IFF_NO_PI
+      // for every tun descriptor).
+      let pi = attach_blocking("tk-fdpi", tun::IFF_TUN);
+      if tun::get_iff(pi).unwrap().1 & tun::IFF_NO_PI == 0 {
+        let pi_before = fdinfo_flags(pi);
+        let e = from_fd(pi, Mode::Tun).err().unwrap();
+        assert!(e.message().contains("IFF_NO_PI"), "{e}");
+        assert!(sys::raw_fd_is_open(pi));
+        assert_eq!(fdinfo_flags(pi), pi_before);
+      } else {
+        eprintln!(
+          "this kernel reports IFF_NO_PI for a descriptor attached without it; that refusal is not tested"
+        );
+      }
+      // SAFETY: `pi` is open (the kernel just answered TUNGETIFF on it) and owned by this test alone.
+      drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pi) });
+
+      // After all that, the descriptor is adopted as if nothing had happened, and made non-blocking.
+      let dev = from_fd_with_ring(raw, Mode::Tun, &RingConfig::default()).unwrap();
+      assert_eq!(dev.control.name(), "tk-fdk");
+      assert_eq!(fdinfo_flags(raw), before | O_NONBLOCK);
+      drop(dev);
+      assert!(gone("tk-fdk"), "the adopted descriptor is closed with the device");
     });
   }
 
