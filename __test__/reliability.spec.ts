@@ -113,6 +113,12 @@ deviceTest('devices and memory pairs dropped without close() are collected: thre
   t.is(o.after.links, 0, JSON.stringify(o))
 })
 
+test('a read someone awaits keeps its device alive through garbage collection', async (t) => {
+  const r = await scenario(['gc-waiting'], { node: ['--expose-gc'] })
+  t.is(r.code, 0, r.stderr)
+  t.deepEqual(r.out, { got: 42 })
+})
+
 for (const point of ['panic-reader', 'panic-writer', 'panic-inline'] as const) {
   const run =
     point === 'panic-inline'

@@ -109,6 +109,9 @@ interface WriteWaiter {
 
 const NO_PACKETS: readonly Uint8Array[] = Object.freeze([])
 
+/** Queues with a read or write waiting: held strongly until it settles (see `PacketQueue.#ref`). */
+const WAITING = new Set<PacketQueue>()
+
 export class PacketQueue {
   readonly #h: QueueHandle
   readonly #lens: Uint32Array
@@ -162,10 +165,16 @@ export class PacketQueue {
     }
   }
 
-  /** Keeps the event loop alive while something waits on the ring. */
+  /**
+   * Keeps the event loop alive while something waits on the ring, and keeps this queue alive meanwhile: the native
+   * side holds it only weakly, and a read or write someone awaits must not be collected with it (like a socket with
+   * I/O pending).
+   */
   #ref(delta: 1 | -1): void {
     const before = this.#refs
     this.#refs += delta
+    if (before === 0 && this.#refs > 0) WAITING.add(this)
+    else if (before > 0 && this.#refs === 0) WAITING.delete(this)
     if (this.#closed) return
     if (before === 0 && this.#refs > 0) binding.setRef(this.#h, true)
     else if (before > 0 && this.#refs === 0) binding.setRef(this.#h, false)
@@ -295,6 +304,7 @@ export class PacketQueue {
     const waiting = this.#writeWaiters
     this.#writeWaiters = []
     binding.closeQueue(this.#h)
+    if (waiting.length > 0) this.#ref(-1)
     for (const w of waiting) w.resolve()
     const r = this.#readWaiter
     this.#readWaiter = null

@@ -148,6 +148,29 @@ async function collect(): Promise<void> {
   console.log(JSON.stringify({ base, opened, after: { threads: tunkitThreads(), links: links('tkgc').length } }))
 }
 
+/** A read someone awaits keeps its device alive through garbage collections, though nothing else refers to it. */
+async function collectWhileWaiting(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (!gc) throw new Error('run with --expose-gc')
+  const a = (() => {
+    const [a, b] = Tun.createMemoryPair()
+    void (async () => {
+      for await (const p of b.packets()) {
+        console.log(JSON.stringify({ got: p.readUInt32BE(28) }))
+        process.exit(0)
+      }
+    })()
+    return a
+  })()
+  for (let i = 0; i < 10; i++) {
+    gc()
+    await sleep(20)
+  }
+  await a.write(ipv4(100, 42))
+  await sleep(5000)
+  console.log(JSON.stringify({ got: null }))
+}
+
 /** With the test addon and a panic point armed: what reads and writes report. */
 async function panic(point: string): Promise<void> {
   const codes: Record<string, string> = {}
@@ -208,6 +231,9 @@ switch (scenario) {
     break
   case 'gc':
     await collect()
+    break
+  case 'gc-waiting':
+    await collectWhileWaiting()
     break
   case 'panic':
     await panic(args[0] ?? 'panic-reader')

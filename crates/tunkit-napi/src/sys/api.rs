@@ -349,12 +349,12 @@ impl Env {
 
   /// The data, length and ArrayBuffer of the typed array `v` of type `want`. One Node-API call on the per-packet
   /// path: a value that is not a typed array makes `napi_get_typedarray_info` return `napi_invalid_arg` without
-  /// throwing. Runs no JavaScript.
-  fn typed_array(
+  /// throwing. Runs no JavaScript. `what` names the value in the error, and is only called then.
+  fn typed_array<W: Fn() -> String>(
     self,
     v: Value,
     want: napi_typedarray_type,
-    what: &str,
+    what: W,
   ) -> JsResult<(*mut c_void, usize, Value)> {
     let wrong = || {
       let expected = if want == NAPI_UINT8_ARRAY {
@@ -362,7 +362,7 @@ impl Env {
       } else {
         "a Uint32Array"
       };
-      type_error(format!("{what} must be {expected}"))
+      type_error(format!("{} must be {expected}", what()))
     };
     let (mut kind, mut len, mut data, mut ab, mut off) = (0, 0usize, null_mut(), null_mut(), 0usize);
     // SAFETY: v is a live value; every out-pointer is valid.
@@ -406,6 +406,7 @@ impl Env {
     } else {
       vec![arg]
     };
+    // Only called to build an error message.
     let name = |i: usize| {
       if single {
         "packet".to_string()
@@ -419,7 +420,7 @@ impl Env {
     let mut last_base: *const u8 = std::ptr::null();
     let mut found = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
-      let (data, len, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
+      let (data, len, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, || name(i))?;
       found.push((data, len));
       let base = self.arraybuffer_base(ab)?;
       if base.is_null() || base != last_base {
@@ -438,13 +439,13 @@ impl Env {
     let mut out = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
       let (data, len) = if ran_js {
-        let (d, l, _) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
+        let (d, l, _) = self.typed_array(*v, NAPI_UINT8_ARRAY, || name(i))?;
         (d, l)
       } else {
         found[i]
       };
       if len == 0 {
-        let (_, _, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, &name(i))?;
+        let (_, _, ab) = self.typed_array(*v, NAPI_UINT8_ARRAY, || name(i))?;
         if self.is_detached(ab)? {
           return Err(type_error(format!(
             "{} is a view of a detached ArrayBuffer",
@@ -474,12 +475,12 @@ impl Env {
 
   /// The length of the `Uint32Array` `v`.
   pub fn u32_len(self, v: Value, what: &str) -> JsResult<usize> {
-    Ok(self.typed_array(v, NAPI_UINT32_ARRAY, what)?.1)
+    Ok(self.typed_array(v, NAPI_UINT32_ARRAY, || what.to_string())?.1)
   }
 
   /// Stores `first` then `rest` at the start of the `Uint32Array` `v`, which must be long enough.
   pub fn fill_u32s(self, v: Value, what: &str, first: u32, rest: &[u32]) -> JsResult<()> {
-    let (data, len, _) = self.typed_array(v, NAPI_UINT32_ARRAY, what)?;
+    let (data, len, _) = self.typed_array(v, NAPI_UINT32_ARRAY, || what.to_string())?;
     if len < rest.len() + 1 {
       return Err(type_error(format!("{what} must hold {} entries", rest.len() + 1)));
     }
