@@ -216,7 +216,7 @@ deviceTest('a timer keeps firing and memory stays bounded during a long saturati
   )
 })
 
-deviceTest('close() while a for-await waits ends it within 100 ms; an AbortSignal ends it too', async (t) => {
+deviceTest('close() while a for-await waits ends it (well under a second); an AbortSignal ends it too', async (t) => {
   const tun = await Tun.create({ name: devName('c'), addresses: ['10.7.0.1/24'] })
   const loop = (async () => {
     for await (const _ of tun.packets()) {
@@ -227,7 +227,9 @@ deviceTest('close() while a for-await waits ends it within 100 ms; an AbortSigna
   const t0 = performance.now()
   await tun.close()
   await loop
-  t.true(performance.now() - t0 < 100)
+  // Generous on purpose (a loaded machine): what this catches is a loop left waiting, not a slow close.
+  const took = performance.now() - t0
+  t.true(took < 1000, `close took ${took.toFixed(0)} ms to end the loop`)
 
   await using tun2 = await Tun.create({ name: devName('c'), addresses: ['10.7.0.1/24'] })
   const ac = new AbortController()

@@ -4,7 +4,7 @@
 // copies it to target/test-hooks/tunkit.test.node. Tests load it in child processes through TUNKIT_NATIVE_PATH
 // (__test__/helpers/native.ts); nothing ships it. `npm run build:test-native` runs this; so does `npm test`.
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync } from 'node:fs'
+import { copyFileSync, existsSync, renameSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -25,5 +25,7 @@ if (!existsSync(built)) {
   process.exit(1)
 }
 const out = join(targetDir, 'tunkit.test.node')
-copyFileSync(built, out)
+// Copy, then rename over the old file: a process that has the old one loaded keeps its mapping intact.
+copyFileSync(built, `${out}.tmp`)
+renameSync(`${out}.tmp`, out)
 console.log(`build-test-native: ${out}`)

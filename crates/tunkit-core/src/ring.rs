@@ -149,6 +149,12 @@ pub struct SlabPool {
   live_bytes: AtomicUsize,
   slab_capacity: usize,
   budget: usize,
+  /// Free slabs kept for reuse. Slabs come back in bursts, when the consumer's garbage collector finalizes the
+  /// batches it dropped (V8 does so once some 64 MiB of external memory has piled up): freeing the burst and
+  /// allocating it again at once churns the allocator and fragments its heap, which shows as RSS that creeps up
+  /// (measured by benchmark/soak.ts). So the pool keeps what such a burst returns, up to a quarter of the budget
+  /// (the same bound as [`PacketRing::memory_pressure`]) and at least 64 slabs; all of it counts against the budget.
+  keep_free: usize,
   closing: AtomicBool,
 }
 
@@ -160,6 +166,7 @@ impl SlabPool {
       live_bytes: AtomicUsize::new(0),
       slab_capacity,
       budget,
+      keep_free: (budget / 4 / slab_capacity).max(64),
       closing: AtomicBool::new(false),
     }
   }
@@ -225,11 +232,12 @@ impl SlabPool {
     }
   }
 
-  /// Takes a buffer back: slabs go to the free list (beyond what a full ring needs they are freed), copies are freed.
+  /// Takes a buffer back: slabs go to the free list (up to [`SlabPool::keep_free`] of them; beyond, they are freed),
+  /// copies are freed.
   fn give_back(&self, mut slab: Vec<u8>) {
     slab.clear();
     let mut free = lock(&self.free);
-    if slab.capacity() == self.slab_capacity && !self.closing.load(Relaxed) && free.len() < 64 {
+    if slab.capacity() == self.slab_capacity && !self.closing.load(Relaxed) && free.len() < self.keep_free {
       free.push(slab);
     } else {
       self.live_bytes.fetch_sub(slab.capacity(), Relaxed);
