@@ -14,6 +14,7 @@ import { Tun, TunError } from '../index.ts'
 import { binding } from '../src/native.ts'
 import { deviceTest, devName } from './helpers/device.ts'
 import { faultEnv } from './helpers/native.ts'
+import { ipv4 } from './helpers/packets.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SCENARIOS = fileURLToPath(new URL('./helpers/teardown.ts', import.meta.url))
@@ -50,18 +51,6 @@ function scenario(args: string[], opts: { env?: NodeJS.ProcessEnv; node?: string
       },
     )
   })
-}
-
-function ipv4(len: number, tag: number): Buffer {
-  const b = Buffer.alloc(len)
-  b[0] = 0x45
-  b.writeUInt16BE(len, 2)
-  b[8] = 64
-  b[9] = 17
-  b.set([10, 7, 0, 1], 12)
-  b.set([10, 7, 0, 2], 16)
-  b.writeUInt32BE(tag, 28)
-  return b
 }
 
 type Counts = { fds: number; threads: number }

@@ -10,21 +10,9 @@ import { execFileSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { Tun, TunError } from '../../index.ts'
+import { ipv4 } from './packets.ts'
 
 const [scenario, ...args] = process.argv.slice(2)
-
-/** A valid IPv4/UDP packet of `len` bytes whose payload starts with `tag`. */
-function ipv4(len: number, tag: number): Buffer {
-  const b = Buffer.alloc(len)
-  b[0] = 0x45
-  b.writeUInt16BE(len, 2)
-  b[8] = 64
-  b[9] = 17
-  b.set([10, 7, 0, 1], 12)
-  b.set([10, 7, 0, 2], 16)
-  b.writeUInt32BE(tag, 28)
-  return b
-}
 
 /** Open descriptors of this process. */
 const fds = () => readdirSync('/proc/self/fd').length
