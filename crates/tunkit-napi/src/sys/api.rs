@@ -628,14 +628,16 @@ impl Env {
 
 unsafe extern "C" fn drop_external(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
   // SAFETY: data is the Box leaked by `Env::external`; V8 calls this finalizer once.
-  drop(unsafe { Box::from_raw(data as *mut Arc<dyn Any + Send + Sync>) });
+  let handle = unsafe { Box::from_raw(data as *mut Arc<dyn Any + Send + Sync>) };
+  // Dropping a handle closes rings and joins threads; no panic may cross into Node.
+  let _ = catch_unwind(AssertUnwindSafe(move || drop(handle)));
 }
 
 unsafe extern "C" fn drop_slab(env: napi_env, _data: *mut c_void, hint: *mut c_void) {
   // SAFETY: hint is the Box leaked by `Env::slab_arraybuffer`; V8 calls this finalizer once.
   let slab = unsafe { Box::from_raw(hint as *mut SlabGuard) };
   let footprint = (slab.footprint() - slab.len()) as i64;
-  drop(slab);
+  let _ = catch_unwind(AssertUnwindSafe(move || drop(slab)));
   if !env.is_null() && footprint > 0 {
     let mut total = 0;
     // SAFETY: env is the live environment running this finalizer.
