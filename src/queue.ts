@@ -61,6 +61,9 @@ export interface QueueStats {
   txBackpressure: number
   /** Bytes queued for the device now. */
   txQueuedBytes: number
+  /** Packets a {@link Stack} took on the reader thread (they never reached `packets()`), and packets it wrote back. */
+  intercepted: number
+  interceptWrites: number
   /** Counters of the platform backend, when it has any (offload on Linux: super-packets split and coalesced, fallbacks). */
   backend: Record<string, number>
 }

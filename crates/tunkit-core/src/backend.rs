@@ -53,6 +53,28 @@ impl Batch {
     self.lens.push(pkt.len() as u32);
   }
 
+  /// Keeps only the packets for which `keep` returns true, in order, compacting them in place; `keep` may change a
+  /// packet's bytes (not its length). Returns how many were dropped.
+  pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut [u8]) -> bool) -> usize {
+    let (mut read, mut write, mut kept) = (0usize, 0usize, 0usize);
+    for i in 0..self.lens.len() {
+      let len = self.lens[i] as usize;
+      if keep(&mut self.data[read..read + len]) {
+        if write != read {
+          self.data.copy_within(read..read + len, write);
+        }
+        self.lens[kept] = len as u32;
+        kept += 1;
+        write += len;
+      }
+      read += len;
+    }
+    let dropped = self.lens.len() - kept;
+    self.lens.truncate(kept);
+    self.data.truncate(write);
+    dropped
+  }
+
   /// Iterates over the packets.
   pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
     let mut off = 0usize;
@@ -62,6 +84,17 @@ impl Batch {
       p
     })
   }
+}
+
+/// Packet processing that runs on a queue's reader thread, between the device and the consumer (the forwarding
+/// stack's engine): it sees every batch first, may rewrite packets in place, answer them, or take them, and hands
+/// on only what is left. Implementations must be quick and must not block: they run once per batch, on the thread
+/// that reads the device.
+pub trait Intercept: Send + Sync {
+  /// Processes `batch` in place: packets it takes are removed from it (see [`Batch::retain_mut`]), the rest go on
+  /// to the consumer. Packets to write to the device (rewritten ones, replies) go into `to_device`, which the ring
+  /// writes right after, from the same thread.
+  fn process(&self, batch: &mut Batch, to_device: &mut Batch);
 }
 
 /// What one `write_batch` call did. Per-packet failures (a packet the kernel refuses) are counted and the rest of
@@ -74,7 +107,9 @@ pub struct WriteReport {
   pub last_error: Option<Error>,
 }
 
-/// The data path of one queue. Implementations are used from two threads at once: one reader, one writer.
+/// The data path of one queue. Implementations are used from several threads at once: one reader, and writers
+/// (the ring's writer thread, the consumer's thread for inline writes, and the reader thread itself for what an
+/// [`Intercept`] writes back): `write_batch` and `write_packets` must be safe to call concurrently.
 pub trait Queue: Send + Sync {
   /// Blocks until at least one packet can be read or [`Queue::wake`] was called, then reads packets into the spare
   /// capacity of `batch` until none is pending, `max_packets` were read, or less than

@@ -21,7 +21,7 @@
 //! panic in either thread, or in an inline write, ends the whole queue with an `Internal` error that pulls and sends
 //! then report, instead of leaving a consumer waiting for a thread that is gone.
 
-use crate::backend::{Batch, Queue, WriteReport};
+use crate::backend::{Batch, Intercept, Queue, WriteReport};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -138,6 +138,9 @@ pub struct RingStats {
   /// Times `send` refused a batch for lack of room (backpressure).
   pub tx_backpressure: u64,
   pub tx_queued_bytes: u64,
+  /// Packets an [`Intercept`] took before the consumer saw them, and packets it had written back to the device.
+  pub intercepted: u64,
+  pub intercept_writes: u64,
   /// The backend's own counters ([`Queue::counters`]).
   pub backend: Vec<(&'static str, u64)>,
 }
@@ -344,6 +347,11 @@ struct Shared {
   counters: Counters,
   notify: Notify,
   closing: AtomicBool,
+  /// Processing that sees every batch on the reader thread before the consumer does (the forwarding stack).
+  intercept: std::sync::RwLock<Option<Arc<dyn Intercept>>>,
+  /// Packets intercepted (taken before the consumer saw them) and written back to the device by the reader thread.
+  intercepted: AtomicU64,
+  intercept_written: AtomicU64,
   /// Set when a thread panicked or the device went away: the error both directions end with.
   failed: Mutex<Option<Error>>,
   last_tx_error: Mutex<Option<Error>>,
@@ -395,6 +403,9 @@ impl PacketRing {
       counters: Counters::default(),
       notify,
       closing: AtomicBool::new(false),
+      intercept: std::sync::RwLock::new(None),
+      intercepted: AtomicU64::new(0),
+      intercept_written: AtomicU64::new(0),
       failed: Mutex::new(None),
       last_tx_error: Mutex::new(None),
       notices: Mutex::new(Vec::new()),
@@ -570,6 +581,8 @@ impl PacketRing {
       tx_errors: c.tx_errors.load(Relaxed),
       tx_backpressure: c.tx_backpressure.load(Relaxed),
       tx_queued_bytes: tx_queued,
+      intercepted: s.intercepted.load(Relaxed),
+      intercept_writes: s.intercept_written.load(Relaxed),
       backend,
     }
   }
@@ -582,6 +595,12 @@ impl PacketRing {
   /// The last error the device gave for an outgoing packet, if any (taken: a second call returns `None`).
   pub fn take_tx_error(&self) -> Option<Error> {
     lock(&self.shared.last_tx_error).take()
+  }
+
+  /// Installs (or with `None` removes) processing that sees every batch on the reader thread before the consumer
+  /// does. Takes effect from the next batch.
+  pub fn set_intercept(&self, intercept: Option<Arc<dyn Intercept>>) {
+    *self.shared.intercept.write().unwrap_or_else(|e| e.into_inner()) = intercept;
   }
 
   /// Whether batch buffers alive now (queued, or held by the consumer) take more than a quarter of the memory
@@ -658,6 +677,8 @@ const READ_ERROR_RETRIES: u32 = 100;
 
 fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
   let mut transient = 0;
+  // What an intercept writes back to the device, reused from batch to batch.
+  let mut to_device = Batch::default();
   let end_error = loop {
     let Some(data) = s.pool.take(&s.counters.rx_stalls) else {
       break None;
@@ -686,6 +707,26 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
       panic!("test hook panic-reader");
     }
     forward_notice(s, &**queue);
+    let intercept = s.intercept.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(icpt) = intercept {
+      let before = batch.lens.len();
+      to_device.clear();
+      icpt.process(&mut batch, &mut to_device);
+      s.intercepted
+        .fetch_add((before - batch.lens.len()) as u64, Relaxed);
+      if !to_device.is_empty() {
+        s.intercept_written.fetch_add(to_device.len() as u64, Relaxed);
+        let n = to_device.len();
+        if !record_result(s, &**queue, queue.write_batch(&to_device), n) {
+          s.pool.give_back(batch.data);
+          break None;
+        }
+      }
+      if batch.lens.is_empty() {
+        s.pool.give_back(batch.data);
+        continue;
+      }
+    }
     let c = &s.counters;
     c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
     c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
@@ -1207,5 +1248,110 @@ mod tests {
       RingEvent::Writable
     );
     r.close();
+  }
+}
+
+#[cfg(test)]
+mod intercept_tests {
+  use super::*;
+  use crate::platform::memory::pair;
+  use std::sync::mpsc;
+
+  /// Takes packets whose first byte is odd and answers each with a copy whose second byte is 0xEE.
+  struct OddEcho;
+  impl Intercept for OddEcho {
+    fn process(&self, batch: &mut Batch, to_device: &mut Batch) {
+      batch.retain_mut(|p| {
+        if p[0] % 2 == 1 {
+          let mut r = p.to_vec();
+          r[1] = 0xEE;
+          to_device.push(&r);
+          false
+        } else {
+          true
+        }
+      });
+    }
+  }
+
+  #[test]
+  fn retain_mut_compacts_in_order() {
+    let mut b = Batch::default();
+    for i in 0..10u8 {
+      b.push(&vec![i; 1 + i as usize]);
+    }
+    let dropped = b.retain_mut(|p| {
+      p[0] += 100;
+      p.len() % 3 != 0
+    });
+    assert_eq!(dropped, 3);
+    let got: Vec<Vec<u8>> = b.iter().map(|p| p.to_vec()).collect();
+    let want: Vec<Vec<u8>> = (0..10u8)
+      .filter(|i| (1 + *i as usize) % 3 != 0)
+      .map(|i| {
+        let mut p = vec![i; 1 + i as usize];
+        p[0] += 100;
+        p
+      })
+      .collect();
+    assert_eq!(got, want);
+    assert_eq!(b.data.len(), want.iter().map(|p| p.len()).sum::<usize>());
+  }
+
+  #[test]
+  fn an_intercept_takes_and_answers_packets_on_the_reader_thread() {
+    let (a, b) = pair(1500, 1024).unwrap();
+    let start = |q: Box<dyn Queue>| {
+      let (tx, rx) = mpsc::channel();
+      let tx = Mutex::new(tx);
+      let notify = Box::new(move |e| {
+        let _ = lock(&tx).send(e);
+      });
+      (PacketRing::start(q, RingConfig::default(), notify).unwrap(), rx)
+    };
+    let (ra, ea) = start(a.queues.into_iter().next().unwrap());
+    let (rb, eb) = start(b.queues.into_iter().next().unwrap());
+    rb.set_intercept(Some(Arc::new(OddEcho)));
+    let pkts: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i, 0, 1, 2]).collect();
+    let refs: Vec<&[u8]> = pkts.iter().map(|p| p.as_slice()).collect();
+    ra.send(&refs, 400).unwrap();
+    // b's consumer sees only the even ones; a gets the odd ones back, answered.
+    let collect = |r: &PacketRing, ev: &mpsc::Receiver<RingEvent>, want: usize| {
+      let mut out = Vec::new();
+      let deadline = Instant::now() + Duration::from_secs(5);
+      while out.len() < want && Instant::now() < deadline {
+        match r.pull() {
+          Pull::Batch(slab, lens) => {
+            let mut off = 0;
+            for l in lens {
+              out.push(slab.data()[off..off + l as usize].to_vec());
+              off += l as usize;
+            }
+          }
+          _ => {
+            let _ = ev.recv_timeout(Duration::from_millis(50));
+          }
+        }
+      }
+      out
+    };
+    let seen = collect(&rb, &eb, 50);
+    assert_eq!(
+      seen,
+      (0..100u8)
+        .filter(|i| i % 2 == 0)
+        .map(|i| vec![i, 0, 1, 2])
+        .collect::<Vec<_>>()
+    );
+    let answers = collect(&ra, &ea, 50);
+    assert_eq!(
+      answers,
+      (0..100u8)
+        .filter(|i| i % 2 == 1)
+        .map(|i| vec![i, 0xEE, 1, 2])
+        .collect::<Vec<_>>()
+    );
+    ra.close();
+    rb.close();
   }
 }

@@ -230,6 +230,8 @@ pub fn ring_stats_to_js(env: Env, s: &RingStats) -> JsResult<Value> {
     ("txErrors", s.tx_errors),
     ("txBackpressure", s.tx_backpressure),
     ("txQueuedBytes", s.tx_queued_bytes),
+    ("intercepted", s.intercepted),
+    ("interceptWrites", s.intercept_writes),
   ] {
     env.set(o, key, env.number(v as f64)?)?;
   }
