@@ -64,6 +64,8 @@ export interface QueueStats {
   /** Packets a {@link Stack} took on the reader thread (they never reached `packets()`), and packets it wrote back. */
   intercepted: number
   interceptWrites: number
+  /** With a stack: packets it passed on to `packets()` that were dropped because nobody read them (the ring was full). */
+  passDropped: number
   /** Counters of the platform backend, when it has any (offload on Linux: super-packets split and coalesced, fallbacks). */
   backend: Record<string, number>
 }

@@ -539,6 +539,9 @@ export class Tun implements AsyncDisposable {
       txErrors: 0,
       txBackpressure: 0,
       txQueuedBytes: 0,
+      intercepted: 0,
+      interceptWrites: 0,
+      passDropped: 0,
       backend: {},
     }
     for (const other of open.slice(1)) {

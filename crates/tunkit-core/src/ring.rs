@@ -141,6 +141,8 @@ pub struct RingStats {
   /// Packets an [`Intercept`] took before the consumer saw them, and packets it had written back to the device.
   pub intercepted: u64,
   pub intercept_writes: u64,
+  /// With an intercept installed: packets it passed on that were dropped because the consumer did not read them.
+  pub pass_dropped: u64,
   /// The backend's own counters ([`Queue::counters`]).
   pub backend: Vec<(&'static str, u64)>,
 }
@@ -352,6 +354,8 @@ struct Shared {
   /// Packets intercepted (taken before the consumer saw them) and written back to the device by the reader thread.
   intercepted: AtomicU64,
   intercept_written: AtomicU64,
+  /// Packets an intercept passed on that were dropped because the consumer's ring was full.
+  pass_dropped: AtomicU64,
   /// Set when a thread panicked or the device went away: the error both directions end with.
   failed: Mutex<Option<Error>>,
   last_tx_error: Mutex<Option<Error>>,
@@ -406,6 +410,7 @@ impl PacketRing {
       intercept: std::sync::RwLock::new(None),
       intercepted: AtomicU64::new(0),
       intercept_written: AtomicU64::new(0),
+      pass_dropped: AtomicU64::new(0),
       failed: Mutex::new(None),
       last_tx_error: Mutex::new(None),
       notices: Mutex::new(Vec::new()),
@@ -583,6 +588,7 @@ impl PacketRing {
       tx_queued_bytes: tx_queued,
       intercepted: s.intercepted.load(Relaxed),
       intercept_writes: s.intercept_written.load(Relaxed),
+      pass_dropped: s.pass_dropped.load(Relaxed),
       backend,
     }
   }
@@ -708,6 +714,7 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     }
     forward_notice(s, &**queue);
     let intercept = s.intercept.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let intercepting = intercept.is_some();
     if let Some(icpt) = intercept {
       let before = batch.lens.len();
       to_device.clear();
@@ -743,6 +750,14 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     };
 
     let mut rx = lock(&s.rx);
+    if intercepting && rx.batches.len() >= s.cfg.ring_batches {
+      // With a stack on this queue the reader must not stop for a consumer that does not read what the stack
+      // passes on: the stack's own flows would stall with it. The passed packets are dropped and counted instead.
+      drop(rx);
+      s.pass_dropped.fetch_add(batch.lens.len() as u64, Relaxed);
+      s.pool.give_back(data);
+      continue;
+    }
     if rx.batches.len() >= s.cfg.ring_batches {
       c.rx_stalls.fetch_add(1, Relaxed);
     }

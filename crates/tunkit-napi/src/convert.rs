@@ -232,6 +232,7 @@ pub fn ring_stats_to_js(env: Env, s: &RingStats) -> JsResult<Value> {
     ("txQueuedBytes", s.tx_queued_bytes),
     ("intercepted", s.intercepted),
     ("interceptWrites", s.intercept_writes),
+    ("passDropped", s.pass_dropped),
   ] {
     env.set(o, key, env.number(v as f64)?)?;
   }
