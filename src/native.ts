@@ -88,6 +88,55 @@ export interface NativeBinding {
   takeEvents(sub: EventsHandle): NativeLinkEvent[] | undefined
   setEventsRef(sub: EventsHandle, ref: boolean): void
   closeEvents(sub: EventsHandle): void
+  stackCreate(queues: QueueHandle[], opts: NativeStackOptions, onEvent: (code: number) => void): StackHandle
+  stackLookup(s: StackHandle, address: string, port: number): { source: Endpoint; destination: Endpoint } | null
+  stackRelease(s: StackHandle, address: string, port: number): void
+  /** `[payloads, meta]`: meta is flat, `[session, length, destAddress, destPort, clientAddress | null, clientPort]` each. */
+  stackTakeDatagrams(s: StackHandle): [Buffer, (number | string | null)[]] | null
+  stackSendUdp(
+    s: StackHandle,
+    q: QueueHandle,
+    session: number,
+    address: string,
+    port: number,
+    data: Uint8Array,
+  ): boolean
+  stackCloseUdp(s: StackHandle, session: number): void
+  stackTick(s: StackHandle): [number[], string | undefined]
+  stackStats(s: StackHandle): Record<string, number>
+  stackSetRef(s: StackHandle, ref: boolean): void
+  stackClose(s: StackHandle): void
+}
+
+/** Opaque handle of a forwarding stack. */
+export type StackHandle = { readonly __stack: unique symbol }
+
+/** An IP endpoint. */
+export interface Endpoint {
+  address: string
+  port: number
+  family: 4 | 6
+}
+
+/** One address family of the stack: the device's own address (the kernel listener's), the NAT addresses, the prefix. */
+export interface NativeStackFamily {
+  gateway: string
+  nat: string[]
+  prefix: number
+}
+
+export interface NativeStackOptions {
+  v4?: NativeStackFamily
+  v6?: NativeStackFamily
+  listenPort: number
+  tcp: boolean
+  udp: boolean
+  icmp: 'reply' | 'drop' | 'pass'
+  maxTcpFlows?: number
+  maxUdpSessions?: number
+  udpIdleMs?: number
+  tcpSynIdleMs?: number
+  quarantineMs?: number
 }
 
 const require = createRequire(import.meta.url)

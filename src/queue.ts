@@ -114,6 +114,9 @@ interface WriteWaiter {
 
 const NO_PACKETS: readonly Uint8Array[] = Object.freeze([])
 
+/** Gets the native handle of a queue, for the stack (a symbol the package does not export). */
+export const NATIVE_HANDLE: unique symbol = Symbol('tunkit.nativeHandle')
+
 /** Queues with a read or write waiting: held strongly until it settles (see `PacketQueue.#ref`). */
 const WAITING = new Set<PacketQueue>()
 
@@ -145,6 +148,11 @@ export class PacketQueue {
       const q = self.deref()
       if (q) q.#onEvent(code)
     })
+  }
+
+  /** The native queue handle (for the stack). */
+  [NATIVE_HANDLE](): QueueHandle {
+    return this.#h
   }
 
   /** Sets the device name used in error messages. */

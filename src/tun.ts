@@ -1,8 +1,9 @@
-import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink } from './native.js'
+import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink, type QueueHandle } from './native.js'
 import { LinkEventIterator, type LinkEvent } from './events.js'
 import { native, TunError } from './errors.js'
 import {
   batchBuffers,
+  NATIVE_HANDLE,
   PacketIterator,
   PacketQueue,
   type IterateOptions,
@@ -205,6 +206,11 @@ export class TunQueue implements AsyncDisposable {
   /** Name of the device the queue belongs to. */
   get name(): string {
     return this.#name
+  }
+
+  /** @internal The native queue handle (for the stack). */
+  [NATIVE_HANDLE](): QueueHandle {
+    return this.#q[NATIVE_HANDLE]()
   }
 
   /** Whether the queue (or its device) was closed. */

@@ -79,6 +79,11 @@ pub fn dev(cx: &CallContext) -> JsResult<Arc<DeviceHandle>> {
   cx.env.unwrap_external::<DeviceHandle>(cx.arg(0)?, "device")
 }
 
+/// The ring behind a queue handle (for the stack, which installs itself on it and writes through it).
+pub fn ring_of(env: Env, v: Value) -> JsResult<Arc<PacketRing>> {
+  Ok(env.unwrap_external::<QueueHandle>(v, "queue")?.ring.clone())
+}
+
 fn queue(cx: &CallContext) -> JsResult<Arc<QueueHandle>> {
   cx.env.unwrap_external::<QueueHandle>(cx.arg(0)?, "queue")
 }

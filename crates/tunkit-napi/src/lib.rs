@@ -5,6 +5,7 @@
 mod convert;
 mod device;
 mod events;
+mod stack;
 mod sys;
 
 use sys::api::{Callback, Env, JsResult, Value};
@@ -43,6 +44,16 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("takeEvents", events::take),
   ("setEventsRef", events::set_ref),
   ("closeEvents", events::close),
+  ("stackCreate", stack::create),
+  ("stackLookup", stack::lookup),
+  ("stackRelease", stack::release),
+  ("stackTakeDatagrams", stack::take_datagrams),
+  ("stackSendUdp", stack::send_udp),
+  ("stackCloseUdp", stack::close_udp),
+  ("stackTick", stack::tick),
+  ("stackStats", stack::stats),
+  ("stackSetRef", stack::set_ref),
+  ("stackClose", stack::close),
 ];
 
 fn init(env: Env, exports: Value) -> JsResult<Value> {

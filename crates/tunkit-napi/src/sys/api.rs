@@ -595,6 +595,17 @@ impl Env {
     Ok(Value(out))
   }
 
+  /// A Node `Buffer` holding a copy of `data`.
+  pub fn buffer_copy(self, data: &[u8]) -> JsResult<Value> {
+    let mut out = null_mut();
+    // SAFETY: data points to data.len() readable bytes for the duration of the call; Node copies them; the
+    // result-data out-pointer may be null.
+    let status =
+      unsafe { napi_create_buffer_copy(self.0, data.len(), data.as_ptr().cast(), null_mut(), &mut out) };
+    check(self.0, status, "napi_create_buffer_copy")?;
+    Ok(Value(out))
+  }
+
   /// Detaches the ArrayBuffer `ab` (one made by [`Env::slab_arraybuffer`]): its views become empty and its memory
   /// goes back to the pool as soon as Node runs the finalizer, without waiting for a garbage collection. A value
   /// that is not a detachable ArrayBuffer is a typed error.

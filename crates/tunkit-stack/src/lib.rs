@@ -1,0 +1,423 @@
+//! tunkit's forwarding stack: the pure protocol logic that turns packets read from a TUN into TCP connections
+//! and UDP sessions for the application, in the "system stack" style (sing-tun's `stack_system.go`): TCP is
+//! terminated by the kernel itself through a NAT, UDP becomes sessions the application serves, pings are
+//! answered. No syscalls, no threads, no I/O, no clock: the caller passes the time in, so every behaviour is
+//! deterministic and tested without a device.
+//!
+//! # TCP: the kernel NAT
+//!
+//! The TUN prefix holds the TUN's own address `A` and one or more NAT addresses `B`. A kernel TCP listener is
+//! bound on `A:P`. A client segment `S:s -> D:d` read from the TUN is rewritten in place to `B:n -> A:P` (`n` a
+//! NAT port allocated for the 5-tuple) and written back ([`Verdict::WriteBack`]); the kernel sees an ordinary
+//! connection to its listener and answers `A:P -> B:n`, which routes out of the TUN and is rewritten to
+//! `D:d -> S:s`. The application `accept()`s on the listener, gets peer `B:n`, and asks [`Stack::lookup_tcp`]
+//! who the client is and where it was going. Only addresses, ports and checksums change (an incremental
+//! RFC 1624 update), whatever the segment's size. See [`tcp`] for a flow's life (quarantine, handshake expiry).
+//!
+//! # UDP, ICMP and the rest
+//!
+//! UDP datagrams become [`Verdict::Datagram`]s of sessions keyed by the client endpoint (endpoint-independent
+//! mapping); the application answers through [`Stack::udp_reply`], which builds the packet to write. ICMP echo
+//! requests are answered, dropped or passed ([`IcmpMode`]). Everything else, and anything addressed to the
+//! gateway `A` itself, is [`Verdict::Pass`]: the application's, unchanged (`tun.packets()`). Malformed packets
+//! and fragments pass too; no input makes the stack panic.
+//!
+//! # Concurrency
+//!
+//! [`Stack`] is `Send + Sync` and every method takes `&self`: share it (`Arc<Stack>`) between the reader
+//! threads of a multi-queue device and the binding. The TCP table and the UDP table each sit behind their own
+//! mutex (held for a few hash-map operations per packet, never across I/O); ICMP and packets that pass take no
+//! lock; the per-verdict counters are atomics.
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use tunkit_core::packet::ip::ipv6_upper_layer;
+use tunkit_core::packet::{Family as IpFamily, Packet, Transport};
+use tunkit_core::{Error, ErrorKind, Result};
+
+mod config;
+mod icmp;
+pub mod nat;
+pub mod tcp;
+pub mod udp;
+mod wire;
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
+
+pub use config::{FamilyConfig, IcmpMode, StackConfig};
+pub use tcp::TcpFlowInfo;
+pub use udp::UdpSessionInfo;
+
+use config::Family;
+use tcp::{Segment, TcpTable};
+use udp::UdpTable;
+
+/// What to do with a packet after [`Stack::inbound`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+  /// Rewritten in place (addresses/ports/checksums): write it back to the TUN as it is now.
+  WriteBack,
+  /// The stack answered: write `out` (an ICMP echo reply, a TCP RST) to the TUN; the original is consumed.
+  Reply,
+  /// A UDP datagram for the application: session `session` (new or known), with the payload at `payload` (a
+  /// range into the packet) sent to `destination`.
+  Datagram {
+    /// The session id (stable for the client endpoint until the session ends).
+    session: u64,
+    /// `Some` for the first datagram of a new session.
+    new: Option<UdpSessionInfo>,
+    /// The UDP payload as a range of the packet buffer.
+    payload: Range<usize>,
+    /// Where this datagram was sent (`D:d`; one session may talk to many destinations).
+    destination: SocketAddr,
+  },
+  /// Consumed, nothing to send (on purpose: ICMP in `Drop` mode, a kernel segment for an unknown NAT port, a
+  /// RST for an unknown flow, an echo request with a bad checksum).
+  Drop,
+  /// Not the stack's: hand the packet to the application unchanged.
+  Pass,
+}
+
+/// Counters and table sizes of a [`Stack`] (see [`Stack::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackStats {
+  /// Live TCP flows (the ones `max_tcp_flows` caps).
+  pub tcp_flows: usize,
+  /// Ended TCP flows whose NAT port is still in quarantine (their packets are still translated).
+  pub tcp_quarantined: usize,
+  /// TCP flows created since the start.
+  pub tcp_created: u64,
+  /// TCP flows ended by a RST (either direction).
+  pub tcp_reset: u64,
+  /// TCP flows ended by [`Stack::release_tcp`].
+  pub tcp_released: u64,
+  /// TCP flows whose handshake never completed within `tcp_syn_idle`.
+  pub tcp_syn_expired: u64,
+  /// RSTs the stack sent (refused SYNs, segments of unknown flows).
+  pub tcp_resets_sent: u64,
+  /// SYNs refused because the flow table was full or no NAT port was free.
+  pub refused_full: u64,
+  /// Of `refused_full`, those refused for want of a NAT port (all live or in quarantine).
+  pub refused_ports: u64,
+  /// NAT ports allocated (live and quarantined flows).
+  pub nat_ports_in_use: usize,
+  /// NAT ports there are (64 512 per NAT address).
+  pub nat_ports_capacity: usize,
+  /// Open UDP sessions.
+  pub udp_sessions: usize,
+  /// UDP sessions created since the start.
+  pub udp_created: u64,
+  /// UDP sessions evicted at the cap.
+  pub udp_evicted: u64,
+  /// UDP sessions expired after `udp_idle`.
+  pub udp_expired: u64,
+  /// UDP sessions closed by [`Stack::close_udp`].
+  pub udp_closed: u64,
+  /// UDP reply packets built by [`Stack::udp_reply`].
+  pub udp_replies: u64,
+  /// Packets per verdict of [`Stack::inbound`].
+  pub write_back: u64,
+  /// See `write_back`.
+  pub reply: u64,
+  /// See `write_back`.
+  pub datagram: u64,
+  /// See `write_back`.
+  pub drop: u64,
+  /// See `write_back`.
+  pub pass: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+  write_back: AtomicU64,
+  reply: AtomicU64,
+  datagram: AtomicU64,
+  drop: AtomicU64,
+  pass: AtomicU64,
+  udp_replies: AtomicU64,
+}
+
+/// The forwarding stack of one device. `Send + Sync`, every method takes `&self` (see the crate docs).
+#[derive(Debug)]
+pub struct Stack {
+  cfg: StackConfig,
+  v4: Option<Family>,
+  v6: Option<Family>,
+  tcp: Mutex<TcpTable>,
+  udp: Mutex<UdpTable>,
+  counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+  // A panic while holding the lock would be a bug; the tables stay usable rather than poisoning every thread.
+  m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Stack {
+  /// A stack for `cfg`. Validates it: at least one family; `listen_port` not 0; caps at least 1; in each
+  /// family a unicast gateway `A` of that family, a prefix length that fits, and one or more distinct NAT
+  /// addresses `B` inside `A`'s prefix that are neither `A` nor the IPv4 network or broadcast address.
+  /// Errors are `ErrorKind::InvalidAddress` (an address or prefix) or `ErrorKind::InvalidArgument` (the rest).
+  pub fn new(cfg: StackConfig) -> Result<Stack> {
+    let (v4, v6) = config::validate(&cfg)?;
+    let pools = [
+      v4.as_ref().map(|f| nat::PortPool::new(&f.nat)),
+      v6.as_ref().map(|f| nat::PortPool::new(&f.nat)),
+    ];
+    Ok(Stack {
+      tcp: Mutex::new(TcpTable::new(
+        pools,
+        cfg.max_tcp_flows,
+        cfg.quarantine,
+        cfg.tcp_syn_idle,
+      )),
+      udp: Mutex::new(UdpTable::new(cfg.max_udp_sessions, cfg.udp_idle)),
+      cfg,
+      v4,
+      v6,
+      counters: Counters::default(),
+    })
+  }
+
+  /// The configuration the stack was built with.
+  pub fn config(&self) -> &StackConfig {
+    &self.cfg
+  }
+
+  /// One packet read from the TUN (an IP packet, no virtio header, with complete checksums). May rewrite `pkt`
+  /// in place (never changing its length); `out` receives the packet to write for [`Verdict::Reply`] (it is
+  /// left alone otherwise). For `Pass` and `Drop` the packet is unchanged.
+  pub fn inbound(&self, pkt: &mut [u8], now: Instant, out: &mut Vec<u8>) -> Verdict {
+    self.inbound_offload(pkt, now, out, false)
+  }
+
+  /// [`Stack::inbound`] for a packet read with a virtio header: with `csum_partial` (the header's
+  /// `NEEDS_CSUM` flag) the TCP checksum field holds only the pseudo-header sum, which a rewrite updates for
+  /// the new addresses (the ports are not part of it), so a 64 KiB GSO super-packet can be rewritten whole
+  /// and written back with the same virtio header. Without it, exactly `inbound`. An ICMP echo request whose
+  /// checksum is partial is not answered (`Drop` in `Reply` mode): the reply builder checks checksums.
+  pub fn inbound_offload(
+    &self,
+    pkt: &mut [u8],
+    now: Instant,
+    out: &mut Vec<u8>,
+    csum_partial: bool,
+  ) -> Verdict {
+    let v = self.classify(pkt, now, out, csum_partial);
+    let c = match v {
+      Verdict::WriteBack => &self.counters.write_back,
+      Verdict::Reply => &self.counters.reply,
+      Verdict::Datagram { .. } => &self.counters.datagram,
+      Verdict::Drop => &self.counters.drop,
+      Verdict::Pass => &self.counters.pass,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+    v
+  }
+
+  fn classify(&self, pkt: &mut [u8], now: Instant, out: &mut Vec<u8>, partial: bool) -> Verdict {
+    let Ok(p) = Packet::parse(pkt) else {
+      return Verdict::Pass;
+    };
+    let (fam, pool) = match p.family {
+      IpFamily::V4 => (self.v4.as_ref(), 0),
+      IpFamily::V6 => (self.v6.as_ref(), 1),
+    };
+    let Some(fam) = fam else {
+      return Verdict::Pass;
+    };
+    // Not for the stack: the gateway's own traffic, broadcast and multicast, unspecified or multicast sources.
+    let foreign = p.dst == fam.gateway || fam.special_destination(p.dst) || Family::special_source(p.src);
+    match p.transport {
+      Transport::Tcp {
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        ..
+      } if self.cfg.tcp => {
+        if src_port == 0 || dst_port == 0 {
+          return Verdict::Pass;
+        }
+        if p.family == IpFamily::V6 && p.l4_offset != 40 {
+          // A routing header moves the pseudo-header's destination: not rewritten.
+          match ipv6_upper_layer(&pkt[..p.ip_len]) {
+            Ok(u) if !u.routed => {}
+            _ => return Verdict::Pass,
+          }
+        }
+        let seg = Segment {
+          l4: p.l4_offset,
+          src: SocketAddr::new(p.src, src_port),
+          dst: SocketAddr::new(p.dst, dst_port),
+          seq,
+          ack,
+          flags,
+          payload_len: p.payload.len(),
+          partial,
+        };
+        if p.src == fam.gateway && src_port == self.cfg.listen_port && fam.nat_index(p.dst).is_some() {
+          return lock(&self.tcp).kernel_segment(pkt, &seg, now);
+        }
+        if foreign || fam.nat_index(p.src).is_some() {
+          return Verdict::Pass;
+        }
+        let listener = SocketAddr::new(fam.gateway, self.cfg.listen_port);
+        lock(&self.tcp).client_segment(pkt, &seg, pool, listener, now, out)
+      }
+      Transport::Udp { src_port, dst_port } if self.cfg.udp => {
+        if foreign || src_port == 0 || dst_port == 0 {
+          return Verdict::Pass;
+        }
+        let client = SocketAddr::new(p.src, src_port);
+        let destination = SocketAddr::new(p.dst, dst_port);
+        let (session, new) = lock(&self.udp).datagram(client, destination, now);
+        Verdict::Datagram {
+          session,
+          new,
+          payload: p.payload.clone(),
+          destination,
+        }
+      }
+      Transport::Icmp { .. } if !foreign => icmp::inbound(self.cfg.icmp, pkt, &p, out),
+      _ => Verdict::Pass,
+    }
+  }
+
+  /// The accepted kernel socket's peer address (`B:n`, as `accept()` reports it; an IPv4-mapped IPv6 address
+  /// is taken as IPv4) -> the client's endpoint and the destination it dialled. `None` if `B:n` has no flow
+  /// (never created, or its quarantine is over). A looked-up flow counts as established and as held by the
+  /// application: it no longer expires by itself, and its NAT port is not freed (even after a RST) until
+  /// [`Stack::release_tcp`]. Call it once per accepted socket, and release every socket looked up.
+  pub fn lookup_tcp(&self, peer: SocketAddr) -> Option<TcpFlowInfo> {
+    lock(&self.tcp).lookup(peer)
+  }
+
+  /// The application closed the accepted socket for peer `B:n`: the flow ends and its NAT port goes to
+  /// quarantine (not reused until `quarantine` has passed without packets on it; the kernel's closing
+  /// segments are still translated meanwhile). Unknown peers are ignored.
+  pub fn release_tcp(&self, peer: SocketAddr, now: Instant) {
+    lock(&self.tcp).release(peer, now)
+  }
+
+  /// A UDP reply from the application for session `session`, appearing to come from `from` (the real remote;
+  /// an IPv4-mapped IPv6 address is taken as IPv4): builds the whole IPv4/IPv6 + UDP packet to the session's
+  /// client, checksums included, into `out` (cleared first). Refreshes the session. Errors: `NotFound` if the
+  /// session is gone, `InvalidAddress` if `from` is not of the client's family, `PacketTooLarge` if the
+  /// payload does not fit one IP packet.
+  pub fn udp_reply(&self, session: u64, from: SocketAddr, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let from = wire::normalize(from);
+    let mut udp = lock(&self.udp);
+    let Some(info) = udp.info(session) else {
+      return Err(Error::new(
+        ErrorKind::NotFound,
+        format!("UDP session {session} is gone (closed, evicted or expired)"),
+      ));
+    };
+    let client = info.client;
+    if from.is_ipv4() != client.is_ipv4() {
+      return Err(Error::new(
+        ErrorKind::InvalidAddress,
+        format!("reply source {from} is not of the family of the session's client {client}"),
+      ));
+    }
+    let max = if client.is_ipv4() { 65_535 - 28 } else { 65_535 - 8 };
+    if payload.len() > max {
+      return Err(Error::new(
+        ErrorKind::PacketTooLarge,
+        format!(
+          "a {}-byte UDP payload does not fit one packet (at most {max})",
+          payload.len()
+        ),
+      ));
+    }
+    udp.reply(session);
+    drop(udp);
+    wire::udp_datagram(out, from, client, payload);
+    self.counters.udp_replies.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+  }
+
+  /// The client and first destination of UDP session `session`, while it is open.
+  pub fn udp_session(&self, session: u64) -> Option<UdpSessionInfo> {
+    lock(&self.udp).info(session)
+  }
+
+  /// The application ended UDP session `session` (a no-op if it is already gone). Its client's next datagram
+  /// opens a new session.
+  pub fn close_udp(&self, session: u64) {
+    lock(&self.udp).close(session)
+  }
+
+  /// Expires idle UDP sessions and never-established TCP flows, ends quarantines that are over. Returns the UDP
+  /// sessions that ended inside the stack since the last call (evicted at the cap, then expired): the
+  /// application ends them. Call it every second or so.
+  pub fn tick(&self, now: Instant) -> Vec<u64> {
+    lock(&self.tcp).sweep(now);
+    lock(&self.udp).tick(now)
+  }
+
+  /// The UDP sessions evicted at the cap since the last call (to end them sooner than the next
+  /// [`Stack::tick`], which would otherwise return them).
+  pub fn take_evicted(&self) -> Vec<u64> {
+    lock(&self.udp).take_evicted()
+  }
+
+  /// Counters and table sizes.
+  pub fn stats(&self) -> StackStats {
+    let c = &self.counters;
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut s = StackStats {
+      write_back: ld(&c.write_back),
+      reply: ld(&c.reply),
+      datagram: ld(&c.datagram),
+      drop: ld(&c.drop),
+      pass: ld(&c.pass),
+      udp_replies: ld(&c.udp_replies),
+      ..StackStats::default()
+    };
+    {
+      let t = lock(&self.tcp);
+      s.tcp_flows = t.live();
+      s.tcp_quarantined = t.quarantined();
+      (s.nat_ports_in_use, s.nat_ports_capacity) = t.ports();
+      let k = t.counters;
+      s.tcp_created = k.created;
+      s.tcp_reset = k.ended_reset;
+      s.tcp_released = k.released;
+      s.tcp_syn_expired = k.syn_expired;
+      s.tcp_resets_sent = k.resets_sent;
+      s.refused_full = k.refused_full + k.refused_ports;
+      s.refused_ports = k.refused_ports;
+    }
+    let u = lock(&self.udp);
+    s.udp_sessions = u.len();
+    s.udp_created = u.counters.created;
+    s.udp_evicted = u.counters.evicted;
+    s.udp_expired = u.counters.expired;
+    s.udp_closed = u.counters.closed;
+    s
+  }
+
+  /// A notice for the log, once per burst of cap hits ("TCP flow table full (N flows): new connections
+  /// refused", NAT ports exhausted, UDP sessions evicted), each taken once. A burst ends when a flow can be
+  /// created again (TCP) or the table is below its cap again (UDP).
+  pub fn take_notice(&self) -> Option<String> {
+    if let Some(n) = lock(&self.tcp).notices.pop_front() {
+      return Some(n);
+    }
+    lock(&self.udp).notices.pop_front()
+  }
+}

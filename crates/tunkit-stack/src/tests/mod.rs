@@ -1,0 +1,5 @@
+//! Unit tests of the whole stack through its public API (the tables' own tests sit next to them).
+
+mod misc;
+mod tcp;
+mod udp;

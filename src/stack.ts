@@ -1,0 +1,485 @@
+/**
+ * The forwarding stack: the TCP connections and UDP sessions that clients open through a TUN device, handed to
+ * JavaScript as sockets and sessions with the destination each client dialled. The packet work runs natively on the
+ * device's reader threads (crates/tunkit-stack); JavaScript sees connections and datagrams, never packets.
+ */
+import net from 'node:net'
+import { binding, type Endpoint, type NativeStackFamily, type StackHandle, type QueueHandle } from './native.js'
+import { abortError, native, TunError } from './errors.js'
+import { NATIVE_HANDLE } from './queue.js'
+import type { AddressInfo, Tun } from './tun.js'
+
+export type { Endpoint } from './native.js'
+
+/** Options of {@link Stack.create}. */
+export interface StackOptions {
+  /**
+   * How TCP is terminated. `'system'` (the default): the kernel's own TCP, by NAT through a listener on the device's
+   * address (see the README); `false`: TCP is passed to `tun.packets()`.
+   */
+  tcp?: 'system' | false
+  /** Take UDP: sessions per client endpoint, see {@link Stack.datagrams}. Default true. */
+  udp?: boolean
+  /** ICMP/ICMPv6 echo requests: answered natively (`'reply'`, the default), dropped, or passed to `tun.packets()`. */
+  icmp?: 'reply' | 'drop' | 'pass'
+  /**
+   * The NAT addresses: addresses of the device's prefix (not its own) that the rewritten connections appear to come
+   * from. Default: the address after the device's own, per family. Each gives about 64 000 concurrent connections.
+   */
+  nat?: string[]
+  /** Most TCP connections at once; past it new ones are refused with a RST and a warning. Default 65 536. */
+  maxTcpFlows?: number
+  /** Most UDP sessions at once; past it the least recently used ends. Default 16 384. */
+  maxUdpSessions?: number
+  /** A UDP session with no traffic for this long ends (ms; default 60 000). */
+  udpIdleMs?: number
+  /** A closed connection's NAT port is not reused for this long (ms; default 60 000, the kernel's TIME_WAIT). */
+  quarantineMs?: number
+}
+
+/** A TCP connection a client opened through the device: a `net.Socket` plus where it came from and where it goes. */
+export type StackConnection = net.Socket & {
+  /** The client's end, as the client sees it. */
+  readonly source: Endpoint
+  /** The address and port the client dialled. */
+  readonly destination: Endpoint
+}
+
+/** One datagram of a UDP session. */
+export interface UdpMessage {
+  data: Buffer
+  /** Where the client sent it. */
+  destination: Endpoint
+}
+
+const KNOWN = new Set(['tcp', 'udp', 'icmp', 'nat', 'maxTcpFlows', 'maxUdpSessions', 'udpIdleMs', 'quarantineMs'])
+
+/** Waiters and items of an async queue; `end()` settles everything. */
+class Channel<T> {
+  #items: T[] = []
+  #waiters: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }[] = []
+  #done = false
+  constructor(
+    readonly limit: number,
+    readonly onWaiting: (waiting: boolean) => void = () => {},
+  ) {}
+  get done(): boolean {
+    return this.#done
+  }
+  /** Adds an item; false (and nothing added) when ended or full. */
+  push(item: T): boolean {
+    if (this.#done) return false
+    const w = this.#waiters.shift()
+    if (w) {
+      if (this.#waiters.length === 0) this.onWaiting(false)
+      w.resolve({ value: item, done: false })
+      return true
+    }
+    if (this.#items.length >= this.limit) return false
+    this.#items.push(item)
+    return true
+  }
+  next(signal?: AbortSignal): Promise<IteratorResult<T>> {
+    const item = this.#items.shift()
+    if (item !== undefined) return Promise.resolve({ value: item, done: false })
+    if (this.#done) return Promise.resolve({ value: undefined, done: true })
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    return new Promise((resolve, reject) => {
+      const w = { resolve, reject }
+      if (this.#waiters.push(w) === 1) this.onWaiting(true)
+      signal?.addEventListener(
+        'abort',
+        () => {
+          const i = this.#waiters.indexOf(w)
+          if (i < 0) return
+          this.#waiters.splice(i, 1)
+          if (this.#waiters.length === 0) this.onWaiting(false)
+          reject(abortError(signal))
+        },
+        { once: true },
+      )
+    })
+  }
+  /** Ends the channel: waiters get `done`, queued items are returned (for the caller to dispose of). */
+  end(): T[] {
+    if (this.#done) return []
+    this.#done = true
+    const rest = this.#items
+    this.#items = []
+    const waiters = this.#waiters
+    this.#waiters = []
+    if (waiters.length > 0) this.onWaiting(false)
+    for (const w of waiters) w.resolve({ value: undefined, done: true })
+    return rest
+  }
+  iterator(signal?: AbortSignal, onReturn?: () => void): AsyncIterableIterator<T> {
+    const it: AsyncIterableIterator<T> = {
+      next: () => this.next(signal),
+      return: async () => {
+        onReturn?.()
+        return { value: undefined, done: true }
+      },
+      [Symbol.asyncIterator]: () => it,
+    }
+    return it
+  }
+}
+
+/**
+ * One UDP session: every datagram one client endpoint sends, to any destination (endpoint-independent mapping, as
+ * games and WebRTC need). Iterate it for the client's datagrams; {@link UdpSession.send} answers from any remote.
+ */
+export class UdpSession implements AsyncIterable<UdpMessage> {
+  readonly #stack: Stack
+  readonly #id: number
+  readonly #messages: Channel<UdpMessage>
+  /** The client's endpoint. */
+  readonly client: Endpoint
+  /** The destination of the session's first datagram. */
+  readonly destination: Endpoint
+
+  /** @internal */
+  constructor(stack: Stack, id: number, client: Endpoint, destination: Endpoint, onWaiting: (w: boolean) => void) {
+    this.#stack = stack
+    this.#id = id
+    this.client = client
+    this.destination = destination
+    this.#messages = new Channel<UdpMessage>(1024, onWaiting)
+  }
+
+  /** @internal */
+  deliver(m: UdpMessage): void {
+    // A session nobody reads keeps its newest 1024 datagrams; the rest are dropped, as a socket buffer would.
+    this.#messages.push(m)
+  }
+
+  /** Whether the session has ended (closed, idle, evicted, or the stack closed). */
+  get closed(): boolean {
+    return this.#messages.done
+  }
+
+  /** The client's datagrams, until the session ends. */
+  messages(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<UdpMessage> {
+    return this.#messages.iterator(options.signal)
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<UdpMessage> {
+    return this.messages()
+  }
+
+  /**
+   * Sends `data` to the client as a datagram from `from` (the remote it talks to; by default the session's first
+   * destination). Returns false when the device's transmit ring is over its budget (the datagram is still sent).
+   *
+   * @throws {TunError} `ERR_TUN_CLOSED` once the session ended; `ERR_TUN_INVALID_ARGUMENT` for a `from` of the other
+   *   family or a datagram too large for the device.
+   */
+  send(data: Uint8Array, from: { address: string; port: number } = this.destination): boolean {
+    if (this.closed) throw new TunError('ERR_TUN_CLOSED', `UDP session ${this.#id} is closed`)
+    return this.#stack.sendUdp(this.#id, from, data)
+  }
+
+  /** Ends the session (the next datagram from the client starts a new one). */
+  close(): void {
+    if (this.closed) return
+    this.#messages.end()
+    this.#stack.forget(this.#id)
+  }
+
+  /** @internal Ended by the stack. */
+  end(): void {
+    this.#messages.end()
+  }
+}
+
+function parseV4(a: string): number {
+  return a.split('.').reduce((n, o) => n * 256 + Number(o), 0)
+}
+function v4(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.')
+}
+function expandV6(a: string): number[] {
+  const [head, tail] = a.split('::') as [string, string | undefined]
+  const h = head ? head.split(':') : []
+  const t = tail ? tail.split(':') : []
+  const words = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t]
+  return words.map((w) => parseInt(w || '0', 16))
+}
+function nextV6(a: string): string {
+  const w = expandV6(a)
+  for (let i = 7; i >= 0; i--) {
+    w[i] = (w[i]! + 1) & 0xffff
+    if (w[i] !== 0) break
+  }
+  return w.map((x) => x.toString(16)).join(':')
+}
+/** The address after `a` (`nat` default). */
+function nextAddress(a: AddressInfo): string {
+  return a.family === 4 ? v4(parseV4(a.address) + 1) : nextV6(a.address)
+}
+
+/**
+ * The forwarding stack of a device. Create one with {@link Stack.create}; iterate {@link Stack.connections} and
+ * {@link Stack.datagrams}; close it with {@link Stack.close} or `await using`.
+ *
+ * @example
+ * ```ts
+ * await using tun = await Tun.create({ addresses: ['198.18.0.1/15'] })
+ * await using stack = await Stack.create(tun)
+ * for await (const conn of stack.connections()) {
+ *   const up = net.connect(conn.destination.port, conn.destination.address)
+ *   pipeline(conn, up, conn, () => {})
+ * }
+ * ```
+ */
+export class Stack implements AsyncDisposable {
+  readonly #h: StackHandle
+  readonly #tun: Tun
+  readonly #queue: QueueHandle
+  readonly #servers: net.Server[]
+  readonly #connections = new Channel<StackConnection>(4096)
+  readonly #sessions = new Map<number, UdpSession>()
+  readonly #newSessions: Channel<UdpSession>
+  readonly #ticker: NodeJS.Timeout
+  #waiting = 0
+  #closed = false
+
+  private constructor(tun: Tun, h: StackHandle, queue: QueueHandle, servers: net.Server[]) {
+    this.#tun = tun
+    this.#h = h
+    this.#queue = queue
+    this.#servers = servers
+    this.#newSessions = new Channel<UdpSession>(4096, (w) => this.#setWaiting(w))
+    for (const s of servers) s.on('connection', (sock) => this.#accept(sock))
+    this.#ticker = setInterval(() => this.#tick(), 1000)
+    this.#ticker.unref()
+  }
+
+  /**
+   * Starts a stack on `tun` (every queue of it started in this thread). For TCP it listens on the device's own
+   * addresses (one IPv4 and one IPv6 address, each in a prefix with room for the NAT address), so those must be
+   * configured first.
+   *
+   * @throws {TunError} `ERR_TUN_INVALID_ARGUMENT` for bad options; `ERR_TUN_INVALID_ADDRESS` when the device has no
+   *   usable address or a NAT address is outside its prefix.
+   */
+  static async create(tun: Tun, options: StackOptions = {}): Promise<Stack> {
+    if (options === null || typeof options !== 'object' || Array.isArray(options))
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'stack options must be an object')
+    for (const k of Object.keys(options))
+      if (!KNOWN.has(k)) throw new TunError('ERR_TUN_INVALID_ARGUMENT', `unknown stack option '${k}'`)
+    const tcp = options.tcp ?? 'system'
+    if (tcp !== 'system' && tcp !== false)
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', `tcp must be 'system' or false`)
+    if (options.nat !== undefined && !Array.isArray(options.nat))
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'nat must be an array of addresses')
+    const addrs = await tun.addresses()
+    const pick = (family: 4 | 6): NativeStackFamily | undefined => {
+      const a = addrs.find(
+        (x) => x.family === family && x.prefix <= (family === 4 ? 30 : 126) && !/^fe[89ab]/i.test(x.address),
+      )
+      if (!a) return undefined
+      const nat = (options.nat ?? []).filter((n) => (n.includes(':') ? 6 : 4) === family)
+      return { gateway: a.address, nat: nat.length > 0 ? nat : [nextAddress(a)], prefix: a.prefix }
+    }
+    const fam4 = pick(4)
+    const fam6 = pick(6)
+    if (!fam4 && !fam6)
+      throw new TunError(
+        'ERR_TUN_INVALID_ADDRESS',
+        `${tun.name} has no IPv4 address with a prefix of /30 or shorter and no IPv6 address of /126 or shorter: the stack needs one`,
+      )
+    const queues = Array.from({ length: tun.queueCount }, (_, i) => tun.queue(i)[NATIVE_HANDLE]())
+    const servers: net.Server[] = []
+    let port = 0
+    if (tcp === 'system') {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          port = 0
+          for (const f of [fam4, fam6]) {
+            if (!f) continue
+            const s = net.createServer({ allowHalfOpen: true })
+            await new Promise<void>((resolve, reject) => {
+              s.once('error', reject)
+              s.listen({ host: f.gateway, port, ipv6Only: f === fam6, backlog: 4096 }, () => {
+                s.off('error', reject)
+                resolve()
+              })
+            })
+            port = (s.address() as net.AddressInfo).port
+            servers.push(s)
+          }
+          break
+        } catch (e) {
+          for (const s of servers.splice(0)) s.close()
+          if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 8) {
+            throw new TunError(
+              'ERR_TUN_OS',
+              `stack on ${tun.name}: listening on the device's address failed: ${(e as Error).message}`,
+              { cause: e },
+            )
+          }
+        }
+      }
+    }
+    let stack: Stack | undefined
+    let h: StackHandle
+    try {
+      h = native(() =>
+        binding.stackCreate(
+          queues,
+          {
+            v4: fam4,
+            v6: fam6,
+            listenPort: port || 1,
+            tcp: tcp === 'system',
+            udp: options.udp ?? true,
+            icmp: options.icmp ?? 'reply',
+            maxTcpFlows: options.maxTcpFlows,
+            maxUdpSessions: options.maxUdpSessions,
+            udpIdleMs: options.udpIdleMs,
+            quarantineMs: options.quarantineMs,
+          },
+          (code) => {
+            if (code === 1 && stack) stack.#drain()
+          },
+        ),
+      )
+    } catch (e) {
+      for (const s of servers) s.close()
+      throw e
+    }
+    stack = new Stack(tun, h, queues[0]!, servers)
+    return stack
+  }
+
+  /** The device this stack runs on. */
+  get tun(): Tun {
+    return this.#tun
+  }
+
+  /** Whether {@link Stack.close} was called. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  #setWaiting(w: boolean): void {
+    const before = this.#waiting
+    this.#waiting += w ? 1 : -1
+    if (this.#closed) return
+    if (before === 0 && this.#waiting > 0) binding.stackSetRef(this.#h, true)
+    else if (before > 0 && this.#waiting === 0) binding.stackSetRef(this.#h, false)
+  }
+
+  #accept(sock: net.Socket): void {
+    const flow = this.#closed ? null : binding.stackLookup(this.#h, sock.remoteAddress!, sock.remotePort!)
+    if (!flow) {
+      // Not a connection the stack rewrote (someone dialled the listener directly).
+      sock.destroy()
+      return
+    }
+    const { remoteAddress, remotePort } = sock
+    Object.defineProperties(sock, {
+      source: { value: flow.source, enumerable: true },
+      destination: { value: flow.destination, enumerable: true },
+    })
+    sock.once('close', () => {
+      if (!this.#closed) binding.stackRelease(this.#h, remoteAddress!, remotePort!)
+    })
+    if (!this.#connections.push(sock as StackConnection)) sock.resetAndDestroy()
+  }
+
+  /** Datagrams are waiting natively: hand them to their sessions. */
+  #drain(): void {
+    if (this.#closed) return
+    const got = binding.stackTakeDatagrams(this.#h)
+    if (!got) return
+    const [payloads, meta] = got
+    let off = 0
+    for (let i = 0; i < meta.length; i += 6) {
+      const id = meta[i] as number
+      const len = meta[i + 1] as number
+      const destination = endpoint(meta[i + 2] as string, meta[i + 3] as number)
+      const data = payloads.subarray(off, off + len)
+      off += len
+      let s = this.#sessions.get(id)
+      if (!s) {
+        const clientAddr = meta[i + 4] as string | null
+        if (clientAddr === null) continue // a session JavaScript closed: the rest of its datagrams go
+        s = new UdpSession(this, id, endpoint(clientAddr, meta[i + 5] as number), destination, (w) =>
+          this.#setWaiting(w),
+        )
+        this.#sessions.set(id, s)
+        if (!this.#newSessions.push(s)) {
+          this.forget(id)
+          continue
+        }
+      }
+      s.deliver({ data, destination })
+    }
+  }
+
+  #tick(): void {
+    if (this.#closed) return
+    const [ended, notice] = binding.stackTick(this.#h)
+    for (const id of ended) {
+      this.#sessions.get(id)?.end()
+      this.#sessions.delete(id)
+    }
+    if (notice) process.emitWarning(`${this.#tun.name}: ${notice}`, { code: 'TUNKIT_NOTICE' })
+  }
+
+  /** @internal */
+  sendUdp(id: number, from: { address: string; port: number }, data: Uint8Array): boolean {
+    if (this.#closed) throw new TunError('ERR_TUN_CLOSED', 'the stack is closed')
+    return native(() => binding.stackSendUdp(this.#h, this.#queue, id, from.address, from.port, data))
+  }
+
+  /** @internal A session JavaScript closed. */
+  forget(id: number): void {
+    this.#sessions.delete(id)
+    if (!this.#closed) binding.stackCloseUdp(this.#h, id)
+  }
+
+  /**
+   * Every TCP connection a client opens through the device, as a `net.Socket` (half-close allowed) with `source` and
+   * `destination`. Connections accepted while nobody iterates wait (up to 4096; beyond, they are reset).
+   */
+  connections(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<StackConnection> {
+    return this.#connections.iterator(options.signal)
+  }
+
+  /** Every new UDP session (one per client endpoint). */
+  datagrams(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<UdpSession> {
+    return this.#newSessions.iterator(options.signal)
+  }
+
+  /** The stack's counters: flows, sessions, packets per verdict, refusals. */
+  stats(): Record<string, number> {
+    if (this.#closed) throw new TunError('ERR_TUN_CLOSED', 'the stack is closed')
+    return native(() => binding.stackStats(this.#h))
+  }
+
+  /** Stops the stack: the device's packets go to `tun.packets()` again, iterators end, waiting connections reset. */
+  async close(): Promise<void> {
+    if (this.#closed) return
+    if (this.#waiting > 0) binding.stackSetRef(this.#h, false)
+    this.#closed = true
+    clearInterval(this.#ticker)
+    binding.stackClose(this.#h)
+    for (const c of this.#connections.end()) c.resetAndDestroy()
+    this.#newSessions.end()
+    for (const s of this.#sessions.values()) s.end()
+    this.#sessions.clear()
+    // Stop listening; connections already handed out stay the application's to end.
+    for (const s of this.#servers) s.close()
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+}
+
+function endpoint(address: string, port: number): Endpoint {
+  return { address, port, family: address.includes(':') ? 6 : 4 }
+}
