@@ -14,7 +14,8 @@
  *   - window: a ring of the SOAK_WINDOW (default 100) most recently kept packets, zero-copy views; older ones are
  *     dropped, so the reader holds a bounded number of packets;
  *   - all: every kept packet (10 000 of 10 M), zero-copy views, held until the end;
- *   - all-copy: every kept packet, as a copy (`Buffer.from(pkt)`), held until the end.
+ *   - all-copy: every kept packet, as a copy outside Node's Buffer pool (`Buffer.allocUnsafeSlow` + `copy`), held
+ *     until the end.
  * A zero-copy view keeps its whole batch buffer alive (a slab of 192 KiB + room for one 64 KiB frame, ~256 KiB,
  * counted against `ring.memoryBudget`, default 256 MiB; batches under `ring.copyBelow`, 16 KiB, are copied to a
  * buffer of their own size first), so the three differ in what they pin; the benchmark measures what happens.
@@ -162,7 +163,13 @@ async function runPhase(iter: Iter, size: number, keep: Keep): Promise<PhaseResu
       window[windowPos] = pkt
       windowPos = (windowPos + 1) % WINDOW
     } else if (keep === 'all') all.push(pkt)
-    else all.push(Buffer.from(pkt))
+    else {
+      // A copy kept for long is best made outside Node's Buffer pool: a pooled one (Buffer.from) pins its whole
+      // 8 KiB pool chunk, and with one kept packet per chunk that is 8 KiB per packet kept.
+      const copy = Buffer.allocUnsafeSlow(pkt.length)
+      pkt.copy(copy)
+      all.push(copy)
+    }
   }
 
   const sample = (): Sample => {
@@ -374,7 +381,7 @@ function reading(results: PhaseResult[]): string[] {
   const copies = results.filter((r) => r.keep === 'all-copy' && r.outcome === 'done')
   if (copies.length > 0)
     out.push(
-      `- Copying the packets one keeps (\`Buffer.from(pkt)\`) costs only their own bytes (${copies.map((r) => `${r.phase}: ${mib(r.keptBytes)} MiB`).join(', ')}, plus Node's 8 KiB Buffer pool slices they are cut from) and lets every batch buffer go back to the pool.`,
+      `- Copying the packets one keeps (\`Buffer.allocUnsafeSlow\` + \`copy\`, outside Node's Buffer pool: a pooled \`Buffer.from(pkt)\` would pin an 8 KiB pool chunk per kept packet) costs only their own bytes (${copies.map((r) => `${r.phase}: ${mib(r.keptBytes)} MiB`).join(', ')}) and lets every batch buffer go back to the pool.`,
     )
   const windows = results.filter((r) => r.keep === 'window' && r.outcome === 'done')
   if (windows.length > 0)
@@ -594,7 +601,7 @@ async function main(): Promise<void> {
     `- Machine: ${cpus().length} CPUs (${cpus()[0]?.model.trim()}), Linux ${osRelease()}, Node ${process.version}; load average when it started: ${load0.map((x) => x.toFixed(2)).join(' ')}; code: ${version0}${codeChanged ? ' — **the addon or crates/, src/ changed during this run: the phases may have run different code; run it again**' : ''}`,
     `- Device: \`Tun.createMemoryPair({ mtu: 1500${process.env.SOAK_RING ? `, ring: ${JSON.stringify(RING)}` : ''} })\`, ${process.env.SOAK_RING ? 'these' : 'default'} ring options (memoryBudget ${mib(BUDGET)} MiB, batchPackets ${RING.batchPackets ?? 256}, slabBytes ${((SLAB_BYTES - 65535) / 1024).toFixed(0)} KiB + 64 KiB room for one frame = ${(SLAB_BYTES / 1024).toFixed(0)} KiB per batch buffer, copyBelow ${((RING.copyBelow ?? 16384) / 1024).toFixed(0)} KiB, ringBatches ${RING.ringBatches ?? 64}); writer and reader in the same process and JavaScript thread, each phase a process of its own`,
     `- Writer: ${PACKETS.toLocaleString('en')} IPv4/UDP packets of the given size (whole packet; valid IPv4 header checksum, UDP checksum 0), ${WRITE_BATCH} per \`await a.write(array)\`, a sequence number in the first 4 payload bytes`,
-    `- Reader: \`b.packets()\` or \`b.batches()\`; checks every sequence number (*out of order* = packets not in the order sent, 0 = none lost or reordered) and keeps the packets whose sequence number is a multiple of ${KEEP_EVERY}: *last ${WINDOW} kept* = a ring of the ${WINDOW} most recent (zero-copy views; older ones dropped), *all kept* = all ${(PACKETS / KEEP_EVERY).toLocaleString('en')} of them as zero-copy views, *copied* = all of them as copies (\`Buffer.from(pkt)\`); at the end it checks that every kept packet still holds its own sequence number`,
+    `- Reader: \`b.packets()\` or \`b.batches()\`; checks every sequence number (*out of order* = packets not in the order sent, 0 = none lost or reordered) and keeps the packets whose sequence number is a multiple of ${KEEP_EVERY}: *last ${WINDOW} kept* = a ring of the ${WINDOW} most recent (zero-copy views; older ones dropped), *all kept* = all ${(PACKETS / KEEP_EVERY).toLocaleString('en')} of them as zero-copy views, *copied* = all of them as copies (\`Buffer.allocUnsafeSlow\` + \`copy\`); at the end it checks that every kept packet still holds its own sequence number`,
     `- Criterion: RSS when the last packet has been read within ${CRITERION_MIB} MiB of RSS right after the warm-up (the first ${WARMUP.toLocaleString('en')} packets). A phase with no progress for ${STALL_S} s (*stalled*) or running past ${LIMIT_S} s is ended and fails. No \`--expose-gc\`; V8 collects as it decides`,
     '',
     "Columns: *read* = packets read (all, or how far a phase got before it was ended); *s* and *kpps* = its length and packets per second; *RSS* = `process.memoryUsage().rss` right after the warm-up, when the last packet was read, their difference (the criterion), the growth over the second half (end against the checkpoint halfway: a leak keeps growing there, a warm-up transient does not), and the highest per-second sample after the warm-up; *live* = the reading queue's `stats().rxLiveBytes` (batch buffers alive: queued, held by JavaScript, or unreachable but not yet collected; counted by capacity, not by touched pages) at the same moments; *heap* / *external* = V8's `heapUsed` / `external` at the end; *rxStalls* = times the reader thread stopped because JavaScript was behind (ring full, or memory budget spent); *pkts/batch* = packets per batch handed to JavaScript; *kept* = packets held at the end and their own bytes (CHANGED! if one no longer held its sequence number); *% core / load* = CPU time of the phase's process (all threads) in % of one core, and the 1-minute load average at the end (the machine is shared: throughput varies with it).",

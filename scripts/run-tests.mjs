@@ -36,11 +36,14 @@ if (process.platform === 'linux' && run('node', ['scripts/ensure-tools.mjs', 'pi
 }
 
 if (process.env.TUNKIT_SKIP_CARGO !== '1') {
-  // The core's tests; the seeded packet fuzzers run time-bounded and print how many inputs they tried.
-  console.log('run-tests: cargo test -p tunkit-core')
-  const cargo = ['test', '--offline', '-p', 'tunkit-core', '--release']
-  if (run('cargo', [...cargo, '--', '--skip', 'fuzz']) !== 0) failed = true
-  if (run('cargo', [...cargo, 'fuzz', '--', '--show-output']) !== 0) failed = true
+  // The pure crates' tests: the core (ring, packets, backends) and the forwarding stack's protocol logic; the
+  // seeded fuzzers run time-bounded and print how many inputs they tried.
+  for (const crate of ['tunkit-core', 'tunkit-stack']) {
+    console.log(`run-tests: cargo test -p ${crate}`)
+    const cargo = ['test', '--offline', '-p', crate, '--release']
+    if (run('cargo', [...cargo, '--', '--skip', 'fuzz']) !== 0) failed = true
+    if (run('cargo', [...cargo, 'fuzz', '--', '--show-output']) !== 0) failed = true
+  }
 }
 
 // The test addon (the binding built with fault injection points) that some tests load in child processes. Built
