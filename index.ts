@@ -16,7 +16,15 @@ export type {
 export type { LinkEvent } from './src/events.js'
 export type { RingOptions, IterateOptions, QueueStats } from './src/queue.js'
 export { Stack, UdpSession } from './src/stack.js'
-export type { StackOptions, StackConnection, UdpMessage, Endpoint } from './src/stack.js'
+export type {
+  StackOptions,
+  StackConnection,
+  UdpMessage,
+  Endpoint,
+  ConnectRequest,
+  AcceptDecision,
+  StackStats,
+} from './src/stack.js'
 export { TunError } from './src/errors.js'
 export type { TunErrorCode } from './src/errors.js'
 export * as packet from './src/packet.js'

@@ -3,7 +3,16 @@
 // neither ping nor iperf3). Usage: node scripts/ensure-tools.mjs ping [iperf3 ...]. Runs apt-get update once.
 import { spawnSync } from 'node:child_process'
 
-const packages = { ping: 'iputils-ping', iperf3: 'iperf3', setpriv: 'util-linux', cc: 'gcc', ip: 'iproute2' }
+const packages = {
+  ping: 'iputils-ping',
+  iperf3: 'iperf3',
+  curl: 'curl',
+  dig: 'bind9-dnsutils',
+  setpriv: 'util-linux',
+  cc: 'gcc',
+  ip: 'iproute2',
+  ss: 'iproute2',
+}
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0
 const missing = process.argv.slice(2).filter((t) => !has(t))
 if (missing.length === 0) process.exit(0)

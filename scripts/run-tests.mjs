@@ -30,9 +30,13 @@ function hasNative() {
   )
 }
 
-// Tools the device tests drive (ping). Installed outside the namespace, which has no route to the package mirror.
-if (process.platform === 'linux' && run('node', ['scripts/ensure-tools.mjs', 'ping', 'setpriv']) !== 0) {
-  console.error('run-tests: could not install ping; the ping tests will fail')
+// Tools the device tests drive (ping; curl, iperf3 and ss for the stack tests). Installed outside the namespace,
+// which has no route to the package mirror.
+if (
+  process.platform === 'linux' &&
+  run('node', ['scripts/ensure-tools.mjs', 'ping', 'setpriv', 'curl', 'iperf3', 'ss']) !== 0
+) {
+  console.error('run-tests: could not install ping, curl or iperf3; the tests that drive them will fail')
 }
 
 if (process.env.TUNKIT_SKIP_CARGO !== '1') {

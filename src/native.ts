@@ -102,7 +102,11 @@ export interface NativeBinding {
     data: Uint8Array,
   ): boolean
   stackCloseUdp(s: StackHandle, session: number): void
-  stackTick(s: StackHandle): [number[], string | undefined]
+  /** Flat: `[flow, clientAddress, clientPort, destAddress, destPort]` per held SYN. */
+  stackTakeRequests(s: StackHandle): (number | string)[] | null
+  stackDecide(s: StackHandle, q: QueueHandle, flow: number, decision: 'accept' | 'reset' | 'unreachable'): boolean
+  /** `[endedUdpSessions, notice, expiredHolds]`. */
+  stackTick(s: StackHandle): [number[], string | undefined, number[]]
   stackStats(s: StackHandle): Record<string, number>
   stackSetRef(s: StackHandle, ref: boolean): void
   stackClose(s: StackHandle): void
@@ -137,6 +141,8 @@ export interface NativeStackOptions {
   udpIdleMs?: number
   tcpSynIdleMs?: number
   quarantineMs?: number
+  holdSyn?: boolean
+  holdTimeoutMs?: number
 }
 
 const require = createRequire(import.meta.url)

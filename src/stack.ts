@@ -35,7 +35,31 @@ export interface StackOptions {
   udpIdleMs?: number
   /** A closed connection's NAT port is not reused for this long (ms; default 60 000, the kernel's TIME_WAIT). */
   quarantineMs?: number
+  /**
+   * Connect before accept: called for every new TCP connection before the client's SYN reaches the kernel, so the
+   * application can dial the destination first. Return (or resolve to) `true` to let the connection through, an
+   * object to let it through with that object as `conn.context` (the upstream socket you dialled, say), `false` or
+   * `'reset'` to refuse it (the client's connect fails with ECONNREFUSED), `'unreachable'` to answer with an ICMP
+   * host unreachable. A throw or a timeout (`acceptTimeoutMs`) refuses with a reset. Without it every connection is
+   * let through at once.
+   */
+  accept?: (request: ConnectRequest) => AcceptDecision | Promise<AcceptDecision>
+  /** How long `accept` may take (ms; default 10 000). The client retransmits its SYN meanwhile. */
+  acceptTimeoutMs?: number
 }
+
+/** What {@link StackOptions.accept} is given: the connection to decide about. */
+export interface ConnectRequest {
+  /** The client's end. */
+  source: Endpoint
+  /** What the client dialled. */
+  destination: Endpoint
+  /** Aborted when the decision is no longer wanted (timeout, the stack closed). */
+  signal: AbortSignal
+}
+
+/** See {@link StackOptions.accept}. */
+export type AcceptDecision = boolean | 'reset' | 'unreachable' | object
 
 /** A TCP connection a client opened through the device: a `net.Socket` plus where it came from and where it goes. */
 export type StackConnection = net.Socket & {
@@ -43,6 +67,54 @@ export type StackConnection = net.Socket & {
   readonly source: Endpoint
   /** The address and port the client dialled. */
   readonly destination: Endpoint
+  /** What {@link StackOptions.accept} returned for it, when that was an object. */
+  readonly context?: object
+}
+
+/** Counters of a {@link Stack} (gauges are "now", the rest count since the start). */
+export interface StackStats {
+  /** Live TCP flows (pending ones included); the gauge `maxTcpFlows` caps. */
+  tcpFlows: number
+  /** Connections held for the `accept` hook now. */
+  tcpPending: number
+  /** Connections held for the `accept` hook, and how each ended: accepted, refused (RST / ICMP), expired. */
+  tcpHeld: number
+  tcpAccepted: number
+  tcpRefusedReset: number
+  tcpRefusedUnreachable: number
+  tcpHoldExpired: number
+  /** Ended flows whose NAT port is still in quarantine (their packets are still translated). */
+  tcpQuarantined: number
+  /** TCP flows created; ended by a RST; released (the accepted socket closed); never completed their handshake. */
+  tcpCreated: number
+  tcpReset: number
+  tcpReleased: number
+  tcpSynExpired: number
+  /** RSTs the stack sent (refusals, segments of unknown flows). */
+  tcpResetsSent: number
+  /** SYNs refused at the flow cap, and of those, for want of a NAT port. */
+  refusedFull: number
+  refusedPorts: number
+  /** NAT ports in use (live and quarantined flows), and how many there are. */
+  natPortsInUse: number
+  natPortsCapacity: number
+  /** Open UDP sessions; created; evicted at the cap; expired idle; closed by the application. */
+  udpSessions: number
+  udpCreated: number
+  udpEvicted: number
+  udpExpired: number
+  udpClosed: number
+  /** UDP replies built for `session.send`. */
+  udpReplies: number
+  /** Packets per verdict: rewritten and written back (TCP), answered (ICMP, RSTs), UDP datagrams taken, dropped, passed on. */
+  writeBack: number
+  replies: number
+  datagrams: number
+  dropped: number
+  passed: number
+  /** UDP datagrams dropped before JavaScript took them (it fell more than 8 MiB behind), and waiting now. */
+  datagramsDropped: number
+  udpQueued: number
 }
 
 /** One datagram of a UDP session. */
@@ -52,7 +124,21 @@ export interface UdpMessage {
   destination: Endpoint
 }
 
-const KNOWN = new Set(['tcp', 'udp', 'icmp', 'nat', 'maxTcpFlows', 'maxUdpSessions', 'udpIdleMs', 'quarantineMs'])
+const KNOWN = new Set([
+  'tcp',
+  'udp',
+  'icmp',
+  'nat',
+  'maxTcpFlows',
+  'maxUdpSessions',
+  'udpIdleMs',
+  'quarantineMs',
+  'accept',
+  'acceptTimeoutMs',
+])
+
+const flowKey = (source: Endpoint, destination: Endpoint) =>
+  `${source.address}|${source.port}|${destination.address}|${destination.port}`
 
 /** Waiters and items of an async queue; `end()` settles everything. */
 class Channel<T> {
@@ -66,8 +152,11 @@ class Channel<T> {
   get done(): boolean {
     return this.#done
   }
-  /** Adds an item; false (and nothing added) when ended or full. */
-  push(item: T): boolean {
+  /**
+   * Adds an item; false (and nothing added) when ended, or when full and `dropOldest` is not set. With `dropOldest`
+   * a full channel drops its oldest item to make room (counted in `dropped`).
+   */
+  push(item: T, dropOldest = false): boolean {
     if (this.#done) return false
     const w = this.#waiters.shift()
     if (w) {
@@ -75,10 +164,16 @@ class Channel<T> {
       w.resolve({ value: item, done: false })
       return true
     }
-    if (this.#items.length >= this.limit) return false
+    if (this.#items.length >= this.limit) {
+      if (!dropOldest) return false
+      this.#items.shift()
+      this.dropped++
+    }
     this.#items.push(item)
     return true
   }
+  /** Items dropped by `push(item, true)` on a full channel. */
+  dropped = 0
   next(signal?: AbortSignal): Promise<IteratorResult<T>> {
     const item = this.#items.shift()
     if (item !== undefined) return Promise.resolve({ value: item, done: false })
@@ -149,8 +244,14 @@ export class UdpSession implements AsyncIterable<UdpMessage> {
 
   /** @internal */
   deliver(m: UdpMessage): void {
-    // A session nobody reads keeps its newest 1024 datagrams; the rest are dropped, as a socket buffer would.
-    this.#messages.push(m)
+    // A session nobody reads keeps its newest 1024 datagrams; older ones are dropped, as a full socket buffer would
+    // (counted in `dropped`).
+    this.#messages.push(m, true)
+  }
+
+  /** Datagrams of this session dropped because nobody read them (it keeps the newest 1024). */
+  get dropped(): number {
+    return this.#messages.dropped
   }
 
   /** Whether the session has ended (closed, idle, evicted, or the stack closed). */
@@ -241,10 +342,20 @@ export class Stack implements AsyncDisposable {
   readonly #sessions = new Map<number, UdpSession>()
   readonly #newSessions: Channel<UdpSession>
   readonly #ticker: NodeJS.Timeout
+  readonly #acceptHook: StackOptions['accept']
+  readonly #acceptTimeout: number
+  /** Held connection requests: flow id -> its abort controller. */
+  readonly #pending = new Map<number, AbortController>()
+  /** What `accept` returned for connections not accepted by the kernel yet, by flow key. */
+  readonly #contexts = new Map<string, object>()
+  /** Connections handed out and still open: reset when the stack closes (their packets stop being translated). */
+  readonly #live = new Set<net.Socket>()
   #waiting = 0
   #closed = false
 
-  private constructor(tun: Tun, h: StackHandle, queue: QueueHandle, servers: net.Server[]) {
+  private constructor(tun: Tun, h: StackHandle, queue: QueueHandle, servers: net.Server[], options: StackOptions) {
+    this.#acceptHook = options.accept
+    this.#acceptTimeout = options.acceptTimeoutMs ?? 10_000
     this.#tun = tun
     this.#h = h
     this.#queue = queue
@@ -273,6 +384,11 @@ export class Stack implements AsyncDisposable {
       throw new TunError('ERR_TUN_INVALID_ARGUMENT', `tcp must be 'system' or false`)
     if (options.nat !== undefined && !Array.isArray(options.nat))
       throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'nat must be an array of addresses')
+    if (options.accept !== undefined && typeof options.accept !== 'function')
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'accept must be a function')
+    const acceptTimeout = options.acceptTimeoutMs ?? 10_000
+    if (!Number.isInteger(acceptTimeout) || acceptTimeout < 1 || acceptTimeout > 600_000)
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'acceptTimeoutMs must be an integer in 1..600000')
     const addrs = await tun.addresses()
     const pick = (family: 4 | 6): NativeStackFamily | undefined => {
       const a = addrs.find(
@@ -339,6 +455,9 @@ export class Stack implements AsyncDisposable {
             maxUdpSessions: options.maxUdpSessions,
             udpIdleMs: options.udpIdleMs,
             quarantineMs: options.quarantineMs,
+            holdSyn: options.accept !== undefined,
+            // The native hold outlives the JavaScript deadline, so a late decision still finds it.
+            holdTimeoutMs: acceptTimeout + 2000,
           },
           (code) => {
             if (code === 1 && stack) stack.#drain()
@@ -349,7 +468,7 @@ export class Stack implements AsyncDisposable {
       for (const s of servers) s.close()
       throw e
     }
-    stack = new Stack(tun, h, queues[0]!, servers)
+    stack = new Stack(tun, h, queues[0]!, servers, options)
     return stack
   }
 
@@ -379,19 +498,34 @@ export class Stack implements AsyncDisposable {
       return
     }
     const { remoteAddress, remotePort } = sock
+    const key = flowKey(flow.source, flow.destination)
+    const context = this.#contexts.get(key)
+    this.#contexts.delete(key)
     Object.defineProperties(sock, {
       source: { value: flow.source, enumerable: true },
       destination: { value: flow.destination, enumerable: true },
+      context: { value: context, enumerable: true },
     })
+    this.#live.add(sock)
     sock.once('close', () => {
+      this.#live.delete(sock)
       if (!this.#closed) binding.stackRelease(this.#h, remoteAddress!, remotePort!)
     })
     if (!this.#connections.push(sock as StackConnection)) sock.resetAndDestroy()
   }
 
-  /** Datagrams are waiting natively: hand them to their sessions. */
+  /** Datagrams or held connection requests are waiting natively. */
   #drain(): void {
     if (this.#closed) return
+    const reqs = binding.stackTakeRequests(this.#h)
+    if (reqs) {
+      for (let i = 0; i < reqs.length; i += 5) {
+        const flow = reqs[i] as number
+        const source = endpoint(reqs[i + 1] as string, reqs[i + 2] as number)
+        const destination = endpoint(reqs[i + 3] as string, reqs[i + 4] as number)
+        void this.#decide(flow, source, destination)
+      }
+    }
     const got = binding.stackTakeDatagrams(this.#h)
     if (!got) return
     const [payloads, meta] = got
@@ -419,9 +553,47 @@ export class Stack implements AsyncDisposable {
     }
   }
 
+  /** Runs the `accept` hook for one held SYN and tells the stack. */
+  async #decide(flow: number, source: Endpoint, destination: Endpoint): Promise<void> {
+    const ac = new AbortController()
+    this.#pending.set(flow, ac)
+    const timer = setTimeout(
+      () => ac.abort(new DOMException(`accept took longer than ${this.#acceptTimeout} ms`, 'TimeoutError')),
+      this.#acceptTimeout,
+    )
+    let verdict: 'accept' | 'reset' | 'unreachable' = 'reset'
+    let context: object | undefined
+    try {
+      const r = await Promise.race([
+        Promise.resolve(this.#acceptHook!({ source, destination, signal: ac.signal })),
+        new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason))),
+      ])
+      if (r === 'unreachable') verdict = 'unreachable'
+      else if (r === true) verdict = 'accept'
+      else if (r !== null && typeof r === 'object') {
+        verdict = 'accept'
+        context = r
+      }
+    } catch {
+      // A throw, a rejection or the timeout refuses the connection (with a RST).
+    } finally {
+      clearTimeout(timer)
+      this.#pending.delete(flow)
+    }
+    // Closed, or the native hold expired (the tick aborts with ERR_TUN_CLOSED): nothing left to decide. A timeout
+    // of the hook itself (a TimeoutError) still refuses the connection.
+    if (this.#closed || (ac.signal.aborted && (ac.signal.reason as { code?: string })?.code === 'ERR_TUN_CLOSED'))
+      return
+    if (context) this.#contexts.set(flowKey(source, destination), context)
+    if (!binding.stackDecide(this.#h, this.#queue, flow, verdict) && context) {
+      this.#contexts.delete(flowKey(source, destination))
+    }
+  }
+
   #tick(): void {
     if (this.#closed) return
-    const [ended, notice] = binding.stackTick(this.#h)
+    const [ended, notice, expired] = binding.stackTick(this.#h)
+    for (const flow of expired) this.#pending.get(flow)?.abort(new TunError('ERR_TUN_CLOSED', 'the request expired'))
     for (const id of ended) {
       this.#sessions.get(id)?.end()
       this.#sessions.delete(id)
@@ -455,19 +627,29 @@ export class Stack implements AsyncDisposable {
   }
 
   /** The stack's counters: flows, sessions, packets per verdict, refusals. */
-  stats(): Record<string, number> {
+  stats(): StackStats {
     if (this.#closed) throw new TunError('ERR_TUN_CLOSED', 'the stack is closed')
-    return native(() => binding.stackStats(this.#h))
+    return native(() => binding.stackStats(this.#h)) as unknown as StackStats
   }
 
-  /** Stops the stack: the device's packets go to `tun.packets()` again, iterators end, waiting connections reset. */
+  /**
+   * Stops the stack: iterators end, every connection it handed out is reset (its packets would no longer be
+   * translated), UDP sessions end, and the device's packets go to `tun.packets()` again.
+   */
   async close(): Promise<void> {
     if (this.#closed) return
     if (this.#waiting > 0) binding.stackSetRef(this.#h, false)
     this.#closed = true
     clearInterval(this.#ticker)
-    binding.stackClose(this.#h)
+    for (const ac of this.#pending.values()) ac.abort(new TunError('ERR_TUN_CLOSED', 'the stack is closed'))
+    this.#pending.clear()
+    this.#contexts.clear()
+    // Reset every connection while the stack still translates, so that the clients get the RSTs; once it is off
+    // the device their packets would go nowhere.
     for (const c of this.#connections.end()) c.resetAndDestroy()
+    for (const c of this.#live) c.resetAndDestroy()
+    if (this.#live.size > 0) await new Promise((r) => setTimeout(r, 20))
+    binding.stackClose(this.#h)
     this.#newSessions.end()
     for (const s of this.#sessions.values()) s.end()
     this.#sessions.clear()

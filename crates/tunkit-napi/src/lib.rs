@@ -49,6 +49,8 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("stackRelease", stack::release),
   ("stackTakeDatagrams", stack::take_datagrams),
   ("stackSendUdp", stack::send_udp),
+  ("stackTakeRequests", stack::take_requests),
+  ("stackDecide", stack::decide),
   ("stackCloseUdp", stack::close_udp),
   ("stackTick", stack::tick),
   ("stackStats", stack::stats),

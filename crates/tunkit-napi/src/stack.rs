@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tunkit_core::ring::PacketRing;
 use tunkit_core::{Batch, Error, ErrorKind, Intercept};
-use tunkit_stack::{FamilyConfig, IcmpMode, Stack, StackConfig, Verdict};
+use tunkit_stack::{Decision, FamilyConfig, IcmpMode, Stack, StackConfig, Verdict};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
   m.lock().unwrap_or_else(|e| e.into_inner())
@@ -28,9 +28,18 @@ struct Datagram {
   payload: Vec<u8>,
 }
 
+/// A SYN held for the application's decision (connect before accept).
+struct Request {
+  flow: u64,
+  client: SocketAddr,
+  destination: SocketAddr,
+}
+
 #[derive(Default)]
 struct Inbox {
   items: VecDeque<Datagram>,
+  /// Held SYNs waiting for JavaScript to see them (bounded by the flow cap: each is a pending flow).
+  requests: Vec<Request>,
   bytes: usize,
   dropped: u64,
   /// A "datagrams waiting" call is queued and JavaScript has not taken them since.
@@ -49,6 +58,7 @@ impl Intercept for Engine {
     let now = Instant::now();
     let mut reply = Vec::new();
     let mut datagrams = Vec::new();
+    let mut requests = Vec::new();
     batch.retain_mut(|pkt| match self.stack.inbound(pkt, now, &mut reply) {
       Verdict::WriteBack => {
         to_device.push(pkt);
@@ -73,13 +83,26 @@ impl Intercept for Engine {
         });
         false
       }
+      Verdict::Hold {
+        flow,
+        client,
+        destination,
+      } => {
+        requests.push(Request {
+          flow,
+          client,
+          destination,
+        });
+        false
+      }
       Verdict::Drop => false,
       Verdict::Pass => true,
     });
-    if datagrams.is_empty() {
+    if datagrams.is_empty() && requests.is_empty() {
       return;
     }
     let mut inbox = lock(&self.inbox);
+    inbox.requests.extend(requests);
     for d in datagrams {
       if inbox.bytes + d.payload.len() > DATAGRAM_BYTES && d.client.is_none() {
         inbox.dropped += 1;
@@ -196,11 +219,15 @@ fn config(env: Env, o: Value) -> JsResult<StackConfig> {
   cfg.udp_idle = ms(env, o, "udpIdleMs", cfg.udp_idle)?;
   cfg.tcp_syn_idle = ms(env, o, "tcpSynIdleMs", cfg.tcp_syn_idle)?;
   cfg.quarantine = ms(env, o, "quarantineMs", cfg.quarantine)?;
+  if let Some(v) = field(env, o, "holdSyn")? {
+    cfg.hold_syn = env.to_bool(v, "holdSyn")?;
+  }
+  cfg.hold_timeout = ms(env, o, "holdTimeoutMs", cfg.hold_timeout)?;
   Ok(cfg)
 }
 
 /// `stackCreate(queues, options, onEvent)`: builds the stack and installs it on the rings of `queues`. `onEvent(1)`
-/// says datagrams are waiting (`stackTakeDatagrams`).
+/// says datagrams or held connection requests are waiting (`stackTakeDatagrams`, `stackTakeRequests`).
 pub fn create(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let list = cx.arg(0)?;
@@ -316,6 +343,57 @@ pub fn take_datagrams(cx: &CallContext) -> JsResult<Value> {
   env.array_of(&[payloads, meta])
 }
 
+/// `stackTakeRequests(stack)`: the held connection requests, flat: `[flow, clientAddress, clientPort, destAddress,
+/// destPort, ...]`, or `null` when none wait.
+pub fn take_requests(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let h = handle(cx)?;
+  let reqs = {
+    let mut inbox = lock(&h.inbox);
+    inbox.notified = false;
+    std::mem::take(&mut inbox.requests)
+  };
+  if reqs.is_empty() {
+    return env.null();
+  }
+  let mut out = Vec::with_capacity(reqs.len() * 5);
+  for r in &reqs {
+    out.push(env.number(r.flow as f64)?);
+    out.push(env.string(&r.client.ip().to_string())?);
+    out.push(env.number(r.client.port() as f64)?);
+    out.push(env.string(&r.destination.ip().to_string())?);
+    out.push(env.number(r.destination.port() as f64)?);
+  }
+  env.array_of(&out)
+}
+
+/// `stackDecide(stack, queue, flow, decision)`: `'accept'` lets a held SYN through to the kernel, `'reset'` answers
+/// the client with a RST, `'unreachable'` with an ICMP unreachable. Returns false when the flow is no longer held
+/// (expired, or decided already).
+pub fn decide(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let h = handle(cx)?;
+  let ring = crate::device::ring_of(env, cx.arg(1)?)?;
+  let flow = env.to_int(cx.arg(2)?, "flow", 0, (1u64 << 53) - 1)?;
+  let decision = match env.to_string(cx.arg(3)?, "decision")?.as_str() {
+    "accept" => Decision::Accept,
+    "reset" => Decision::Reset,
+    "unreachable" => Decision::Unreachable,
+    other => {
+      return Err(type_error(format!(
+        "decision must be 'accept', 'reset' or 'unreachable', got {other:?}"
+      )))
+    }
+  };
+  let mut pkt = Vec::new();
+  if !h.stack.decide(flow, decision, Instant::now(), &mut pkt) {
+    return env.boolean(false);
+  }
+  let total = pkt.len();
+  ring.send(&[&pkt], total)?;
+  env.boolean(true)
+}
+
 /// `stackSendUdp(stack, queue, session, fromAddress, fromPort, payload)`: a reply to the client of `session`, from
 /// `from` (the real remote), written to the device through `queue`.
 pub fn send_udp(cx: &CallContext) -> JsResult<Value> {
@@ -341,8 +419,8 @@ pub fn close_udp(cx: &CallContext) -> JsResult<Value> {
   cx.env.undefined()
 }
 
-/// `stackTick(stack)`: expires idle state; returns the UDP sessions that ended (an array of ids) and takes the
-/// stack's notice, if any, as `[ended, notice | undefined]`.
+/// `stackTick(stack)`: expires idle state; returns `[endedUdpSessions, notice | undefined, expiredHolds]` (ids, the
+/// stack's notice if any, and held connection requests that timed out).
 pub fn tick(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let h = handle(cx)?;
@@ -356,7 +434,14 @@ pub fn tick(cx: &CallContext) -> JsResult<Value> {
     None => env.undefined()?,
   };
   let ids = env.array_of(&ids)?;
-  env.array_of(&[ids, notice])
+  let expired = h
+    .stack
+    .take_expired_holds()
+    .iter()
+    .map(|id| env.number(*id as f64))
+    .collect::<JsResult<Vec<_>>>()?;
+  let expired = env.array_of(&expired)?;
+  env.array_of(&[ids, notice, expired])
 }
 
 /// `stackStats(stack)`: the stack's counters (camelCase), plus `datagramsDropped`.
@@ -368,8 +453,14 @@ pub fn stats(cx: &CallContext) -> JsResult<Value> {
     let inbox = lock(&h.inbox);
     (inbox.dropped, inbox.items.len() as u64)
   };
-  let fields: [(&str, u64); 24] = [
+  let fields: [(&str, u64); 30] = [
     ("tcpFlows", s.tcp_flows as u64),
+    ("tcpPending", s.tcp_pending as u64),
+    ("tcpHeld", s.tcp_held),
+    ("tcpAccepted", s.tcp_accepted),
+    ("tcpRefusedReset", s.tcp_refused_reset),
+    ("tcpRefusedUnreachable", s.tcp_refused_unreachable),
+    ("tcpHoldExpired", s.tcp_hold_expired),
     ("tcpQuarantined", s.tcp_quarantined as u64),
     ("tcpCreated", s.tcp_created),
     ("tcpReset", s.tcp_reset),

@@ -68,11 +68,20 @@ pub struct StackConfig {
   /// How long a NAT port stays unused after its flow ended (the kernel's TIME_WAIT is 60 s); every packet
   /// still seen on the ended flow restarts it.
   pub quarantine: Duration,
+  /// "Connect before accept": a SYN that creates a flow is not written back but held
+  /// ([`crate::Verdict::Hold`]) until the application decides with [`crate::Stack::decide`] (after dialling
+  /// the destination itself), so a refused or unreachable destination gives the client a RST or an ICMP
+  /// unreachable at connect time. Off by default (every SYN is written back at once).
+  pub hold_syn: bool,
+  /// How long a held SYN waits for [`crate::Stack::decide`]; then [`crate::Stack::tick`] drops the flow
+  /// silently (the client retransmits its SYN or times out) and [`crate::Stack::take_expired_holds`] reports
+  /// it. Must not be zero when `hold_syn` is set.
+  pub hold_timeout: Duration,
 }
 
 impl StackConfig {
   /// Defaults: TCP, UDP, ICMP `Reply`; 65 536 TCP flows, 16 384 UDP sessions; UDP idle 120 s, TCP handshake
-  /// idle 75 s, quarantine 60 s; no family set yet.
+  /// idle 75 s, quarantine 60 s; SYNs not held (hold timeout 10 s); no family set yet.
   pub fn new(listen_port: u16) -> StackConfig {
     StackConfig {
       v4: None,
@@ -86,6 +95,8 @@ impl StackConfig {
       udp_idle: Duration::from_secs(120),
       tcp_syn_idle: Duration::from_secs(75),
       quarantine: Duration::from_secs(60),
+      hold_syn: false,
+      hold_timeout: Duration::from_secs(10),
     }
   }
 }
@@ -247,6 +258,11 @@ pub(crate) fn validate(cfg: &StackConfig) -> Result<(Option<Family>, Option<Fami
   if cfg.max_tcp_flows == 0 || cfg.max_udp_sessions == 0 {
     return Err(bad_arg(
       "max_tcp_flows and max_udp_sessions must be at least 1".into(),
+    ));
+  }
+  if cfg.hold_syn && cfg.hold_timeout.is_zero() {
+    return Err(bad_arg(
+      "hold_timeout must not be zero when hold_syn is set".into(),
     ));
   }
   let v4 = cfg.v4.as_ref().map(|f| validate_family(f, false)).transpose()?;

@@ -8,13 +8,18 @@
 //!   releases, closes, replies and ticks in between. Invariants: no panic; the length never changes; `Pass`
 //!   and `Drop` leave the packet alone; `WriteBack` changes only addresses, ports and checksums and keeps
 //!   valid checksums valid (a partial, `NEEDS_CSUM` one stays the pseudo-header sum); `Reply` is a well-formed packet with valid checksums; a `Datagram`'s payload range
-//!   is the UDP payload.
+//!   is the UDP payload. Half the stacks hold SYNs: `Hold` leaves the packet alone, random decisions (on
+//!   held and random ids) give well-formed packets, expired holds were held; every flow owns one NAT port
+//!   and every held flow is pending or counted once as accepted, refused or expired.
 //! - `fuzz_stack_flows`: a model of many concurrent TCP connections (opens, data both ways, FIN, RST,
 //!   releases, time passing, a small flow cap): every translation matches the model exactly, live flows never
-//!   share a NAT endpoint, a released port is not reused within its quarantine.
+//!   share a NAT endpoint, a released port is not reused within its quarantine. Half the runs hold SYNs and
+//!   model the pending flows too: retransmitted, replaced and other segments of pending flows are dropped,
+//!   random decisions give the exact SYN, RST or ICMP error (quoting the client's SYN) or false once expired,
+//!   expiry reports exactly the holds that are over, refused ports come back at once.
 //! - `fuzz_stack_udp`: random datagrams, replies, closes and ticks against a model of the sessions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -24,7 +29,9 @@ use tunkit_core::packet::{Family, Packet, TcpHeader, Transport};
 use crate::testutil::{
   checksums_recomputed_ok, config, endpoints, gateway_of, make_partial, partial_ok, Rng, P,
 };
-use crate::{Stack, StackConfig, Verdict};
+use crate::{Decision, Stack, StackConfig, StackStats, Verdict};
+
+mod flows;
 
 const MAX_INPUTS: usize = 2_000_000;
 
@@ -209,7 +216,33 @@ fn small_config(rng: &mut Rng) -> StackConfig {
     crate::IcmpMode::Drop,
     crate::IcmpMode::Pass,
   ][rng.below(3) as usize];
+  cfg.hold_syn = rng.one_in(2);
+  cfg.hold_timeout = Duration::from_millis(1 + rng.below(5000));
   cfg
+}
+
+fn decision(rng: &mut Rng) -> Decision {
+  [Decision::Accept, Decision::Reset, Decision::Unreachable][rng.below(3) as usize]
+}
+
+/// Invariants of the counters: every flow (live, pending or quarantined) owns exactly one NAT port, and every
+/// held SYN is still pending or ended exactly once.
+fn check_counts(s: &StackStats) {
+  assert_eq!(
+    s.nat_ports_in_use,
+    s.tcp_flows + s.tcp_quarantined,
+    "NAT ports in use vs flows: {s:?}"
+  );
+  assert!(s.tcp_pending <= s.tcp_flows);
+  assert_eq!(
+    s.tcp_held,
+    s.tcp_accepted
+      + s.tcp_refused_reset
+      + s.tcp_refused_unreachable
+      + s.tcp_hold_expired
+      + s.tcp_pending as u64,
+    "held flows unaccounted for: {s:?}"
+  );
 }
 
 #[test]
@@ -219,16 +252,22 @@ fn fuzz_stack_inbound() {
   let t0 = Instant::now();
   let mut now = t0;
   let mut st = Stack::new(small_config(&mut rng)).unwrap();
-  let (mut n, mut counts, mut partials) = (0usize, [0usize; 5], 0usize);
+  let (mut n, mut counts, mut partials, mut decided) = (0usize, [0usize; 6], 0usize, 0usize);
   let mut out = Vec::new();
   let mut nats: Vec<SocketAddr> = Vec::new();
   let mut sessions: Vec<u64> = Vec::new();
+  // Held flow -> whether its SYN's checksums were right (or partial: completed when held).
+  let mut held: BTreeMap<u64, bool> = BTreeMap::new();
+  // Held flows a decision found gone (expired: swept already, or removed by that decision).
+  let mut gone: Vec<u64> = Vec::new();
   while n < MAX_INPUTS && start.elapsed() < budget() {
     n += 1;
     if n % 5000 == 0 {
       st = Stack::new(small_config(&mut rng)).unwrap();
       nats.clear();
       sessions.clear();
+      held.clear();
+      gone.clear();
     }
     now += Duration::from_millis(rng.below(50));
     let mut pkt = random_packet(&mut rng);
@@ -244,6 +283,11 @@ fn fuzz_stack_inbound() {
     assert_eq!(pkt.len(), orig.len(), "length changed: {v:?}");
     match &v {
       Verdict::Pass | Verdict::Drop => assert_eq!(pkt, orig, "{v:?} changed the packet"),
+      Verdict::Hold { flow, .. } => {
+        assert!(st.config().hold_syn);
+        assert_eq!(pkt, orig, "Hold changed the packet");
+        assert!(held.insert(*flow, valid).is_none(), "flow {flow} held twice");
+      }
       Verdict::WriteBack => {
         let p = Packet::parse(&pkt).expect("a rewritten packet parses");
         let po = Packet::parse(&orig).unwrap();
@@ -300,6 +344,7 @@ fn fuzz_stack_inbound() {
       Verdict::Datagram { .. } => 2,
       Verdict::Drop => 3,
       Verdict::Pass => 4,
+      Verdict::Hold { .. } => 5,
     }] += 1;
     // Other calls now and then, on known and random keys.
     match rng.below(16) {
@@ -326,172 +371,67 @@ fn fuzz_stack_inbound() {
         st.tick(now);
       }
       4 => while st.take_notice().is_some() {},
+      5 | 6 => {
+        // A held flow (or now and then any id) decided at random.
+        let id = match held.keys().nth(rng.below(held.len() as u64 + 1) as usize) {
+          Some(&id) if !rng.one_in(8) => id,
+          _ => rng.below(n as u64 + 2),
+        };
+        let d = decision(&mut rng);
+        out.push(1);
+        let ok = st.decide(id, d, now, &mut out);
+        let known = held.remove(&id);
+        assert!(ok || out.is_empty(), "a refused decision leaves out empty");
+        if !ok && known.is_some() {
+          gone.push(id);
+        }
+        if ok {
+          let valid = known.expect("decide succeeded on a flow never held");
+          let p = Packet::parse(&out).expect("a decision's packet parses");
+          match d {
+            Decision::Accept => assert!(matches!(p.transport, Transport::Tcp { .. })),
+            Decision::Reset => assert!(matches!(p.transport, Transport::Tcp { .. }) && p.payload.is_empty()),
+            Decision::Unreachable => assert!(matches!(p.transport, Transport::Icmp { .. })),
+          }
+          if valid || d != Decision::Accept {
+            checksums_recomputed_ok(&out).unwrap_or_else(|w| panic!("{d:?} gave a bad {w}"));
+          }
+          decided += 1;
+        }
+        assert!(
+          !st.decide(id, d, now, &mut out) && out.is_empty(),
+          "decided twice"
+        );
+      }
+      7 => {
+        for id in st.take_expired_holds() {
+          assert!(
+            held.remove(&id).is_some() || gone.contains(&id),
+            "expired hold {id} was not pending"
+          );
+        }
+      }
       _ => {}
     }
     let s = st.stats();
     assert!(s.tcp_flows <= st.config().max_tcp_flows && s.udp_sessions <= st.config().max_udp_sessions);
+    check_counts(&s);
   }
   eprintln!(
     "fuzz stack inbound: {n} inputs ({} rewritten, {partials} of them partial-checksum, {} replies, {} datagrams, \
-     {} dropped, {} passed) in {:?}",
+     {} dropped, {} passed, {} held, {decided} decided) in {:?}",
     counts[0],
     counts[1],
     counts[2],
     counts[3],
     counts[4],
+    counts[5],
     start.elapsed()
   );
   assert!(
-    counts[0] > n / 200 && counts[2] > n / 200,
-    "the fuzzer should reach the NAT and UDP paths"
+    counts[0] > n / 200 && counts[2] > n / 200 && counts[5] > n / 1000 && decided > 0,
+    "the fuzzer should reach the NAT, UDP and hold paths"
   );
-}
-
-/// One modelled TCP connection.
-struct Conn {
-  client: SocketAddr,
-  dest: SocketAddr,
-  nat: SocketAddr,
-  released: bool,
-}
-
-#[test]
-fn fuzz_stack_flows() {
-  let mut rng = Rng::new(seed() ^ 1);
-  let start = Instant::now();
-  let t0 = Instant::now();
-  let (mut steps, mut rewritten, mut refused, mut opened) = (0usize, 0usize, 0usize, 0usize);
-  while steps < MAX_INPUTS && start.elapsed() < budget() {
-    let mut cfg = config();
-    cfg.max_tcp_flows = 1 + rng.below(200) as usize;
-    cfg.quarantine = Duration::from_millis(1 + rng.below(3000));
-    cfg.tcp_syn_idle = Duration::from_secs(3600); // handshakes do not expire in this model
-    let q = cfg.quarantine;
-    let st = Stack::new(cfg).unwrap();
-    let mut now = t0;
-    let mut conns: Vec<Conn> = Vec::new();
-    let mut released_at: HashMap<SocketAddr, Instant> = HashMap::new();
-    let mut out = Vec::new();
-    for _ in 0..2000 {
-      steps += 1;
-      now += Duration::from_millis(rng.below(20));
-      let live = conns.iter().filter(|c| !c.released).count();
-      match rng.below(10) {
-        0..=2 => {
-          let v6 = rng.one_in(2);
-          let client = SocketAddr::new(
-            if v6 {
-              IpAddr::V6(Ipv6Addr::from(0xfd07u128 << 112 | 0x100 | rng.below(50) as u128))
-            } else {
-              IpAddr::V4(Ipv4Addr::new(10, 7, 0, 100 + rng.below(50) as u8))
-            },
-            1 + rng.below(60_000) as u16,
-          );
-          let dest_ip = if v6 {
-            IpAddr::V6(Ipv6Addr::from(0x2001_0db8u128 << 96 | rng.below(10) as u128))
-          } else {
-            IpAddr::V4(Ipv4Addr::new(198, 51, 100, rng.below(10) as u8))
-          };
-          let dest = SocketAddr::new(dest_ip, 1 + rng.below(1000) as u16);
-          if conns.iter().any(|c| c.client == client && c.dest == dest) {
-            continue; // a tuple reused with another ISN is covered by the unit tests
-          }
-          let mut pkt = crate::testutil::tcp(client, dest, TcpHeader::SYN, rng.next() as u32, 0, b"");
-          match st.inbound(&mut pkt, now, &mut out) {
-            Verdict::WriteBack => {
-              let (nat, listener) = endpoints(&pkt);
-              assert_eq!(listener, SocketAddr::new(gateway_of(client), P));
-              if let Some(&t) = released_at.get(&nat) {
-                assert!(now >= t + q, "port {nat} reused {:?} after its release", now - t);
-              }
-              assert!(
-                !conns.iter().any(|c| c.nat == nat && !c.released),
-                "NAT endpoint {nat} given to two live flows"
-              );
-              conns.retain(|c| c.nat != nat);
-              conns.push(Conn {
-                client,
-                dest,
-                nat,
-                released: false,
-              });
-              opened += 1;
-              rewritten += 1;
-            }
-            Verdict::Reply => {
-              assert!(live >= st.config().max_tcp_flows || st.stats().refused_ports > 0);
-              refused += 1;
-            }
-            v => panic!("SYN got {v:?}"),
-          }
-        }
-        3..=6 if !conns.is_empty() => {
-          let c = &conns[rng.below(conns.len() as u64) as usize];
-          if c.released && st.lookup_tcp(c.nat).is_none() {
-            continue; // its quarantine ended (swept when a later flow was created)
-          }
-          let payload = rng.some_bytes(40);
-          let flags = [
-            TcpHeader::ACK,
-            TcpHeader::ACK | TcpHeader::PSH,
-            TcpHeader::FIN | TcpHeader::ACK,
-          ][rng.below(3) as usize];
-          let listener = SocketAddr::new(gateway_of(c.client), P);
-          let (mut pkt, want) = if rng.one_in(2) {
-            (
-              crate::testutil::tcp(c.client, c.dest, flags, 1, 1, &payload),
-              (c.nat, listener),
-            )
-          } else {
-            (
-              crate::testutil::tcp(listener, c.nat, flags, 1, 1, &payload),
-              (c.dest, c.client),
-            )
-          };
-          assert_eq!(st.inbound(&mut pkt, now, &mut out), Verdict::WriteBack);
-          assert_eq!(endpoints(&pkt), want);
-          checksums_recomputed_ok(&pkt).unwrap();
-          rewritten += 1;
-        }
-        7 if !conns.is_empty() => {
-          let i = rng.below(conns.len() as u64) as usize;
-          if !conns[i].released {
-            if rng.one_in(4) {
-              let c = &conns[i];
-              let mut pkt = crate::testutil::tcp(c.client, c.dest, TcpHeader::RST, 1, 0, b"");
-              assert_eq!(st.inbound(&mut pkt, now, &mut out), Verdict::WriteBack);
-            }
-            let c = &mut conns[i];
-            assert_eq!(
-              st.lookup_tcp(c.nat).map(|f| (f.client, f.destination)),
-              Some((c.client, c.dest))
-            );
-            st.release_tcp(c.nat, now);
-            c.released = true;
-            released_at.insert(c.nat, now);
-          }
-        }
-        8 => {
-          st.tick(now);
-          // Released flows whose quarantine is over are gone (a packet may have pushed it out: only check the
-          // ones untouched since their release).
-          conns.retain(|c| !(c.released && st.lookup_tcp(c.nat).is_none()));
-        }
-        _ => {
-          for c in conns.iter().filter(|c| !c.released) {
-            let f = st.lookup_tcp(c.nat).expect("a live flow stays mapped");
-            assert_eq!((f.client, f.destination), (c.client, c.dest));
-          }
-          assert_eq!(st.stats().tcp_flows, conns.iter().filter(|c| !c.released).count());
-        }
-      }
-    }
-  }
-  eprintln!(
-    "fuzz stack flows: {steps} steps ({opened} flows opened, {rewritten} rewritten, {refused} refused at the cap) in {:?}",
-    start.elapsed()
-  );
-  assert!(opened > 0 && refused > 0);
 }
 
 #[test]

@@ -14,6 +14,11 @@
 //! who the client is and where it was going. Only addresses, ports and checksums change (an incremental
 //! RFC 1624 update), whatever the segment's size. See [`tcp`] for a flow's life (quarantine, handshake expiry).
 //!
+//! With [`StackConfig::hold_syn`] ("connect before accept") a SYN that opens a flow is not written back but
+//! held ([`Verdict::Hold`]): the application dials the destination first and then calls [`Stack::decide`],
+//! which gives the SYN to write (accept), or a RST or an ICMP unreachable for the client (refuse), so a
+//! destination that refuses or cannot be reached fails the client's connect instead of opening and resetting.
+//!
 //! # UDP, ICMP and the rest
 //!
 //! UDP datagrams become [`Verdict::Datagram`]s of sessions keyed by the client endpoint (endpoint-independent
@@ -56,7 +61,7 @@ mod tests;
 mod testutil;
 
 pub use config::{FamilyConfig, IcmpMode, StackConfig};
-pub use tcp::TcpFlowInfo;
+pub use tcp::{Decision, TcpFlowInfo};
 pub use udp::UdpSessionInfo;
 
 use config::Family;
@@ -87,13 +92,25 @@ pub enum Verdict {
   Drop,
   /// Not the stack's: hand the packet to the application unchanged.
   Pass,
+  /// With `hold_syn`: a SYN that opened the TCP flow `flow`, consumed and held (nothing to write; the packet
+  /// is unchanged). Dial `destination` for `client`, then call [`Stack::decide`] within `hold_timeout`.
+  Hold {
+    /// The pending flow's id, for [`Stack::decide`] (and [`Stack::take_expired_holds`]).
+    flow: u64,
+    /// `S:s`: the client's endpoint.
+    client: SocketAddr,
+    /// `D:d`: the destination it dialled.
+    destination: SocketAddr,
+  },
 }
 
 /// Counters and table sizes of a [`Stack`] (see [`Stack::stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StackStats {
-  /// Live TCP flows (the ones `max_tcp_flows` caps).
+  /// Live TCP flows (the ones `max_tcp_flows` caps), pending ones included.
   pub tcp_flows: usize,
+  /// Of `tcp_flows`, those pending (a held SYN awaiting [`Stack::decide`]).
+  pub tcp_pending: usize,
   /// Ended TCP flows whose NAT port is still in quarantine (their packets are still translated).
   pub tcp_quarantined: usize,
   /// TCP flows created since the start.
@@ -104,8 +121,18 @@ pub struct StackStats {
   pub tcp_released: u64,
   /// TCP flows whose handshake never completed within `tcp_syn_idle`.
   pub tcp_syn_expired: u64,
-  /// RSTs the stack sent (refused SYNs, segments of unknown flows).
+  /// RSTs the stack sent (refused SYNs, segments of unknown flows, `tcp_refused_reset`).
   pub tcp_resets_sent: u64,
+  /// SYNs held ([`Verdict::Hold`]); each pending flow ends in exactly one of the four counters below.
+  pub tcp_held: u64,
+  /// Pending flows accepted ([`Decision::Accept`]).
+  pub tcp_accepted: u64,
+  /// Pending flows refused with a RST ([`Decision::Reset`]).
+  pub tcp_refused_reset: u64,
+  /// Pending flows refused with an ICMP unreachable ([`Decision::Unreachable`]).
+  pub tcp_refused_unreachable: u64,
+  /// Pending flows removed undecided after `hold_timeout`.
+  pub tcp_hold_expired: u64,
   /// SYNs refused because the flow table was full or no NAT port was free.
   pub refused_full: u64,
   /// Of `refused_full`, those refused for want of a NAT port (all live or in quarantine).
@@ -126,7 +153,7 @@ pub struct StackStats {
   pub udp_closed: u64,
   /// UDP reply packets built by [`Stack::udp_reply`].
   pub udp_replies: u64,
-  /// Packets per verdict of [`Stack::inbound`].
+  /// Packets per verdict of [`Stack::inbound`] (`Hold` is `tcp_held`).
   pub write_back: u64,
   /// See `write_back`.
   pub reply: u64,
@@ -181,6 +208,7 @@ impl Stack {
         cfg.max_tcp_flows,
         cfg.quarantine,
         cfg.tcp_syn_idle,
+        cfg.hold_syn.then_some(cfg.hold_timeout),
       )),
       udp: Mutex::new(UdpTable::new(cfg.max_udp_sessions, cfg.udp_idle)),
       cfg,
@@ -197,7 +225,7 @@ impl Stack {
 
   /// One packet read from the TUN (an IP packet, no virtio header, with complete checksums). May rewrite `pkt`
   /// in place (never changing its length); `out` receives the packet to write for [`Verdict::Reply`] (it is
-  /// left alone otherwise). For `Pass` and `Drop` the packet is unchanged.
+  /// left alone otherwise). For `Pass`, `Drop` and `Hold` the packet is unchanged.
   pub fn inbound(&self, pkt: &mut [u8], now: Instant, out: &mut Vec<u8>) -> Verdict {
     self.inbound_offload(pkt, now, out, false)
   }
@@ -221,6 +249,7 @@ impl Stack {
       Verdict::Datagram { .. } => &self.counters.datagram,
       Verdict::Drop => &self.counters.drop,
       Verdict::Pass => &self.counters.pass,
+      Verdict::Hold { .. } => return v, // counted by the table (`tcp_held`)
     };
     c.fetch_add(1, Ordering::Relaxed);
     v
@@ -260,6 +289,7 @@ impl Stack {
         }
         let seg = Segment {
           l4: p.l4_offset,
+          ip_len: p.ip_len,
           src: SocketAddr::new(p.src, src_port),
           dst: SocketAddr::new(p.dst, dst_port),
           seq,
@@ -303,6 +333,32 @@ impl Stack {
   /// [`Stack::release_tcp`]. Call it once per accepted socket, and release every socket looked up.
   pub fn lookup_tcp(&self, peer: SocketAddr) -> Option<TcpFlowInfo> {
     lock(&self.tcp).lookup(peer)
+  }
+
+  /// The application's decision for the pending TCP flow `flow` (from [`Verdict::Hold`]), into `out` (cleared
+  /// first), to write to the TUN:
+  /// - [`Decision::Accept`]: the stored SYN, rewritten to `B:n -> A:P` with complete checksums (write it
+  ///   without a `NEEDS_CSUM` virtio header even if the client's SYN had one); from here the flow is exactly
+  ///   a flow whose SYN was written back, its `tcp_syn_idle` timer starting now.
+  /// - [`Decision::Reset`]: a RST|ACK from `D:d` to `S:s` for the client's SYN (sequence 0, acknowledging
+  ///   the SYN: ISN + 1, plus any payload it carried).
+  /// - [`Decision::Unreachable`]: an ICMP destination unreachable from `D` to `S` (IPv4 type 3 code 1, host
+  ///   unreachable; ICMPv6 type 1 code 3, address unreachable) quoting the client's original SYN (as much of
+  ///   it as fits 576 bytes, 1280 for IPv6).
+  ///
+  /// Refusing removes the flow and frees its NAT port at once (the kernel never saw it: no quarantine).
+  /// Returns false, with `out` empty, if `flow` is unknown, not pending (decided already) or its hold has
+  /// expired (`hold_timeout` after its SYN; then it is removed now, and not reported by
+  /// [`Stack::take_expired_holds`]).
+  pub fn decide(&self, flow: u64, decision: Decision, now: Instant, out: &mut Vec<u8>) -> bool {
+    lock(&self.tcp).decide(flow, decision, now, out)
+  }
+
+  /// The pending TCP flows that [`Stack::tick`] (or the creation of another flow) removed undecided after
+  /// `hold_timeout` since the last call (their ports are free, nothing was sent to the client): drop what
+  /// the application kept for them. Call it after each `tick` when `hold_syn` is set.
+  pub fn take_expired_holds(&self) -> Vec<u64> {
+    lock(&self.tcp).take_expired_holds()
   }
 
   /// The application closed the accepted socket for peer `B:n`: the flow ends and its NAT port goes to
@@ -361,7 +417,8 @@ impl Stack {
     lock(&self.udp).close(session)
   }
 
-  /// Expires idle UDP sessions and never-established TCP flows, ends quarantines that are over. Returns the UDP
+  /// Expires idle UDP sessions, never-established TCP flows and pending TCP flows whose hold is over (see
+  /// [`Stack::take_expired_holds`]), ends quarantines that are over. Returns the UDP
   /// sessions that ended inside the stack since the last call (evicted at the cap, then expired): the
   /// application ends them. Call it every second or so.
   pub fn tick(&self, now: Instant) -> Vec<u64> {
@@ -391,6 +448,7 @@ impl Stack {
     {
       let t = lock(&self.tcp);
       s.tcp_flows = t.live();
+      s.tcp_pending = t.pending();
       s.tcp_quarantined = t.quarantined();
       (s.nat_ports_in_use, s.nat_ports_capacity) = t.ports();
       let k = t.counters;
@@ -399,6 +457,11 @@ impl Stack {
       s.tcp_released = k.released;
       s.tcp_syn_expired = k.syn_expired;
       s.tcp_resets_sent = k.resets_sent;
+      s.tcp_held = k.held;
+      s.tcp_accepted = k.accepted;
+      s.tcp_refused_reset = k.refused_reset;
+      s.tcp_refused_unreachable = k.refused_unreachable;
+      s.tcp_hold_expired = k.hold_expired;
       s.refused_full = k.refused_full + k.refused_ports;
       s.refused_ports = k.refused_ports;
     }

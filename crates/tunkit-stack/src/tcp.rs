@@ -5,6 +5,13 @@
 //!
 //! - **Created** by a client SYN (without ACK) for a 5-tuple with no flow, if the table is below
 //!   `max_tcp_flows` and a NAT port is free; otherwise the SYN is answered with a RST and a notice is queued.
+//! - **Pending** instead, with `hold_syn`: the SYN is not written back ([`crate::Verdict::Hold`]); the flow has
+//!   its NAT port and counts as live, but the kernel has not seen it. Its retransmitted SYNs and other
+//!   segments are dropped, a SYN with another initial sequence number replaces the stored one. The
+//!   application's [`crate::Decision`] writes the stored SYN (the flow goes on as below, its handshake timer
+//!   starting then) or answers the client with a RST or an ICMP unreachable and frees the port at once (no
+//!   quarantine: the kernel never used it); after `hold_timeout` undecided it is removed silently (by the
+//!   sweep, or by its client's next SYN, which then opens a new pending flow).
 //! - **Live** while the kernel socket may exist: translated both ways; FIN in each direction and the kernel's
 //!   SYN-ACK are recorded. It is *established* once the client acknowledged the kernel's SYN-ACK, or when the
 //!   application looked it up (it accepted the socket). Live flows are never evicted and never expire once
@@ -32,6 +39,11 @@ use tunkit_core::packet::TcpHeader;
 use crate::nat::PortPool;
 use crate::wire;
 use crate::Verdict;
+use hold::Held;
+
+mod hold;
+
+pub use hold::Decision;
 
 const SYN: u8 = TcpHeader::SYN;
 const ACK: u8 = TcpHeader::ACK;
@@ -52,6 +64,8 @@ pub struct TcpFlowInfo {
 pub(crate) struct Segment {
   /// Offset of the TCP header.
   pub l4: usize,
+  /// Length of the IP packet (the buffer may be longer).
+  pub ip_len: usize,
   pub src: SocketAddr,
   pub dst: SocketAddr,
   pub seq: u32,
@@ -87,6 +101,8 @@ struct Flow {
   reset: bool,
   released: bool,
   expired: bool,
+  /// Pending (held SYN, no decision yet): the kernel has not seen the flow.
+  held: Option<Box<Held>>,
 }
 
 impl Flow {
@@ -111,6 +127,11 @@ pub(crate) struct TcpCounters {
   pub syn_expired: u64,
   pub ended_reset: u64,
   pub released: u64,
+  pub held: u64,
+  pub accepted: u64,
+  pub refused_reset: u64,
+  pub refused_unreachable: u64,
+  pub hold_expired: u64,
 }
 
 /// The TCP NAT state of one device.
@@ -130,6 +151,13 @@ pub(crate) struct TcpTable {
   max_flows: usize,
   quarantine_for: Duration,
   syn_idle: Duration,
+  /// `Some(hold_timeout)` when SYNs are held.
+  hold: Option<Duration>,
+  /// (expires-at, flow) for pending flows, in about increasing time.
+  holds: VecDeque<(Instant, u64)>,
+  /// Pending flows removed by expiry, not yet taken.
+  expired_holds: Vec<u64>,
+  pending: usize,
   /// The latest time seen, for calls that take none.
   clock: Option<Instant>,
   full_burst: bool,
@@ -139,12 +167,14 @@ pub(crate) struct TcpTable {
 }
 
 impl TcpTable {
-  /// An empty table with the given pools (IPv4, IPv6) and limits.
+  /// An empty table with the given pools (IPv4, IPv6) and limits; `hold` is `Some(hold_timeout)` to hold
+  /// SYNs.
   pub fn new(
     pools: [Option<PortPool>; 2],
     max_flows: usize,
     quarantine: Duration,
     syn_idle: Duration,
+    hold: Option<Duration>,
   ) -> Self {
     TcpTable {
       flows: HashMap::new(),
@@ -158,6 +188,10 @@ impl TcpTable {
       max_flows,
       quarantine_for: quarantine,
       syn_idle,
+      hold,
+      holds: VecDeque::new(),
+      expired_holds: Vec::new(),
+      pending: 0,
       clock: None,
       full_burst: false,
       ports_burst: false,
@@ -166,9 +200,14 @@ impl TcpTable {
     }
   }
 
-  /// Live flows (not ended).
+  /// Live flows (not ended), pending ones included.
   pub fn live(&self) -> usize {
     self.live
+  }
+
+  /// Pending flows (held SYNs awaiting a decision).
+  pub fn pending(&self) -> usize {
+    self.pending
   }
 
   /// Ended flows whose port is still in quarantine.
@@ -211,7 +250,17 @@ impl TcpTable {
       destination: seg.dst,
     };
     let connect = seg.flags & (SYN | ACK | RST) == SYN;
+    if self.hold.is_some() {
+      // A hold that is over ends before its client's next SYN is looked at: that SYN opens a new flow.
+      self.sweep_holds(now);
+    }
     let mut id = self.by_tuple.get(&key).copied();
+    if let Some(fid) = id.filter(|fid| self.flows.get(fid).is_some_and(|f| f.held.is_some())) {
+      if connect {
+        self.rehold(fid, pkt, seg, listener, now);
+      }
+      return Verdict::Drop;
+    }
     if let (Some(fid), true) = (id, connect) {
       let retransmit = self
         .flows
@@ -225,6 +274,7 @@ impl TcpTable {
     let fid = match id {
       Some(fid) => fid,
       None if connect => match self.create(key, seg.seq, pool, now) {
+        Some(fid) if self.hold.is_some() => return self.hold(fid, pkt, seg, listener, now),
         Some(fid) => fid,
         None => {
           reset_for(seg, out);
@@ -270,6 +320,9 @@ impl TcpTable {
     let Some(&fid) = self.by_nat.get(&seg.dst) else {
       return Verdict::Drop;
     };
+    if self.flows.get(&fid).is_some_and(|f| f.held.is_some()) {
+      return Verdict::Drop; // the kernel never saw a pending flow: a stray segment
+    }
     self.touch(fid, now);
     let Some(f) = self.flows.get_mut(&fid) else {
       return Verdict::Drop;
@@ -290,10 +343,10 @@ impl TcpTable {
   }
 
   /// The flow behind the accepted socket's peer `B:n` (live or in quarantine). Marks it established: the
-  /// application holds the socket and will release it.
+  /// application holds the socket and will release it. A pending flow has no socket yet: `None`.
   pub fn lookup(&mut self, peer: SocketAddr) -> Option<TcpFlowInfo> {
     let fid = *self.by_nat.get(&wire::normalize(peer))?;
-    let f = self.flows.get_mut(&fid)?;
+    let f = self.flows.get_mut(&fid).filter(|f| f.held.is_none())?;
     f.established = true;
     f.accepted = true;
     let info = f.info;
@@ -304,26 +357,32 @@ impl TcpTable {
     Some(info)
   }
 
-  /// The application closed the accepted socket for `B:n`: the flow ends, its port goes to quarantine.
+  /// The application closed the accepted socket for `B:n`: the flow ends, its port goes to quarantine. A
+  /// pending flow has no socket yet: ignored.
   pub fn release(&mut self, peer: SocketAddr, now: Instant) {
     let now = self.advance(now);
     let Some(&fid) = self.by_nat.get(&wire::normalize(peer)) else {
       return;
     };
+    if self.flows.get(&fid).is_some_and(|f| f.held.is_some()) {
+      return;
+    }
     self.end(fid, now, End::Released);
   }
 
-  /// Ends quarantines that are over and expires handshakes idle for `syn_idle`.
+  /// Ends quarantines that are over, expires handshakes idle for `syn_idle` and pending flows older than
+  /// `hold_timeout`.
   pub fn sweep(&mut self, now: Instant) {
     let now = self.advance(now);
+    self.sweep_holds(now);
     while let Some(&(t, fid)) = self.handshakes.front() {
       if t > now {
         break;
       }
       self.handshakes.pop_front();
       let Some(f) = self.flows.get(&fid) else { continue };
-      if f.until.is_some() || f.established {
-        continue;
+      if f.until.is_some() || f.established || f.held.is_some() {
+        continue; // a pending flow's handshake timer starts when it is accepted
       }
       let due = f.last_seen + self.syn_idle;
       if due > now {
@@ -398,6 +457,7 @@ impl TcpTable {
         reset: false,
         released: false,
         expired: false,
+        held: None,
       },
     );
     self.by_tuple.insert(info, fid);
@@ -470,6 +530,9 @@ impl TcpTable {
     let Some(f) = self.flows.remove(&fid) else { return };
     if f.until.is_none() {
       self.live -= 1;
+    }
+    if f.held.is_some() {
+      self.pending -= 1;
     }
     if f.attached {
       self.by_tuple.remove(&f.info);
