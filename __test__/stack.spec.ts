@@ -87,9 +87,9 @@ function collect(tun: Tun) {
 
 // 1 ─────────────────────────────────────────────────────────────────────────────────────────────────────────────
 deviceTest(
-  'curl downloads 64 MiB through the stack, SHA-256 equal, over IPv4 and IPv6; source and destination as dialled',
+  'curl downloads 200 MB through the stack, SHA-256 equal, over IPv4 and IPv6; source and destination as dialled',
   async (t) => {
-    const body = randomBytes(64 << 20)
+    const body = randomBytes(200_000_000)
     const want = sha256(body)
     const web = await httpServer(body)
     t.teardown(web.close)
@@ -129,7 +129,7 @@ deviceTest(
     const s = stats(stack)
     t.is(s.tcpCreated, 2)
     t.is(s.refusedFull, 0)
-    t.true(s.writeBack > 2 * 1000, `only ${s.writeBack} segments rewritten for 128 MiB`)
+    t.true(s.writeBack > 2 * 1000, `only ${s.writeBack} segments rewritten for 400 MB`)
     t.true(await eventually(() => stats(stack).tcpFlows === 0, 5000), JSON.stringify(stats(stack)))
   },
 )
@@ -841,4 +841,57 @@ deviceTest('a UDP session nobody reads keeps its newest 1024 datagrams and count
   t.is(got.at(-1), 1199)
   t.is(sessions[0]!.dropped, 1200 - 1024)
   u.close()
+})
+
+deviceTest('a multi-queue device: one stack over both queues carries 400 connections', async (t) => {
+  const p = plan(14)
+  await using tun = await Tun.create({ name: devName('st'), addresses: p.addresses, routes: p.routes, queues: 2 })
+  const echo = await echoServer()
+  await using stack = await Stack.create(tun)
+  serve(stack, forwardTo(echo.port))
+  for (let round = 0; round < 4; round++) {
+    const clients = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => connect(i % 2 ? p.dst6(1 + (i % 50)) : p.dst4(1 + (i % 50)), 2000 + i)),
+    )
+    await Promise.all(
+      clients.map(async (c, i) => {
+        const msg = `round ${round} client ${i}`
+        c.write(msg)
+        t.is((await readBytes(c, msg.length)).toString(), msg)
+        c.destroy()
+      }),
+    )
+  }
+  const q = [tun.queue(0).stats().intercepted, tun.queue(1).stats().intercepted]
+  t.true(q[0]! > 0 && q[1]! > 0, `both queues carried stack traffic: ${q.join(' / ')}`)
+  t.is(stack.stats().tcpCreated, 400)
+  await echo.close()
+})
+
+deviceTest('the flow cap refuses new connections with a RST and one TUNKIT_NOTICE warning', async (t) => {
+  const p = plan(15)
+  await using tun = await Tun.create({ name: devName('st'), addresses: p.addresses, routes: p.routes })
+  const echo = await echoServer()
+  await using stack = await Stack.create(tun, { maxTcpFlows: 5 })
+  serve(stack, forwardTo(echo.port))
+  const warnings: string[] = []
+  const onWarning = (w: Error & { code?: string }) => {
+    if (w.code === 'TUNKIT_NOTICE') warnings.push(w.message)
+  }
+  process.on('warning', onWarning)
+  try {
+    const held = await Promise.all(Array.from({ length: 5 }, (_, i) => connect(p.dst4(1), 3000 + i)))
+    const e = await connect(p.dst4(1), 3999, { ms: 3000 }).then(
+      () => null,
+      (err: NodeJS.ErrnoException) => err.code,
+    )
+    t.is(e, 'ECONNREFUSED')
+    t.true(await eventually(() => warnings.length > 0, 3000), 'no notice')
+    t.regex(warnings[0]!, new RegExp(`${tun.name}: .*full`, 'i'))
+    t.is(stack.stats().refusedFull, 1)
+    for (const c of held) c.destroy()
+  } finally {
+    process.off('warning', onWarning)
+    await echo.close()
+  }
 })
