@@ -36,7 +36,7 @@ void (async () => {
     console.log(
       `tcp ${conn.source.address}:${conn.source.port} -> ${conn.destination.address}:${conn.destination.port}`,
     )
-    const upstream = net.connect(webPort, '127.0.0.1')
+    const upstream = net.connect({ port: webPort, host: '127.0.0.1', allowHalfOpen: true })
     pipeline(conn, upstream, conn, () => {})
   }
 })()
