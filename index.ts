@@ -24,6 +24,8 @@ export type {
   ConnectRequest,
   AcceptDecision,
   StackStats,
+  RelayOptions,
+  RelayResult,
 } from './src/stack.js'
 export { TunError } from './src/errors.js'
 export type { TunErrorCode } from './src/errors.js'

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import type dgram from 'node:dgram'
 import net from 'node:net'
-import { Stack, Tun, TunError, packet, type UdpSession } from '../index.ts'
+import { Stack, Tun, TunError, packet, type RelayOptions, type RelayResult, type UdpSession } from '../index.ts'
 import { deviceTest as baseDeviceTest, devName } from './helpers/device.ts'
 import { run, send, udpSocket } from './helpers/net.ts'
 import {
@@ -895,3 +895,38 @@ deviceTest('the flow cap refuses new connections with a RST and one TUNKIT_NOTIC
     await echo.close()
   }
 })
+
+deviceTest(
+  'a client that resets while its connection waits in the accept queue does not crash the stack',
+  async (t) => {
+    const p = plan(16)
+    await using tun = await Tun.create({ name: devName('st'), addresses: p.addresses, routes: p.routes })
+    const echo = await echoServer()
+    await using stack = await Stack.create(tun)
+    const { seen, errors } = serve(stack, forwardTo(echo.port))
+    // A separate node process connects and resets at once, while this event loop is kept busy: by the time this
+    // process accepts, the peer is gone.
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const s = require('net').connect(4000, ${JSON.stringify(p.dst4(1))}); s.on('connect', () => { s.resetAndDestroy(); setTimeout(() => process.exit(0), 50) }); s.on('error', () => {})`,
+      ],
+      { stdio: 'ignore' },
+    )
+    const until = Date.now() + 800
+    while (Date.now() < until) {
+      // busy: the child's connect and reset happen meanwhile
+    }
+    await new Promise((r) => child.once('exit', r))
+    await sleep(200)
+    // The stack still works.
+    const c = await connect(p.dst4(2), 4001)
+    c.write('still here')
+    t.is((await readBytes(c, 10)).toString(), 'still here')
+    c.destroy()
+    t.deepEqual(errors, [])
+    t.true(seen.length >= 1)
+    await echo.close()
+  },
+)

@@ -28,7 +28,8 @@
  *
  * BENCH_STACK_TUNKIT=/path/to/index.js measures another build (a copy of dist/ with its .node), not the sources.
  * BENCH_STACK_REPS (default 3) repeats every measurement, variants interleaved in rotating order; tables show
- * medians. BENCH_STACK_SECTIONS=tcp,cps,udp,mem picks sections (a partial run only prints). The section goes to
+ * medians. BENCH_STACK_SECTIONS=tcp,cps,udp,mem picks sections (a partial run only prints). BENCH_STACK_RELAY=1
+ * runs the stack's handler with `stack.relay(conn, up)` (the splice fast path) instead of `pipeline` (only prints). The section goes to
  * stdout and to benchmark/RESULTS-stack.md. Every child is killed by pid at the end; the veth and S go with it.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -101,8 +102,23 @@ async function stackProcess(mtu: number, offload: boolean): Promise<void> {
     })
     pipeline(conn, up, conn, count)
   }
+  // BENCH_STACK_RELAY=1: the stack's connections go through `stack.relay(conn, up)` (splice) instead of pipeline.
+  const relayed = (conn: Tunkit.StackConnection) => {
+    accepted++
+    const up = net.connect({ port: conn.destination.port, host: S_IP, allowHalfOpen: true })
+    up.on('error', () => {})
+    up.once('connect', () => {
+      upOpen++
+      up.once('close', () => upOpen--)
+    })
+    stack.relay(conn, up).then((r) => count(r.error), count)
+  }
+  const viaRelay = process.env.BENCH_STACK_RELAY === '1'
   void (async () => {
-    for await (const conn of stack.connections()) proxy(conn, conn.destination.port)
+    for await (const conn of stack.connections()) {
+      if (viaRelay) relayed(conn)
+      else proxy(conn, conn.destination.port)
+    }
   })()
   void (async () => {
     for await (const s of stack.datagrams()) {
@@ -959,7 +975,8 @@ async function main(): Promise<void> {
   lines.push('')
   const text = lines.join('\n')
   console.log('\n' + text)
-  if (sections.length === 4 && !process.env.BENCH_STACK_SECTIONS) writeFileSync(join(HERE, 'RESULTS-stack.md'), text)
+  if (sections.length === 4 && !process.env.BENCH_STACK_SECTIONS && !process.env.BENCH_STACK_RELAY)
+    writeFileSync(join(HERE, 'RESULTS-stack.md'), text)
 }
 
 if (process.argv[2] === '--stack') {

@@ -110,7 +110,23 @@ export interface NativeBinding {
   stackStats(s: StackHandle): Record<string, number>
   stackSetRef(s: StackHandle, ref: boolean): void
   stackClose(s: StackHandle): void
+  relayCreate(onEvent: (code: number) => void, maxPairs: number): RelayHandle
+  relayAdd(
+    r: RelayHandle,
+    fdA: number,
+    fdB: number,
+    opts: { idleMs?: number; aWriteClosed?: boolean; bWriteClosed?: boolean },
+  ): number
+  /** `[sent, received]`, or `null` when the pair had ended already (its record comes from `relayTake`). */
+  relayCancel(r: RelayHandle, id: number): [number, number] | null
+  /** Flat: `[id, sent, received, reason, errno]` per ended pair. */
+  relayTake(r: RelayHandle): (number | string)[] | null
+  relaySetRef(r: RelayHandle, ref: boolean): void
+  relayClose(r: RelayHandle): void
 }
+
+/** Opaque handle of a relay thread (the stack's splice fast path). */
+export type RelayHandle = { readonly __relay: unique symbol }
 
 /** Opaque handle of a forwarding stack. */
 export type StackHandle = { readonly __stack: unique symbol }

@@ -4,12 +4,15 @@
  * device's reader threads (crates/tunkit-stack); JavaScript sees connections and datagrams, never packets.
  */
 import net from 'node:net'
+import { Channel } from './channel.js'
 import { binding, type Endpoint, type NativeStackFamily, type StackHandle, type QueueHandle } from './native.js'
-import { abortError, native, TunError } from './errors.js'
+import { native, TunError } from './errors.js'
+import { Relayer, type RelayOptions, type RelayResult } from './relay.js'
 import { NATIVE_HANDLE } from './queue.js'
 import type { AddressInfo, Tun } from './tun.js'
 
 export type { Endpoint } from './native.js'
+export type { RelayOptions, RelayResult } from './relay.js'
 
 /** Options of {@link Stack.create}. */
 export interface StackOptions {
@@ -140,86 +143,6 @@ const KNOWN = new Set([
 const flowKey = (source: Endpoint, destination: Endpoint) =>
   `${source.address}|${source.port}|${destination.address}|${destination.port}`
 
-/** Waiters and items of an async queue; `end()` settles everything. */
-class Channel<T> {
-  #items: T[] = []
-  #waiters: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }[] = []
-  #done = false
-  constructor(
-    readonly limit: number,
-    readonly onWaiting: (waiting: boolean) => void = () => {},
-  ) {}
-  get done(): boolean {
-    return this.#done
-  }
-  /**
-   * Adds an item; false (and nothing added) when ended, or when full and `dropOldest` is not set. With `dropOldest`
-   * a full channel drops its oldest item to make room (counted in `dropped`).
-   */
-  push(item: T, dropOldest = false): boolean {
-    if (this.#done) return false
-    const w = this.#waiters.shift()
-    if (w) {
-      if (this.#waiters.length === 0) this.onWaiting(false)
-      w.resolve({ value: item, done: false })
-      return true
-    }
-    if (this.#items.length >= this.limit) {
-      if (!dropOldest) return false
-      this.#items.shift()
-      this.dropped++
-    }
-    this.#items.push(item)
-    return true
-  }
-  /** Items dropped by `push(item, true)` on a full channel. */
-  dropped = 0
-  next(signal?: AbortSignal): Promise<IteratorResult<T>> {
-    const item = this.#items.shift()
-    if (item !== undefined) return Promise.resolve({ value: item, done: false })
-    if (this.#done) return Promise.resolve({ value: undefined, done: true })
-    if (signal?.aborted) return Promise.reject(abortError(signal))
-    return new Promise((resolve, reject) => {
-      const w = { resolve, reject }
-      if (this.#waiters.push(w) === 1) this.onWaiting(true)
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const i = this.#waiters.indexOf(w)
-          if (i < 0) return
-          this.#waiters.splice(i, 1)
-          if (this.#waiters.length === 0) this.onWaiting(false)
-          reject(abortError(signal))
-        },
-        { once: true },
-      )
-    })
-  }
-  /** Ends the channel: waiters get `done`, queued items are returned (for the caller to dispose of). */
-  end(): T[] {
-    if (this.#done) return []
-    this.#done = true
-    const rest = this.#items
-    this.#items = []
-    const waiters = this.#waiters
-    this.#waiters = []
-    if (waiters.length > 0) this.onWaiting(false)
-    for (const w of waiters) w.resolve({ value: undefined, done: true })
-    return rest
-  }
-  iterator(signal?: AbortSignal, onReturn?: () => void): AsyncIterableIterator<T> {
-    const it: AsyncIterableIterator<T> = {
-      next: () => this.next(signal),
-      return: async () => {
-        onReturn?.()
-        return { value: undefined, done: true }
-      },
-      [Symbol.asyncIterator]: () => it,
-    }
-    return it
-  }
-}
-
 /**
  * One UDP session: every datagram one client endpoint sends, to any destination (endpoint-independent mapping, as
  * games and WebRTC need). Iterate it for the client's datagrams; {@link UdpSession.send} answers from any remote.
@@ -328,7 +251,8 @@ function nextAddress(a: AddressInfo): string {
  * await using tun = await Tun.create({ addresses: ['198.18.0.1/15'] })
  * await using stack = await Stack.create(tun)
  * for await (const conn of stack.connections()) {
- *   const up = net.connect(conn.destination.port, conn.destination.address)
+ *   // allowHalfOpen: a client's half-close must reach the upstream as a half-close, not end both sides.
+ *   const up = net.connect({ host: conn.destination.address, port: conn.destination.port, allowHalfOpen: true })
  *   pipeline(conn, up, conn, () => {})
  * }
  * ```
@@ -350,6 +274,8 @@ export class Stack implements AsyncDisposable {
   readonly #contexts = new Map<string, object>()
   /** Connections handed out and still open: reset when the stack closes (their packets stop being translated). */
   readonly #live = new Set<net.Socket>()
+  /** The native relay of this stack's connections (see {@link Stack.relay}). */
+  readonly #relayer = new Relayer(() => this.#closed)
   #waiting = 0
   #closed = false
 
@@ -491,13 +417,18 @@ export class Stack implements AsyncDisposable {
   }
 
   #accept(sock: net.Socket): void {
-    const flow = this.#closed ? null : binding.stackLookup(this.#h, sock.remoteAddress!, sock.remotePort!)
+    const { remoteAddress, remotePort } = sock
+    // A client that reset while its connection waited in the accept queue leaves a socket with no peer: its flow
+    // ended with the RST already.
+    const flow =
+      this.#closed || remoteAddress === undefined || remotePort === undefined
+        ? null
+        : binding.stackLookup(this.#h, remoteAddress, remotePort)
     if (!flow) {
       // Not a connection the stack rewrote (someone dialled the listener directly).
       sock.destroy()
       return
     }
-    const { remoteAddress, remotePort } = sock
     const key = flowKey(flow.source, flow.destination)
     const context = this.#contexts.get(key)
     this.#contexts.delete(key)
@@ -626,6 +557,23 @@ export class Stack implements AsyncDisposable {
     return this.#newSessions.iterator(options.signal)
   }
 
+  /**
+   * Joins a connection to its upstream socket (connected, or connecting) and moves their bytes both ways until
+   * both directions end, the way `pipeline(conn, up, conn)` does, but natively where it can: on Linux, for plain
+   * TCP sockets, the bytes go socket -> pipe -> socket with `splice(2)` on the stack's relay thread and never
+   * reach JavaScript. An end of stream is passed on as a half-close; a reset of either side resets the other.
+   * Whatever JavaScript had already read is passed on first, and the handover waits until both sockets have
+   * written what they hold, so no byte is lost or reordered. From the call on, the sockets belong to the relay:
+   * do not read or write them (destroying one ends the relay). When it ends both sockets are destroyed and the
+   * promise resolves with the byte counts and the reason.
+   *
+   * @throws {TunError} `ERR_TUN_CLOSED` when the stack is closed; `ERR_TUN_QUEUE_FULL` when 65 536 connections are
+   *   relayed natively already (the sockets are left as they were, paused); `ERR_TUN_INVALID_ARGUMENT`.
+   */
+  relay(conn: StackConnection, up: net.Socket, options: RelayOptions = {}): Promise<RelayResult> {
+    return this.#relayer.relay(conn, up, options)
+  }
+
   /** The stack's counters: flows, sessions, packets per verdict, refusals. */
   stats(): StackStats {
     if (this.#closed) throw new TunError('ERR_TUN_CLOSED', 'the stack is closed')
@@ -650,6 +598,8 @@ export class Stack implements AsyncDisposable {
     for (const c of this.#live) c.resetAndDestroy()
     if (this.#live.size > 0) await new Promise((r) => setTimeout(r, 20))
     binding.stackClose(this.#h)
+    // The relayed connections were reset above (which ended their relays); anything left ends now.
+    this.#relayer.close()
     this.#newSessions.end()
     for (const s of this.#sessions.values()) s.end()
     this.#sessions.clear()

@@ -5,6 +5,7 @@
 mod convert;
 mod device;
 mod events;
+mod relay;
 mod stack;
 mod sys;
 
@@ -56,6 +57,12 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("stackStats", stack::stats),
   ("stackSetRef", stack::set_ref),
   ("stackClose", stack::close),
+  ("relayCreate", relay::create),
+  ("relayAdd", relay::add),
+  ("relayCancel", relay::cancel),
+  ("relayTake", relay::take),
+  ("relaySetRef", relay::set_ref),
+  ("relayClose", relay::close),
 ];
 
 fn init(env: Env, exports: Value) -> JsResult<Value> {

@@ -8,6 +8,7 @@
 
 mod device;
 pub mod netlink;
+pub mod relay;
 pub mod sys;
 
 pub use device::{

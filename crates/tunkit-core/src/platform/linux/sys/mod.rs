@@ -7,6 +7,7 @@
 //! by [`OwnedFd`] everywhere, so `close` is never called by hand.
 
 pub mod netlink;
+pub mod splice;
 pub mod tun;
 
 use std::ffi::{c_int, c_short, c_uint, c_ulong, c_void};
@@ -31,6 +32,9 @@ pub mod errno {
   pub const ENOTTY: i32 = 25;
   pub const EBADFD: i32 = 77;
   pub const EMSGSIZE: i32 = 90;
+  pub const EPIPE: i32 = 32;
+  pub const ECONNRESET: i32 = 104;
+  pub const ENOTCONN: i32 = 107;
 }
 
 /// `poll` event bits (`<poll.h>`).
