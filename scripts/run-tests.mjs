@@ -81,10 +81,22 @@ for (const { version, node, host } of versions) {
   const env = host
     ? process.env
     : { ...process.env, [pathKey]: `${dirname(node)}${delimiter}${process.env[pathKey] ?? ''}` }
-  const status = await tee(process.execPath, ['scripts/netns.mjs', node, avaCli, '--tap', ...process.argv.slice(2)], {
-    env,
-    file: tap,
-  })
+  const avaRun = () =>
+    tee(process.execPath, ['scripts/netns.mjs', node, avaCli, '--tap', ...process.argv.slice(2)], { env, file: tap })
+  let status = await avaRun()
+  if (status !== 0 && existsSync(tap)) {
+    // Seen once in CI on Node 22: ava exited 1 after a summary of all tests passed, with nothing on stdout or
+    // stderr to say why. Such a run is repeated once, loudly; its TAP is kept in target/ava for a look, and the
+    // repeat decides. A run with any failed test is never repeated.
+    const first = readFileSync(tap, 'utf8')
+    if (/^# fail 0$/m.test(first) && /^# pass [1-9]/m.test(first)) {
+      writeFileSync(join(root, 'target', 'ava', `node-${version}.first.tap`), first)
+      console.log(
+        `run-tests: ava on node ${version} exited with ${status} although every test passed; running it once more`,
+      )
+      status = await avaRun()
+    }
+  }
   if (status !== 0) failed = true
 
   const text = existsSync(tap) ? readFileSync(tap, 'utf8') : ''
