@@ -455,10 +455,10 @@ impl Env {
         out.push(&[][..]);
         continue;
       }
-      // SAFETY: Node guarantees `data` points to `len` bytes of the array's backing store; it is neither moved nor
-      // freed while the array is reachable (it is held by this call's arguments, directly or through the array,
-      // whose values this call's handle scope keeps), and no JavaScript runs from here until the call returns, so
-      // nothing can detach or shrink it meanwhile. The slice is only read.
+      // Node guarantees `data` points to `len` bytes of the array's backing store; it is neither moved nor freed
+      // while the array is reachable (it is held by this call's arguments, directly or through the array, whose
+      // values this call's handle scope keeps), and no JavaScript runs from here until the call returns.
+      // SAFETY: so nothing can detach or shrink the buffer while the slice lives; the slice is only read.
       out.push(unsafe { std::slice::from_raw_parts(data as *const u8, len) });
     }
     Ok(out)
@@ -537,9 +537,9 @@ impl Env {
     if data.is_null() {
       return Err(not_ours());
     }
-    // SAFETY: the tag says this external was made by `external` (only this addon knows the tag), so it holds a
-    // `Box<Arc<dyn Any>>`, alive until the external is collected, which cannot happen while it is an argument of
-    // this call.
+    // The tag says this external was made by `external` (only this addon knows the tag), so it holds a
+    // `Box<Arc<dyn Any>>`, alive until the external is collected.
+    // SAFETY: that cannot happen while it is an argument of this call, so the reference is valid for it.
     let any: &Arc<dyn Any + Send + Sync> = unsafe { &*(data as *const Arc<dyn Any + Send + Sync>) };
     any
       .clone()
@@ -598,10 +598,9 @@ impl Env {
   /// A Node `Buffer` holding a copy of `data`.
   pub fn buffer_copy(self, data: &[u8]) -> JsResult<Value> {
     let mut out = null_mut();
-    // SAFETY: data points to data.len() readable bytes for the duration of the call; Node copies them; the
-    // result-data out-pointer may be null.
-    let status =
-      unsafe { napi_create_buffer_copy(self.0, data.len(), data.as_ptr().cast(), null_mut(), &mut out) };
+    let (len, src) = (data.len(), data.as_ptr().cast());
+    // SAFETY: src points to len readable bytes for the call; Node copies them; the result-data pointer may be null.
+    let status = unsafe { napi_create_buffer_copy(self.0, len, src, null_mut(), &mut out) };
     check(self.0, status, "napi_create_buffer_copy")?;
     Ok(Value(out))
   }

@@ -1053,8 +1053,8 @@ mod tests {
           "this kernel reports IFF_NO_PI for a descriptor attached without it; that refusal is not tested"
         );
       }
-      // SAFETY: `pi` is open (the kernel just answered TUNGETIFF on it) and owned by this test alone.
-      drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pi) });
+      // `pi` is open and owned by this test alone: closing it is adopting it and dropping the owner.
+      drop(sys::adopt_raw_fd(pi).unwrap());
 
       // After all that, the descriptor is adopted as if nothing had happened, and made non-blocking.
       let dev = from_fd_with_ring(raw, Mode::Tun, &RingConfig::default()).unwrap();
