@@ -2,13 +2,11 @@
 // process (or a child forwarder) owns through the `netns` option, and a forwarder between them. TCP and UDP cross
 // from A to B and are checked byte for byte at both ends. Everything stays inside the runner's private namespace.
 import type { ExecutionContext } from 'ava'
-import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Tun, packet, type TunOptions } from '../index.ts'
-import { deviceTest, devName } from './helpers/device.ts'
+import { deviceTest, deviceTestIf, devName } from './helpers/device.ts'
+import { uso, usoDatagrams } from './helpers/uso.ts'
 import { faultEnv } from './helpers/native.ts'
 import { holdNetns, type HeldNetns } from './helpers/ns.ts'
 
@@ -231,39 +229,6 @@ deviceTest('offload: 50 MB of TCP across a splitting and coalescing forwarder ar
   })
 })
 
-/** A UDP sender that cuts each send into datagrams with UDP_SEGMENT (UDP GSO), which Node cannot set. */
-const USO_SENDER_C = String.raw`
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-/* usosend <ip> <port> <sends> <bytes per send> <segment size>: payload byte i of send k is (k * 131 + i * 7) & 255. */
-int main(int argc, char **argv) {
-  if (argc != 6) return 2;
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  int seg = atoi(argv[5]), sends = atoi(argv[3]), len = atoi(argv[4]);
-  if (fd < 0 || setsockopt(fd, SOL_UDP, UDP_SEGMENT, &seg, sizeof seg) < 0) { perror("UDP_SEGMENT"); return 1; }
-  struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[2])) };
-  inet_pton(AF_INET, argv[1], &to.sin_addr);
-  static unsigned char buf[65000];
-  for (int k = 0; k < sends; k++) {
-    for (int i = 0; i < len; i++) buf[i] = (unsigned char)((k * 131 + i * 7) & 255);
-    if (sendto(fd, buf, len, 0, (struct sockaddr *)&to, sizeof to) != len) { perror("sendto"); return 1; }
-    usleep(2000);
-  }
-  return 0;
-}
-`
-
 /** UDP receiver: prints `PORT n`, then the datagrams it got (base64, in order) once argv[2] arrived or 20 s passed. */
 const UDP_RECEIVER = `
 import dgram from 'node:dgram'
@@ -278,84 +243,55 @@ s.bind(0, process.argv[1], () => console.log('PORT ' + s.address().port))
 setTimeout(() => { console.log(JSON.stringify(got)); process.exit(0) }, 20000).unref()
 `
 
-function buildUsoSender(): string | null {
-  try {
-    const dir = mkdtempSync(join(tmpdir(), 'tunkit-uso-'))
-    writeFileSync(join(dir, 'usosend.c'), USO_SENDER_C)
-    execFileSync('cc', ['-O1', '-Wall', '-o', join(dir, 'usosend'), join(dir, 'usosend.c')], { stdio: 'pipe' })
-    return join(dir, 'usosend')
-  } catch {
-    return null
-  }
-}
-
-deviceTest('offload: UDP segmentation (USO) super-packets are split and coalesced, datagrams byte-exact', async (t) => {
-  const release = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()
-  const [major, minor] = release.split('.').map(Number)
-  if (major! < 6 || (major === 6 && minor! < 2)) {
-    t.log(`skipped: USO needs Linux 6.2 or later, this is ${release}`)
-    t.pass()
-    return
-  }
-  const sender = buildUsoSender()
-  if (sender === null) {
-    t.log('skipped: building the UDP_SEGMENT sender needs a C compiler (node scripts/ensure-tools.mjs cc)')
-    t.pass()
-    return
-  }
-  await withNamespaces(async (nsA, nsB) => {
-    const a = await Tun.create(deviceOptions('a', nsA, { udp: true }))
-    const b = await Tun.create(deviceOptions('b', nsB, { udp: true }))
-    if (a.stats().backend.offloadUdp !== 1) {
-      t.log(`skipped: the kernel (${release}) refused USO (offloadUdp ${a.stats().backend.offloadUdp})`)
-      t.pass()
-      await a.close()
-      await b.close()
-      return
-    }
-    const SENDS = 100
-    const LEN = 12_500
-    const SEG = 1200
-    const perSend = Math.ceil(LEN / SEG)
-    const loops = [forward(a, b), forward(b, a)]
-    let sa: Record<string, number> = {}
-    let sb: Record<string, number> = {}
-    try {
-      const rx = lineChild(nodeIn(nsB, UDP_RECEIVER, [B_ADDR, SENDS * perSend]), { timeoutMs: 60_000 })
-      const port = (await rx.waitFor(/^PORT (\d+)$/, 10_000))[1]!
-      const tx = lineChild(
-        ['nsenter', `--net=${nsA.path}`, sender, B_ADDR, port, String(SENDS), String(LEN), String(SEG)],
-        { timeoutMs: 60_000 },
-      )
-      const s = await tx.done
-      t.is(s.code, 0, s.stderr)
-      const r = await rx.done
-      const got = (JSON.parse(r.stdout.trim().split('\n').pop()!) as string[]).map((x) => Buffer.from(x, 'base64'))
-      const want: Buffer[] = []
-      for (let k = 0; k < SENDS; k++) {
-        const whole = Buffer.alloc(LEN)
-        for (let i = 0; i < LEN; i++) whole[i] = (k * 131 + i * 7) & 255
-        for (let off = 0; off < LEN; off += SEG) want.push(whole.subarray(off, Math.min(LEN, off + SEG)))
+deviceTestIf(
+  uso.reason,
+  'offload: UDP segmentation (USO) super-packets are split and coalesced, datagrams byte-exact',
+  async (t) => {
+    const sender = uso.sender!
+    await withNamespaces(async (nsA, nsB) => {
+      const a = await Tun.create(deviceOptions('a', nsA, { udp: true }))
+      const b = await Tun.create(deviceOptions('b', nsB, { udp: true }))
+      // The probe saw USO accepted on this kernel; a device that now refuses it is a failure, not a skip.
+      t.is(a.stats().backend.offloadUdp, 1, 'the TUN refused USO although the probe had it')
+      const SENDS = 100
+      const LEN = 12_500
+      const SEG = 1200
+      const perSend = Math.ceil(LEN / SEG)
+      const loops = [forward(a, b), forward(b, a)]
+      let sa: Record<string, number> = {}
+      let sb: Record<string, number> = {}
+      try {
+        const rx = lineChild(nodeIn(nsB, UDP_RECEIVER, [B_ADDR, SENDS * perSend]), { timeoutMs: 60_000 })
+        const port = (await rx.waitFor(/^PORT (\d+)$/, 10_000))[1]!
+        const tx = lineChild(
+          ['nsenter', `--net=${nsA.path}`, sender, B_ADDR, port, String(SENDS), String(LEN), String(SEG)],
+          { timeoutMs: 60_000 },
+        )
+        const s = await tx.done
+        t.is(s.code, 0, s.stderr)
+        const r = await rx.done
+        const got = (JSON.parse(r.stdout.trim().split('\n').pop()!) as string[]).map((x) => Buffer.from(x, 'base64'))
+        const want = usoDatagrams(SENDS, LEN, SEG)
+        t.is(got.length, want.length, 'datagrams were lost')
+        t.true(
+          got.every((g, i) => g.equals(want[i]!)),
+          'a datagram arrived changed or out of order',
+        )
+        sa = a.stats().backend
+        sb = b.stats().backend
+      } finally {
+        await a.close()
+        await b.close()
+        await Promise.all(loops)
       }
-      t.is(got.length, want.length, 'datagrams were lost')
-      t.true(
-        got.every((g, i) => g.equals(want[i]!)),
-        'a datagram arrived changed or out of order',
-      )
-      sa = a.stats().backend
-      sb = b.stats().backend
-    } finally {
-      await a.close()
-      await b.close()
-      await Promise.all(loops)
-    }
-    t.log(`a: ${JSON.stringify(sa)}`)
-    t.log(`b: ${JSON.stringify(sb)}`)
-    t.true(sa.offloadSuperPacketsRead! >= SENDS, 'the sends did not reach the forwarder as super-packets')
-    t.true(sa.offloadSegmentsRead! >= SENDS * perSend)
-    t.true(sb.offloadSuperPacketsWritten! > 0, 'no UDP super-packet was written into B')
-  })
-})
+      t.log(`a: ${JSON.stringify(sa)}`)
+      t.log(`b: ${JSON.stringify(sb)}`)
+      t.true(sa.offloadSuperPacketsRead! >= SENDS, 'the sends did not reach the forwarder as super-packets')
+      t.true(sa.offloadSegmentsRead! >= SENDS * perSend)
+      t.true(sb.offloadSuperPacketsWritten! > 0, 'no UDP super-packet was written into B')
+    })
+  },
+)
 
 /**
  * The forwarder of the fallback test, in a child process so that the test addon and its armed fault injection

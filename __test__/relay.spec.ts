@@ -1,87 +1,27 @@
 // stack.relay through a real TUN device: the splice fast path and its JavaScript fallback (`native: false`), with
 // real clients (curl, node sockets) and servers on loopback, inside the private network namespace the test runner
 // made (conventions as in stack.spec.ts).
-import { spawn } from 'node:child_process'
-import { createHash, randomBytes } from 'node:crypto'
-import type dgram from 'node:dgram'
+import { randomBytes } from 'node:crypto'
 import net from 'node:net'
-import { Stack, Tun, TunError, packet, type RelayOptions, type RelayResult, type UdpSession } from '../index.ts'
-import { deviceTest as baseDeviceTest, devName } from './helpers/device.ts'
-import { run, send, udpSocket } from './helpers/net.ts'
+import { Stack, Tun, type RelayOptions, type RelayResult } from '../index.ts'
+import { devName } from './helpers/device.ts'
 import {
   closed,
   connect,
+  curl,
+  deviceTest,
   echoServer,
   eventually,
   fdCount,
-  forwardTo,
-  httpServer,
   plan,
   readBytes,
   readToEnd,
   serve,
+  sha256,
   sleep,
   stats,
   tcpServer,
 } from './helpers/stack.ts'
-
-/** `deviceTest`, logging how long each test took. */
-const deviceTest = (title: string, impl: (t: import('ava').ExecutionContext) => Promise<void>) =>
-  baseDeviceTest(title, async (t) => {
-    const t0 = performance.now()
-    try {
-      await impl(t)
-    } finally {
-      t.log(`took ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-    }
-  })
-
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
-
-/** Runs curl on `url`, hashing the body as it streams; returns the hash, size and curl's own view of the socket. */
-function curl(url: string, timeoutMs = 60_000) {
-  return new Promise<{
-    code: number | null
-    sha: string
-    size: number
-    localIp: string
-    localPort: number
-    stderr: string
-  }>((resolve, reject) => {
-    const child = spawn(
-      'curl',
-      ['-sS', '--max-time', '50', '-o', '-', '-w', '%{stderr}\nCURLINFO %{local_ip} %{local_port}\n', url],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    )
-    const h = createHash('sha256')
-    let size = 0
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => {
-      h.update(d)
-      size += d.length
-    })
-    child.stderr.on('data', (d) => (stderr += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('error', (e) => {
-      clearTimeout(timer)
-      reject(e)
-    })
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      const m = /CURLINFO (\S+) (\d+)/.exec(stderr)
-      resolve({ code, sha: h.digest('hex'), size, localIp: m?.[1] ?? '', localPort: Number(m?.[2] ?? -1), stderr })
-    })
-  })
-}
-
-/** Collects `packet.summary` of everything `tun.packets()` yields until the device closes. */
-function collect(tun: Tun) {
-  const seen: { summary: string; info: ReturnType<typeof packet.parse>; pkt: Buffer }[] = []
-  const done = (async () => {
-    for await (const p of tun.packets()) seen.push({ summary: packet.summary(p), info: packet.parse(p), pkt: p })
-  })()
-  return { seen, done }
-}
 
 // 1 ─────────────────────────────────────────────────────────────────────────────────────────────────────────────
 // ── stack.relay: the splice fast path (and its JavaScript fallback, `native: false`) ────────────────────────────

@@ -91,7 +91,10 @@ export interface NativeBinding {
   stackCreate(queues: QueueHandle[], opts: NativeStackOptions, onEvent: (code: number) => void): StackHandle
   stackLookup(s: StackHandle, address: string, port: number): { source: Endpoint; destination: Endpoint } | null
   stackRelease(s: StackHandle, address: string, port: number): void
-  /** `[payloads, meta]`: meta is flat, `[session, length, destAddress, destPort, clientAddress | null, clientPort]` each. */
+  /**
+   * `[payloads, meta]`: meta is flat, `[session, length, destAddress, destPort, clientAddress | null, clientPort,
+   * segmentSize]` each.
+   */
   stackTakeDatagrams(s: StackHandle): [Buffer, (number | string | null)[]] | null
   stackSendUdp(
     s: StackHandle,
@@ -159,6 +162,7 @@ export interface NativeStackOptions {
   quarantineMs?: number
   holdSyn?: boolean
   holdTimeoutMs?: number
+  udpGso?: 'split' | 'pass'
 }
 
 const require = createRequire(import.meta.url)

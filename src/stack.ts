@@ -49,6 +49,12 @@ export interface StackOptions {
   accept?: (request: ConnectRequest) => AcceptDecision | Promise<AcceptDecision>
   /** How long `accept` may take (ms; default 10 000). The client retransmits its SYN meanwhile. */
   acceptTimeoutMs?: number
+  /**
+   * On a device with `offload`, what a UDP GSO super-packet (several datagrams of one size sent in one go, as QUIC
+   * stacks do) becomes: one {@link UdpMessage} per datagram (`'split'`, the default), or one message holding them
+   * all back to back, with `segmentSize` set (`'pass'`), for an application that forwards them with GSO itself.
+   */
+  udpGso?: 'split' | 'pass'
 }
 
 /** What {@link StackOptions.accept} is given: the connection to decide about. */
@@ -125,6 +131,11 @@ export interface UdpMessage {
   data: Buffer
   /** Where the client sent it. */
   destination: Endpoint
+  /**
+   * Only with `udpGso: 'pass'`, for a UDP GSO super-packet: `data` holds datagrams of this many bytes back to back
+   * (the last may be shorter).
+   */
+  segmentSize?: number
 }
 
 const KNOWN = new Set([
@@ -138,6 +149,7 @@ const KNOWN = new Set([
   'quarantineMs',
   'accept',
   'acceptTimeoutMs',
+  'udpGso',
 ])
 
 const flowKey = (source: Endpoint, destination: Endpoint) =>
@@ -315,6 +327,8 @@ export class Stack implements AsyncDisposable {
     const acceptTimeout = options.acceptTimeoutMs ?? 10_000
     if (!Number.isInteger(acceptTimeout) || acceptTimeout < 1 || acceptTimeout > 600_000)
       throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'acceptTimeoutMs must be an integer in 1..600000')
+    if (options.udpGso !== undefined && options.udpGso !== 'split' && options.udpGso !== 'pass')
+      throw new TunError('ERR_TUN_INVALID_ARGUMENT', `udpGso must be 'split' or 'pass'`)
     const addrs = await tun.addresses()
     const pick = (family: 4 | 6): NativeStackFamily | undefined => {
       const a = addrs.find(
@@ -384,6 +398,7 @@ export class Stack implements AsyncDisposable {
             holdSyn: options.accept !== undefined,
             // The native hold outlives the JavaScript deadline, so a late decision still finds it.
             holdTimeoutMs: acceptTimeout + 2000,
+            udpGso: options.udpGso,
           },
           (code) => {
             if (code === 1 && stack) stack.#drain()
@@ -461,7 +476,7 @@ export class Stack implements AsyncDisposable {
     if (!got) return
     const [payloads, meta] = got
     let off = 0
-    for (let i = 0; i < meta.length; i += 6) {
+    for (let i = 0; i < meta.length; i += 7) {
       const id = meta[i] as number
       const len = meta[i + 1] as number
       const destination = endpoint(meta[i + 2] as string, meta[i + 3] as number)
@@ -480,7 +495,8 @@ export class Stack implements AsyncDisposable {
           continue
         }
       }
-      s.deliver({ data, destination })
+      const segmentSize = meta[i + 6] as number
+      s.deliver(segmentSize > 0 ? { data, destination, segmentSize } : { data, destination })
     }
   }
 

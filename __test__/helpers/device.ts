@@ -37,6 +37,15 @@ export const deviceTest = (title: string, impl: Impl): void => {
 
 export const canCreateDevices = reason === null
 
+/**
+ * `deviceTest` for a test with a precondition of its own beyond devices (`unmet`: why it cannot run here, or null):
+ * skipped with that reason when unmet, so that a missing precondition never shows as a pass.
+ */
+export const deviceTestIf = (unmet: string | null, title: string, impl: Impl): void => {
+  if (unmet !== null && reason === null) return test.serial.skip(`${title} (skipped: ${unmet})`, impl)
+  return deviceTest(title, impl)
+}
+
 /** Unique names per test file and test: `tk<file tag><n>`. */
 let counter = 0
 export function devName(tag: string): string {

@@ -6,7 +6,11 @@ import { readdirSync } from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import { pipeline } from 'node:stream'
-import type { Stack, StackConnection } from '../../index.ts'
+import type { ExecutionContext } from 'ava'
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { packet, type Stack, type StackConnection, type Tun } from '../../index.ts'
+import { deviceTest as baseDeviceTest } from './device.ts'
 
 /**
  * The addresses of test `k` (1..250): the device's own prefixes (198.18.k.1/24, fd18:k::1/64) and, routed into
@@ -228,4 +232,62 @@ export function readToEnd(s: net.Socket, ms = 10_000): Promise<Buffer> {
 export function closed(s: net.Socket): Promise<void> {
   if (s.closed) return Promise.resolve()
   return new Promise((r) => s.once('close', () => r()))
+}
+
+/** `deviceTest`, logging how long each test took. */
+export const deviceTest = (title: string, impl: (t: ExecutionContext) => Promise<void>) =>
+  baseDeviceTest(title, async (t) => {
+    const t0 = performance.now()
+    try {
+      await impl(t)
+    } finally {
+      t.log(`took ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    }
+  })
+
+export const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+
+/** Runs curl on `url`, hashing the body as it streams; returns the hash, size and curl's own view of the socket. */
+export function curl(url: string, timeoutMs = 60_000) {
+  return new Promise<{
+    code: number | null
+    sha: string
+    size: number
+    localIp: string
+    localPort: number
+    stderr: string
+  }>((resolve, reject) => {
+    const child = spawn(
+      'curl',
+      ['-sS', '--max-time', '50', '-o', '-', '-w', '%{stderr}\nCURLINFO %{local_ip} %{local_port}\n', url],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    const h = createHash('sha256')
+    let size = 0
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => {
+      h.update(d)
+      size += d.length
+    })
+    child.stderr.on('data', (d) => (stderr += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('error', (e) => {
+      clearTimeout(timer)
+      reject(e)
+    })
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      const m = /CURLINFO (\S+) (\d+)/.exec(stderr)
+      resolve({ code, sha: h.digest('hex'), size, localIp: m?.[1] ?? '', localPort: Number(m?.[2] ?? -1), stderr })
+    })
+  })
+}
+
+/** Collects `packet.summary` of everything `tun.packets()` yields until the device closes. */
+export function collect(tun: Tun) {
+  const seen: { summary: string; info: ReturnType<typeof packet.parse>; pkt: Buffer }[] = []
+  const done = (async () => {
+    for await (const p of tun.packets()) seen.push({ summary: packet.summary(p), info: packet.parse(p), pkt: p })
+  })()
+  return { seen, done }
 }

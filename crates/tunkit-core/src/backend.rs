@@ -5,6 +5,8 @@
 
 use crate::config::{IpCidr, RouteSpec};
 use crate::error::{Error, Result};
+use crate::packet::virtio::VirtioNetHdr;
+use std::sync::{Arc, RwLock};
 
 /// Packets packed back to back in one buffer (a slab), with their lengths.
 ///
@@ -95,6 +97,40 @@ pub trait Intercept: Send + Sync {
   /// to the consumer. Packets to write to the device (rewritten ones, replies) go into `to_device`, which the ring
   /// writes right after, from the same thread.
   fn process(&self, batch: &mut Batch, to_device: &mut Batch);
+
+  /// On a queue with offload ([`Queue::intercepts_frames`]): one frame as read, before any splitting, with its
+  /// virtio-net header decoded (`hdr`) and checked against `pkt` (what [`crate::packet::gso::plan`] accepts), so
+  /// that a 64 KiB super-packet is handled as one unit. `pkt` may be rewritten in place (never resized, the
+  /// header's offsets staying valid) for [`FrameVerdict::WriteBack`]; packets for the device (replies, complete
+  /// checksums, no header) go into `to_device`. Such a queue calls this for every valid frame and never calls
+  /// [`Intercept::process`]. The default passes every frame on.
+  fn frame(&self, _hdr: &VirtioNetHdr, _pkt: &mut [u8], _to_device: &mut Batch) -> FrameVerdict {
+    FrameVerdict::Pass
+  }
+}
+
+/// Where the intercept of a queue is installed (none: packets go straight to the consumer).
+pub type InterceptSlot = RwLock<Option<Arc<dyn Intercept>>>;
+
+/// What [`Intercept::frame`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameVerdict {
+  /// Not taken: it goes on to the consumer (split into packets, or as it is in raw mode), unchanged.
+  Pass,
+  /// Taken (consumed or dropped); only what went into `to_device` is written.
+  Taken,
+  /// Taken and rewritten: written back to the device as it is now, with its header (a super-packet stays one).
+  WriteBack,
+}
+
+/// What the intercept of a frame-intercepting queue took on one read ([`Queue::read_batch_with`]), for the ring's
+/// counters.
+#[derive(Debug, Default)]
+pub struct InterceptCounts {
+  /// Frames the intercept took (written back or not).
+  pub taken: u64,
+  /// The writes to the device it asked for (frames written back and packets in `to_device`).
+  pub writes: WriteReport,
 }
 
 /// What one `write_batch` call did. Per-packet failures (a packet the kernel refuses) are counted and the rest of
@@ -116,6 +152,26 @@ pub trait Queue: Send + Sync {
   /// [`Queue::max_frame`] bytes of capacity are left. Returns the number read (at least 1), or a `Closed` error once
   /// woken for close. A packet is never truncated: the caller guarantees room for one `max_frame`.
   fn read_batch(&self, batch: &mut Batch, max_packets: usize) -> Result<usize>;
+
+  /// True if the queue runs an [`Intercept`] on each frame it reads ([`Queue::read_batch_with`]), before
+  /// splitting super-packets, instead of the ring running it on each batch.
+  fn intercepts_frames(&self) -> bool {
+    false
+  }
+
+  /// [`Queue::read_batch`] on a queue that [`Queue::intercepts_frames`]: the intercept in `slot` (looked up for
+  /// each frame, so one installed while the read blocks sees what it reads) runs on each frame read
+  /// ([`Intercept::frame`]); what it takes never reaches `batch`. May then return 0 (everything read was taken);
+  /// `counts` adds up what was taken and written.
+  fn read_batch_with(
+    &self,
+    batch: &mut Batch,
+    max_packets: usize,
+    _slot: &InterceptSlot,
+    _counts: &mut InterceptCounts,
+  ) -> Result<usize> {
+    self.read_batch(batch, max_packets)
+  }
 
   /// Writes every packet of `batch`, waiting for the device when it is momentarily full. Returns `Closed` only when
   /// the device is gone; other per-packet errors go in the report.

@@ -11,7 +11,10 @@ pub mod ring;
 pub mod sha256;
 pub mod testhooks;
 
-pub use backend::{Batch, Control, Intercept, KernelStats, LinkEvent, LinkInfo, Opened, Queue};
+pub use backend::{
+  Batch, Control, FrameVerdict, Intercept, InterceptCounts, InterceptSlot, KernelStats, LinkEvent, LinkInfo,
+  Opened, Queue,
+};
 pub use config::{DeviceConfig, IpCidr, Mode, RouteSpec};
 pub use device::Device;
 pub use error::{Error, ErrorKind, Result};

@@ -21,7 +21,7 @@
 //! panic in either thread, or in an inline write, ends the whole queue with an `Internal` error that pulls and sends
 //! then report, instead of leaving a consumer waiting for a thread that is gone.
 
-use crate::backend::{Batch, Intercept, Queue, WriteReport};
+use crate::backend::{Batch, Intercept, InterceptCounts, InterceptSlot, Queue, WriteReport};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -350,7 +350,7 @@ struct Shared {
   notify: Notify,
   closing: AtomicBool,
   /// Processing that sees every batch on the reader thread before the consumer does (the forwarding stack).
-  intercept: std::sync::RwLock<Option<Arc<dyn Intercept>>>,
+  intercept: InterceptSlot,
   /// Packets intercepted (taken before the consumer saw them) and written back to the device by the reader thread.
   intercepted: AtomicU64,
   intercept_written: AtomicU64,
@@ -693,7 +693,29 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
       data,
       lens: Vec::with_capacity(s.cfg.batch_packets),
     };
-    match queue.read_batch(&mut batch, s.cfg.batch_packets) {
+    // A queue that intercepts frames runs the intercept inside the read, frame by frame; on any other the
+    // intercept sees each batch read.
+    let per_frame = queue.intercepts_frames();
+    let read = if per_frame {
+      let mut counts = InterceptCounts::default();
+      let r = queue.read_batch_with(&mut batch, s.cfg.batch_packets, &s.intercept, &mut counts);
+      s.intercepted.fetch_add(counts.taken, Relaxed);
+      if counts.writes.packets + counts.writes.errors > 0 {
+        s.intercept_written.fetch_add(counts.writes.packets, Relaxed);
+        record_write(s, counts.writes);
+      }
+      r
+    } else {
+      queue.read_batch(&mut batch, s.cfg.batch_packets)
+    };
+    match read {
+      Ok(0) => {
+        // Everything read was taken by the intercept.
+        transient = 0;
+        s.pool.give_back(batch.data);
+        forward_notice(s, &**queue);
+        continue;
+      }
       Ok(_) => transient = 0,
       Err(e) => {
         s.pool.give_back(batch.data);
@@ -715,7 +737,7 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     forward_notice(s, &**queue);
     let intercept = s.intercept.read().unwrap_or_else(|e| e.into_inner()).clone();
     let intercepting = intercept.is_some();
-    if let Some(icpt) = intercept {
+    if let Some(icpt) = intercept.filter(|_| !per_frame) {
       let before = batch.lens.len();
       to_device.clear();
       icpt.process(&mut batch, &mut to_device);

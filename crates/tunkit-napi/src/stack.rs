@@ -8,8 +8,9 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tunkit_core::packet::virtio::{VirtioNetHdr, VIRTIO_NET_HDR_GSO_UDP_L4};
 use tunkit_core::ring::PacketRing;
-use tunkit_core::{Batch, Error, ErrorKind, Intercept};
+use tunkit_core::{Batch, Error, ErrorKind, FrameVerdict, Intercept};
 use tunkit_stack::{Decision, FamilyConfig, IcmpMode, Stack, StackConfig, Verdict};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -26,6 +27,9 @@ struct Datagram {
   client: Option<SocketAddr>,
   destination: SocketAddr,
   payload: Vec<u8>,
+  /// A UDP GSO super-datagram passed whole (`udpGso: 'pass'`): `payload` is datagrams of this size back to back
+  /// (the last may be shorter). 0 for one datagram.
+  segment_size: u16,
 }
 
 /// A SYN held for the application's decision (connect before accept).
@@ -51,59 +55,69 @@ struct Engine {
   stack: Arc<Stack>,
   inbox: Arc<Mutex<Inbox>>,
   tsfn: Arc<Tsfn>,
+  /// `udpGso: 'pass'`: a UDP GSO super-packet reaches JavaScript as one message with its segment size, instead of
+  /// one message per datagram.
+  pass_udp_gso: bool,
 }
 
-impl Intercept for Engine {
-  fn process(&self, batch: &mut Batch, to_device: &mut Batch) {
-    let now = Instant::now();
-    let mut reply = Vec::new();
-    let mut datagrams = Vec::new();
-    let mut requests = Vec::new();
-    batch.retain_mut(|pkt| match self.stack.inbound(pkt, now, &mut reply) {
-      Verdict::WriteBack => {
-        to_device.push(pkt);
-        false
-      }
+/// What one batch or frame gave JavaScript.
+#[derive(Default)]
+struct Found {
+  datagrams: Vec<Datagram>,
+  requests: Vec<Request>,
+}
+
+impl Engine {
+  /// Does what the stack said about `pkt` (already rewritten in place for `WriteBack`). Returns true if the packet
+  /// goes on to the consumer. Replies go into `to_device`; datagrams and held SYNs into `found`.
+  fn act(
+    &self,
+    v: Verdict,
+    pkt: &[u8],
+    reply: &mut Vec<u8>,
+    to_device: &mut Batch,
+    found: &mut Found,
+  ) -> bool {
+    match v {
       Verdict::Reply => {
-        to_device.push(&reply);
+        to_device.push(reply);
         reply.clear();
-        false
       }
       Verdict::Datagram {
         session,
         new,
         destination,
         payload,
-      } => {
-        datagrams.push(Datagram {
-          session,
-          client: new.map(|n| n.client),
-          destination,
-          payload: pkt[payload].to_vec(),
-        });
-        false
-      }
+      } => found.datagrams.push(Datagram {
+        session,
+        client: new.map(|n| n.client),
+        destination,
+        payload: pkt[payload].to_vec(),
+        segment_size: 0,
+      }),
       Verdict::Hold {
         flow,
         client,
         destination,
-      } => {
-        requests.push(Request {
-          flow,
-          client,
-          destination,
-        });
-        false
-      }
-      Verdict::Drop => false,
-      Verdict::Pass => true,
-    });
-    if datagrams.is_empty() && requests.is_empty() {
+      } => found.requests.push(Request {
+        flow,
+        client,
+        destination,
+      }),
+      Verdict::WriteBack | Verdict::Drop => {}
+      Verdict::Pass => return true,
+    }
+    false
+  }
+
+  /// Queues what JavaScript must see and tells it once.
+  fn deliver(&self, found: Found) {
+    if found.datagrams.is_empty() && found.requests.is_empty() {
       return;
     }
     let mut inbox = lock(&self.inbox);
-    inbox.requests.extend(requests);
-    for d in datagrams {
+    inbox.requests.extend(found.requests);
+    for d in found.datagrams {
       if inbox.bytes + d.payload.len() > DATAGRAM_BYTES && d.client.is_none() {
         inbox.dropped += 1;
         continue;
@@ -117,6 +131,71 @@ impl Intercept for Engine {
     if call {
       self.tsfn.call(1);
     }
+  }
+}
+
+impl Intercept for Engine {
+  fn process(&self, batch: &mut Batch, to_device: &mut Batch) {
+    let now = Instant::now();
+    let mut reply = Vec::new();
+    let mut found = Found::default();
+    batch.retain_mut(|pkt| {
+      let v = self.stack.inbound(pkt, now, &mut reply);
+      if matches!(v, Verdict::WriteBack) {
+        to_device.push(pkt);
+        return false;
+      }
+      self.act(v, pkt, &mut reply, to_device, &mut found)
+    });
+    self.deliver(found);
+  }
+
+  /// With offload: a TCP super-packet is rewritten whole (its partial checksum updated for the new addresses)
+  /// and written back as it came; a UDP one becomes one message per datagram, or one in all (`pass_udp_gso`).
+  fn frame(&self, hdr: &VirtioNetHdr, pkt: &mut [u8], to_device: &mut Batch) -> FrameVerdict {
+    let mut reply = Vec::new();
+    let v = self
+      .stack
+      .inbound_offload(pkt, Instant::now(), &mut reply, hdr.needs_csum());
+    let mut found = Found::default();
+    let verdict = match v {
+      Verdict::WriteBack => FrameVerdict::WriteBack,
+      Verdict::Datagram {
+        session,
+        new,
+        destination,
+        payload,
+      } if hdr.gso_kind() == VIRTIO_NET_HDR_GSO_UDP_L4 => {
+        let data = &pkt[payload];
+        let size = (hdr.gso_size as usize).max(1);
+        if self.pass_udp_gso {
+          found.datagrams.push(Datagram {
+            session,
+            client: new.map(|n| n.client),
+            destination,
+            payload: data.to_vec(),
+            segment_size: size as u16,
+          });
+        } else {
+          for (i, d) in data.chunks(size).enumerate() {
+            found.datagrams.push(Datagram {
+              session,
+              client: new.filter(|_| i == 0).map(|n| n.client),
+              destination,
+              payload: d.to_vec(),
+              segment_size: 0,
+            });
+          }
+        }
+        FrameVerdict::Taken
+      }
+      v => match self.act(v, pkt, &mut reply, to_device, &mut found) {
+        true => FrameVerdict::Pass,
+        false => FrameVerdict::Taken,
+      },
+    };
+    self.deliver(found);
+    verdict
   }
 }
 
@@ -246,10 +325,23 @@ pub fn create(cx: &CallContext) -> JsResult<Value> {
   let stack = Arc::new(Stack::new(cfg)?);
   let tsfn = Arc::new(Tsfn::new(env, on_event, "tunkit-stack")?);
   let inbox = Arc::new(Mutex::new(Inbox::default()));
+  let pass_udp_gso = match field(env, cx.arg(1)?, "udpGso")? {
+    None => false,
+    Some(v) => match env.to_string(v, "udpGso")?.as_str() {
+      "split" => false,
+      "pass" => true,
+      other => {
+        return Err(type_error(format!(
+          "udpGso must be 'split' or 'pass', got {other:?}"
+        )))
+      }
+    },
+  };
   let engine: Arc<dyn Intercept> = Arc::new(Engine {
     stack: stack.clone(),
     inbox: inbox.clone(),
     tsfn: tsfn.clone(),
+    pass_udp_gso,
   });
   for r in &rings {
     r.set_intercept(Some(engine.clone()));
@@ -304,8 +396,8 @@ pub fn release(cx: &CallContext) -> JsResult<Value> {
 }
 
 /// `stackTakeDatagrams(stack)`: `[payloads, meta]` with every waiting datagram: `payloads` one Buffer of them back
-/// to back, `meta` a flat array of `[session, length, destAddress, destPort, clientAddress | null, clientPort]`
-/// per datagram; `null` when none wait. Datagrams dropped because JavaScript fell behind are counted in
+/// to back, `meta` a flat array of `[session, length, destAddress, destPort, clientAddress | null, clientPort,
+/// segmentSize]` per datagram (`segmentSize` 0 but for a UDP GSO super-datagram passed whole); `null` when none wait. Datagrams dropped because JavaScript fell behind are counted in
 /// `stackStats().datagramsDropped`.
 pub fn take_datagrams(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
@@ -320,7 +412,7 @@ pub fn take_datagrams(cx: &CallContext) -> JsResult<Value> {
     return env.null();
   }
   let mut all = Vec::with_capacity(items.iter().map(|d| d.payload.len()).sum());
-  let mut meta = Vec::with_capacity(items.len() * 6);
+  let mut meta = Vec::with_capacity(items.len() * 7);
   for d in &items {
     all.extend_from_slice(&d.payload);
     meta.push(env.number(d.session as f64)?);
@@ -337,6 +429,7 @@ pub fn take_datagrams(cx: &CallContext) -> JsResult<Value> {
         meta.push(env.number(0.0)?);
       }
     }
+    meta.push(env.number(d.segment_size as f64)?);
   }
   let payloads = env.buffer_copy(&all)?;
   let meta = env.array_of(&meta)?;
