@@ -401,17 +401,46 @@ deviceTest(
 
 // 7 ─────────────────────────────────────────────────────────────────────────────────────────────────────────────
 deviceTest(
-  '10 000 short connections in a row, 8 at a time: all succeed, no NAT port refused, no fd growth',
+  '100 000 short connections in a row, 16 at a time, over two NAT addresses per family: all succeed, no NAT port refused or reused while in quarantine, no fd growth, memory flat over the second half',
   async (t) => {
+    t.timeout(280_000)
     const p = plan(7)
     const echo = await echoServer()
     t.teardown(echo.close)
     await using tun = await Tun.create({ name: devName('st'), addresses: p.addresses, routes: p.routes })
-    await using stack = await Stack.create(tun)
-    serve(stack, forwardTo(echo.port))
-    const N = 10_000
-    const PAR = 8
-    // Warm up (the first connections allocate sockets and buffers that stay), then count.
+    // Two NAT addresses per family: twice the ports, and the pool must spread flows over both.
+    const nat = [p.gw4.replace(/1$/, '2'), p.gw4.replace(/1$/, '3'), p.gw6.replace(/1$/, '2'), p.gw6.replace(/1$/, '3')]
+    // A 5 s quarantine (instead of the kernel-like 60 s) so that the run reaches a steady state: ports leave
+    // quarantine as fast as new ones are taken, and memory must then stay flat.
+    const QUARANTINE = 5000
+    await using stack = await Stack.create(tun, { nat, quarantineMs: QUARANTINE })
+    // When each NAT endpoint (the accepted socket's peer) was last handed out.
+    const peers = new Map<string, number>()
+    const addrs = new Set<string>()
+    // Only the last quarantine's worth of peers matters (and the map must not grow with the run).
+    const prune = setInterval(() => {
+      const old = Date.now() - QUARANTINE
+      for (const [k, at] of peers) if (at < old) peers.delete(k)
+    }, 1000)
+    t.teardown(() => clearInterval(prune))
+    let reusedEarly = 0
+    serve(
+      stack,
+      (conn) => {
+        // A NAT port must not come back within its quarantine (after its flow ended, so certainly not within the
+        // quarantine of its flow starting): the kernel may still hold its previous connection.
+        const peer = `${conn.remoteAddress}|${conn.remotePort}`
+        const now = Date.now()
+        const last = peers.get(peer)
+        if (last !== undefined && now - last < QUARANTINE) reusedEarly++
+        peers.set(peer, now)
+        addrs.add(conn.remoteAddress!)
+        forwardTo(echo.port)(conn)
+      },
+      { keep: false },
+    )
+    const N = Number(process.env.TUNKIT_TEST_SHORT_CONNS ?? 100_000)
+    const PAR = 16
     const one = async (i: number) => {
       const fam = i % 3 === 0 ? 6 : 4
       const dst = fam === 4 ? p.dst4(1 + (i % 20)) : p.dst6(1 + (i % 20))
@@ -423,11 +452,21 @@ deviceTest(
       if (!got.equals(req)) throw new Error(`connection ${i}: got ${JSON.stringify(got.toString())}`)
       await closed(s)
     }
-    for (let i = 0; i < 16; i++) await one(N + i)
+    // Warm up (the first connections allocate sockets, buffers and table slots that stay), then count.
+    for (let i = 0; i < 2000; i++) await one(N + i)
     await sleep(200)
     const fd0 = fdCount()
     const s0 = stats(stack)
-    const deadline = Date.now() + 90_000
+    // Memory after a full gc (ava runs the workers with --expose-gc), at half time and at the end.
+    const gc = (globalThis as { gc?: () => void }).gc
+    const mem = () => {
+      gc?.()
+      gc?.()
+      return process.memoryUsage()
+    }
+    let half: NodeJS.MemoryUsage | undefined
+    const t0 = Date.now()
+    const deadline = t0 + 240_000
     const failures: string[] = []
     let next = 0
     let ok = 0
@@ -435,6 +474,7 @@ deviceTest(
       Array.from({ length: PAR }, async () => {
         while (next < N && Date.now() < deadline) {
           const i = next++
+          if (i === N / 2) half = mem()
           try {
             await one(i)
             ok++
@@ -444,14 +484,33 @@ deviceTest(
         }
       }),
     )
+    const secs = (Date.now() - t0) / 1000
+    const s = stats(stack)
+    const end = mem()
+    const mib = (n: number) => (n / 2 ** 20).toFixed(1)
+    t.log(
+      `${ok} connections in ${secs.toFixed(1)} s (${(ok / secs).toFixed(0)}/s); NAT ports in use ${s.natPortsInUse} of ` +
+        `${s.natPortsCapacity}, quarantined ${s.tcpQuarantined}; RSS ${mib(half?.rss ?? NaN)} -> ${mib(end.rss)} MiB ` +
+        `and V8 heap ${mib(half?.heapUsed ?? NaN)} -> ${mib(end.heapUsed)} MiB over the second half; fds ${fd0} -> ` +
+        `${fdCount()}; gc ${gc ? 'forced' : 'not exposed'}`,
+    )
     t.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${N} connections failed`)
     t.is(ok, N, `only ${ok} connections done before the deadline`)
-    const s = stats(stack)
     t.is(s.refusedPorts, 0, JSON.stringify(s))
     t.is(s.refusedFull, 0, JSON.stringify(s))
     t.is(s.tcpCreated - s0.tcpCreated, N, JSON.stringify(s))
+    t.is(reusedEarly, 0, 'a NAT port was reused while in quarantine')
+    t.is(s.natPortsCapacity, 4 * 64_512, 'the two NAT addresses per family were not both used')
+    t.is(addrs.size, 4, `flows came from ${[...addrs].join(', ')}`)
     t.true(await eventually(() => stats(stack).tcpFlows === 0, 10_000), JSON.stringify(stats(stack)))
     t.true(await eventually(() => fdCount() <= fd0 + 8, 5000), `fds: ${fd0} before, ${fdCount()} after`)
+    // Flat: 50 000 connections later, anything kept per connection (100 B each would be 5 MiB) shows.
+    t.truthy(half, 'the run did not reach half time')
+    t.true(gc !== undefined, 'gc() is not exposed: memory cannot be compared')
+    if (half) {
+      t.true(end.heapUsed - half.heapUsed < 4 * 2 ** 20, `V8 heap grew by ${mib(end.heapUsed - half.heapUsed)} MiB`)
+      t.true(end.rss - half.rss < 16 * 2 ** 20, `RSS grew by ${mib(end.rss - half.rss)} MiB`)
+    }
   },
 )
 

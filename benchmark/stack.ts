@@ -9,14 +9,15 @@
  * `unshare --net sleep` child, and a veth pair: 10.70.0.1/24 in P, 10.70.0.2/24 in S. The servers live in S: iperf3,
  * and a node server (this file with --server: TCP request/response on port 7000, UDP echo on 9000).
  *
- * The stack runs in a child process (this file with --stack <mtu> <offload>): a TUN in P with 198.18.0.1/15 and a
- * route to 203.0.113.0/24, a `Stack` on it, and the handler a proxy would have:
+ * The stack runs in a child process (this file with --stack <mtu> <offload> <relay>): a TUN in P with
+ * 198.18.0.1/15 and a route to 203.0.113.0/24, a `Stack` on it, and the handler a proxy would have:
  * `pipeline(conn, net.connect(conn.destination.port, '10.70.0.2'), conn)` (so the upstream leg is a real TCP
- * connection over the veth), and for UDP `session.send(m.data, m.destination)` (an echo). Clients run in P and dial
+ * connection over the veth), or with <relay> 1 `stack.relay(conn, up)` on that upstream (the native splice fast
+ * path), and for UDP `session.send(m.data, m.destination)` (an echo). Clients run in P and dial
  * 203.0.113.10 (through the TUN and the stack) or 10.70.0.2 (straight over the veth, the ceiling). Sections:
  *
  * 1. TCP throughput: iperf3 -t BENCH_STACK_SECONDS (default 5), 1 and 4 streams, both directions (-R), for the TUN
- *    at MTU 1500 and 65535, offload off and on; the stack process's CPU split into its JavaScript main thread and
+ *    at MTU 1500 and 65535, offload off and on, `pipeline` and the native relay; the stack process's CPU split into its JavaScript main thread and
  *    its other threads (tunkit's reader/writer threads, libuv).
  * 2. Connections per second: BENCH_STACK_CPS_PARALLEL (8) loops of connect, 4-byte request, 4-byte response and
  *    close, for BENCH_STACK_CPS_SECONDS (5); p50/p99 of the time to the client's 'connect'.
@@ -28,8 +29,7 @@
  *
  * BENCH_STACK_TUNKIT=/path/to/index.js measures another build (a copy of dist/ with its .node), not the sources.
  * BENCH_STACK_REPS (default 3) repeats every measurement, variants interleaved in rotating order; tables show
- * medians. BENCH_STACK_SECTIONS=tcp,cps,udp,mem picks sections (a partial run only prints). BENCH_STACK_RELAY=1
- * runs the stack's handler with `stack.relay(conn, up)` (the splice fast path) instead of `pipeline` (only prints). The section goes to
+ * medians. BENCH_STACK_SECTIONS=tcp,cps,udp,mem picks sections (a partial run only prints). The section goes to
  * stdout and to benchmark/RESULTS-stack.md. Every child is killed by pid at the end; the veth and S go with it.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -78,7 +78,7 @@ function positive(env: string, dflt: number, max: number): number {
  * one that pipes to the same upstream, one that only accepts. Answers `<id> <command>` lines on stdin with
  * `R <id> <json>`: `mem` (after gc: memoryUsage, open sockets, stack stats), `stats` (device and stack counters).
  */
-async function stackProcess(mtu: number, offload: boolean): Promise<void> {
+async function stackProcess(mtu: number, offload: boolean, viaRelay: boolean): Promise<void> {
   // BENCH_STACK_TUNKIT: another build of tunkit to measure (a module path, e.g. a copy of dist/index.js).
   const { Tun, Stack } = (await import(process.env.BENCH_STACK_TUNKIT ?? '../index.js')) as typeof Tunkit
   const tun = await Tun.create({ name: TUN_NAME, addresses: [TUN_ADDR], routes: [{ to: TUN_ROUTE }], mtu, offload })
@@ -102,7 +102,7 @@ async function stackProcess(mtu: number, offload: boolean): Promise<void> {
     })
     pipeline(conn, up, conn, count)
   }
-  // BENCH_STACK_RELAY=1: the stack's connections go through `stack.relay(conn, up)` (splice) instead of pipeline.
+  // Relay variants: the stack's connections go through `stack.relay(conn, up)` (splice) instead of pipeline.
   const relayed = (conn: Tunkit.StackConnection) => {
     accepted++
     const up = net.connect({ port: conn.destination.port, host: S_IP, allowHalfOpen: true })
@@ -113,7 +113,6 @@ async function stackProcess(mtu: number, offload: boolean): Promise<void> {
     })
     stack.relay(conn, up).then((r) => count(r.error), count)
   }
-  const viaRelay = process.env.BENCH_STACK_RELAY === '1'
   void (async () => {
     for await (const conn of stack.connections()) {
       if (viaRelay) relayed(conn)
@@ -390,11 +389,11 @@ interface StackChild {
   acceptPort: number
 }
 
-async function startStack(mtu: number, offload: boolean): Promise<StackChild> {
+async function startStack(mtu: number, offload: boolean, relay = false): Promise<StackChild> {
   for (let attempt = 1; ; attempt++) {
     const child = new Child(
       process.execPath,
-      ['--expose-gc', '--import', 'tsx', SELF, '--stack', String(mtu), offload ? '1' : '0'],
+      ['--expose-gc', '--import', 'tsx', SELF, '--stack', String(mtu), offload ? '1' : '0', relay ? '1' : '0'],
       'pipe',
     )
     try {
@@ -416,14 +415,15 @@ async function startStack(mtu: number, offload: boolean): Promise<StackChild> {
 
 interface TcpVariant {
   label: string
-  stack?: { mtu: number; offload: boolean }
+  stack?: { mtu: number; offload: boolean; relay: boolean }
 }
 const TCP_VARIANTS: TcpVariant[] = [
   { label: 'veth (no TUN)' },
-  { label: 'stack MTU 1500', stack: { mtu: 1500, offload: false } },
-  { label: 'stack MTU 1500 offload', stack: { mtu: 1500, offload: true } },
-  { label: 'stack MTU 65535', stack: { mtu: 65535, offload: false } },
-  { label: 'stack MTU 65535 offload', stack: { mtu: 65535, offload: true } },
+  { label: 'stack MTU 1500, pipeline', stack: { mtu: 1500, offload: false, relay: false } },
+  { label: 'stack MTU 1500 offload, pipeline', stack: { mtu: 1500, offload: true, relay: false } },
+  { label: 'stack MTU 1500 offload, relay', stack: { mtu: 1500, offload: true, relay: true } },
+  { label: 'stack MTU 65535, relay', stack: { mtu: 65535, offload: false, relay: true } },
+  { label: 'stack MTU 65535 offload, relay', stack: { mtu: 65535, offload: true, relay: true } },
 ]
 const TCP_CASES = [
   { streams: 1, reverse: false },
@@ -739,7 +739,7 @@ async function main(): Promise<void> {
       if (sections.includes('tcp')) {
         for (let i = 0; i < TCP_VARIANTS.length; i++) {
           const v = TCP_VARIANTS[(i + rep) % TCP_VARIANTS.length]!
-          const sc = v.stack ? await startStack(v.stack.mtu, v.stack.offload) : undefined
+          const sc = v.stack ? await startStack(v.stack.mtu, v.stack.offload, v.stack.relay) : undefined
           try {
             for (const c of TCP_CASES) {
               const r = await iperf(rig, sc ? VIA_TUN : S_IP, seconds, c.streams, c.reverse, sc?.child.pid)
@@ -831,7 +831,9 @@ async function main(): Promise<void> {
     `The client runs in the namespace of the TUN (${TUN_ADDR}, route to ${TUN_ROUTE}) and dials ${VIA_TUN}; the ` +
       'stack, in a node process of its own, hands each connection to the handler ' +
       `\`pipeline(conn, net.connect(conn.destination.port, '${S_IP}'), conn)\`, whose upstream leg crosses a veth ` +
-      `pair to the servers in another namespace (${S_IP}). The ceiling (*veth*) is the same client dialling ${S_IP} ` +
+      `pair to the servers in another namespace (${S_IP}); in the *relay* variants the handler hands both sockets ` +
+      'to `stack.relay(conn, up)` instead, and the bytes move natively (splice(2) on one relay thread), not through ' +
+      `JavaScript. The ceiling (*veth*) is the same client dialling ${S_IP} ` +
       'directly over that veth, with no TUN at all. So the stack path carries every byte over two TCP connections ' +
       '(client → kernel listener through the TUN, node → server over the veth) and through node once.',
   ]
@@ -975,12 +977,11 @@ async function main(): Promise<void> {
   lines.push('')
   const text = lines.join('\n')
   console.log('\n' + text)
-  if (sections.length === 4 && !process.env.BENCH_STACK_SECTIONS && !process.env.BENCH_STACK_RELAY)
-    writeFileSync(join(HERE, 'RESULTS-stack.md'), text)
+  if (sections.length === 4 && !process.env.BENCH_STACK_SECTIONS) writeFileSync(join(HERE, 'RESULTS-stack.md'), text)
 }
 
 if (process.argv[2] === '--stack') {
-  await stackProcess(Number(process.argv[3]), process.argv[4] === '1')
+  await stackProcess(Number(process.argv[3]), process.argv[4] === '1', process.argv[5] === '1')
 } else if (process.argv[2] === '--server') {
   await serverProcess()
 } else if (process.env.TUNKIT_NETNS !== '1') {

@@ -23,6 +23,8 @@
  * | `ERR_TUN_OS` | any other OS error (see `errno`/`syscall`) |
  * | `ERR_TUN_NO_BINDING` | no native binary for this platform |
  * | `ERR_TUN_INTERNAL` | a bug in tunkit (a panic in one of its threads); the queue it hit is ended, the process goes on |
+ * | `ERR_TUN_UPSTREAM` | a proxy upstream (SOCKS5, HTTP CONNECT) refused or failed a request; the message says which and why |
+ * | `ERR_TUN_TIMEOUT` | an operation with a deadline (an upstream connect, a DNS query) did not finish in time |
  */
 export type TunErrorCode =
   | 'ERR_TUN_INVALID_NAME'
@@ -45,6 +47,8 @@ export type TunErrorCode =
   | 'ERR_TUN_OS'
   | 'ERR_TUN_NO_BINDING'
   | 'ERR_TUN_INTERNAL'
+  | 'ERR_TUN_UPSTREAM'
+  | 'ERR_TUN_TIMEOUT'
 
 /**
  * The error class of tunkit. `code` is stable and meant for programs; `message` names the operation and the device;

@@ -82,15 +82,20 @@ export async function eventually(cond: () => boolean, ms: number): Promise<boole
 
 /**
  * Runs `handle` for every connection of `stack` until the iterator ends. A handler that throws (or rejects) gets
- * its connection reset, the loop goes on. Returns the connections seen (in order) and a promise for the loop's end.
+ * its connection reset, the loop goes on. Returns the connections seen (in order; none kept with `keep: false`, for
+ * tests that must not hold on to them) and a promise for the loop's end.
  */
-export function serve(stack: Stack, handle: (conn: StackConnection, i: number) => void | Promise<void>) {
+export function serve(
+  stack: Stack,
+  handle: (conn: StackConnection, i: number) => void | Promise<void>,
+  opts: { keep?: boolean } = {},
+) {
   const seen: StackConnection[] = []
   const errors: unknown[] = []
   const done = (async () => {
     let i = 0
     for await (const conn of stack.connections()) {
-      seen.push(conn)
+      if (opts.keep !== false) seen.push(conn)
       conn.on('error', () => {})
       const n = i++
       Promise.resolve()
