@@ -27,6 +27,15 @@ export type {
   RelayOptions,
   RelayResult,
 } from './src/stack.js'
+export { Proxy, parseResolver } from './src/proxy/proxy.js'
+export type { ProxyOptions, ProxyDnsOptions, ProxyStats, Upstream, FlowEvent } from './src/proxy/proxy.js'
+export { RuleSet, parseRules } from './src/proxy/rules.js'
+export type { Rule, Flow as RuleFlow } from './src/proxy/rules.js'
+export { socks5Connect, socks5UdpAssociate, UpstreamError } from './src/proxy/socks5.js'
+export type { Socks5Server, Socks5Udp, Target } from './src/proxy/socks5.js'
+export { httpConnect } from './src/proxy/http-connect.js'
+export type { HttpProxyServer } from './src/proxy/http-connect.js'
+export { FakeIpPool } from './src/proxy/fakeip.js'
 export { TunError } from './src/errors.js'
 export type { TunErrorCode } from './src/errors.js'
 export * as packet from './src/packet.js'

@@ -12,6 +12,7 @@ const packages = {
   cc: 'gcc',
   ip: 'iproute2',
   ss: 'iproute2',
+  danted: 'dante-server', // Debian's name for Dante's sockd
 }
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0
 const missing = process.argv.slice(2).filter((t) => !has(t))

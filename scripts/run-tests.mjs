@@ -34,9 +34,9 @@ function hasNative() {
 // which has no route to the package mirror.
 if (
   process.platform === 'linux' &&
-  run('node', ['scripts/ensure-tools.mjs', 'ping', 'setpriv', 'curl', 'iperf3', 'ss']) !== 0
+  run('node', ['scripts/ensure-tools.mjs', 'ping', 'setpriv', 'curl', 'iperf3', 'ss', 'danted', 'dig']) !== 0
 ) {
-  console.error('run-tests: could not install ping, curl or iperf3; the tests that drive them will fail')
+  console.error('run-tests: could not install ping, curl, iperf3, dante or dig; the tests that drive them will fail')
 }
 
 if (process.env.TUNKIT_SKIP_CARGO !== '1') {
