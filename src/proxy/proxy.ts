@@ -10,7 +10,7 @@ import net from 'node:net'
 import { Channel } from '../channel.js'
 import { TunError } from '../errors.js'
 import type { Endpoint } from '../native.js'
-import { Stack, type StackConnection, type UdpMessage, type UdpSession } from '../stack.js'
+import { Stack, type StackConnection, type StackOptions, type UdpMessage, type UdpSession } from '../stack.js'
 import type { Tun } from '../tun.js'
 import { DnsForwarder, type DnsResolverRoute } from './dns-forward.js'
 import { answer, DNS_TYPE, errorReply, frameTcp, parseQuery, TcpDnsReader, type DnsQuery } from './dns.js'
@@ -76,6 +76,8 @@ export interface ProxyOptions {
   maxConnections?: number
   /** Most UDP sessions at once; the least recently used one is evicted past it (default 16 384; mobile 1024). */
   maxUdpSessions?: number
+  /** A closed connection's NAT port is not reused for this long (ms; default 60 000, see {@link StackOptions}). */
+  quarantineMs?: number
   /** Local addresses the proxy's own outgoing sockets bind to, per family (to keep them out of the device). */
   bind?: { v4?: string; v6?: string }
   /** Move the bytes natively (`'native'`, default) or with `pipeline` (`'js'`). */
@@ -136,6 +138,7 @@ const KNOWN = new Set([
   'maxUdpSessions',
   'bind',
   'relay',
+  'quarantineMs',
 ])
 
 const invalid = (msg: string) => new TunError('ERR_TUN_INVALID_ARGUMENT', msg)
@@ -289,6 +292,7 @@ export class Proxy implements AsyncDisposable {
       maxTcpFlows: options.maxConnections,
       maxUdpSessions: options.maxUdpSessions,
       udpIdleMs: options.udpIdleMs,
+      quarantineMs: options.quarantineMs,
       acceptTimeoutMs: options.connectTimeoutMs ?? 10_000,
       accept: (req) => proxy!.#accept(req.source, req.destination, req.signal),
     })

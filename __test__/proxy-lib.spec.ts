@@ -1,0 +1,254 @@
+// `Proxy` as a library, in the runner's private namespace: a TUN whose fake-ip range is routed into it, dante on
+// loopback (with a hosts file of its own: web.test is 127.0.0.1 for it) and a TCP echo server on loopback. Clients
+// ask the hijacked resolver for web.test, get a fake address and connect to it; the proxy's own sockets go to
+// 127.0.0.1, which never routes into the device.
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Proxy, Tun, type FlowEvent } from '../index.ts'
+import { buildQuery, parseResponse } from '../src/proxy/dns.ts'
+import { startDanted } from './helpers/dante.ts'
+import { devName } from './helpers/device.ts'
+import { send, udpSocket } from './helpers/net.ts'
+import {
+  closed,
+  connect,
+  deviceTest,
+  echoServer,
+  eventually,
+  fdCount,
+  readBytes,
+  readToEnd,
+  sleep,
+  tcpServer,
+} from './helpers/stack.ts'
+
+const FAKE4 = '10.233.0.0/16'
+const FAKE6 = 'fd99:233::/64'
+
+/** dante on 127.0.0.1:port, resolving web.test to 127.0.0.1. */
+async function loopbackDante(dir: string) {
+  const probe = net.createServer()
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r))
+  const port = (probe.address() as net.AddressInfo).port
+  await new Promise<void>((r) => probe.close(() => r()))
+  const hosts = join(dir, 'hosts')
+  writeFileSync(
+    hosts,
+    `127.0.0.1 localhost web.test ${Array.from({ length: 10 }, (_, i) => `web${i}.test`).join(' ')}\n`,
+  )
+  const d = await startDanted({
+    dir,
+    name: 'lo-dante',
+    host: '127.0.0.1',
+    port,
+    hosts,
+    config: [
+      `internal: 127.0.0.1 port = ${port}`,
+      'external: lo',
+      'clientmethod: none',
+      'socksmethod: none',
+      'user.privileged: root',
+      'user.unprivileged: nobody',
+      'client pass {',
+      '  from: 0/0 to: 0/0',
+      '  log: error',
+      '}',
+      'socks pass {',
+      '  from: 0/0 to: 0/0',
+      '  command: connect udpassociate udpreply',
+      '  log: error',
+      '}',
+    ],
+  })
+  return { port, d }
+}
+
+/** Asks the hijacked resolver (any address of the fake range, port 53) for `name`; the A record. */
+async function resolve(name: string): Promise<string> {
+  const s = await udpSocket('udp4')
+  try {
+    const got = new Promise<Buffer>((r) => s.once('message', (m) => r(m)))
+    await send(s, buildQuery(name, 1, 0x1234), 53, '10.233.0.53')
+    const reply = parseResponse(await Promise.race([got, sleep(3000).then(() => Buffer.alloc(0))]))
+    const a = reply.answers.find((x) => x.address)?.address
+    if (!a) throw new Error(`no A record for ${name}`)
+    return a
+  } finally {
+    s.close()
+  }
+}
+
+async function setUp(t: import('ava').ExecutionContext, opts: { collect?: boolean; quarantineMs?: number } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'tunkit-proxylib-'))
+  const { port, d } = await loopbackDante(dir)
+  t.teardown(() => d.stop())
+  const echo = await echoServer()
+  t.teardown(echo.close)
+  const tun = await Tun.create({
+    name: devName('pl'),
+    addresses: ['172.29.0.1/30', 'fd99:1::1/126'],
+    routes: [{ to: FAKE4 }, { to: FAKE6 }],
+  })
+  t.teardown(() => tun.close())
+  const proxy = await Proxy.create(tun, {
+    upstreams: { proxy: { type: 'socks5', host: '127.0.0.1', port } },
+    dns: { fakeIp: { v4: FAKE4, v6: FAKE6 } },
+    ...(opts.quarantineMs ? { quarantineMs: opts.quarantineMs } : {}),
+  })
+  t.teardown(() => proxy.close())
+  const events: FlowEvent[] = []
+  if (opts.collect !== false) {
+    void (async () => {
+      for await (const e of proxy.flows()) events.push(e)
+    })()
+  }
+  const fake = await resolve('web.test')
+  return { proxy, tun, echo, fake, events }
+}
+
+/** One echo exchange on `s`: `msg` out, the same back. */
+async function echoOnce(s: net.Socket, msg: Buffer) {
+  const back = readBytes(s, msg.length, 10_000)
+  s.write(msg)
+  if (!(await back).equals(msg)) throw new Error('echo differs')
+}
+
+deviceTest(
+  'Proxy: 1000 concurrent connections through SOCKS5 by name, flow events with domain and bytes, counters back to 0',
+  async (t) => {
+    t.timeout(200_000)
+    const { proxy, echo, fake, events } = await setUp(t)
+    t.regex(fake, /^10\.233\./)
+    t.is(proxy.domainOf(fake), 'web.test')
+    const N = 1000
+    const socks: net.Socket[] = []
+    for (let i = 0; i < N; i += 50) {
+      socks.push(...(await Promise.all(Array.from({ length: 50 }, () => connect(fake, echo.port, { ms: 20_000 })))))
+    }
+    await Promise.all(socks.map((s, i) => echoOnce(s, Buffer.from(`hello ${i}\n`))))
+    t.is(proxy.stats().tcpActive, N)
+    for (const s of socks) s.end()
+    await Promise.all(socks.map((s) => closed(s)))
+    t.true(await eventually(() => proxy.stats().tcpActive === 0, 20_000), JSON.stringify(proxy.stats()))
+    t.true(await eventually(() => events.filter((e) => e.type === 'end').length === N, 5000))
+    const ends = events.filter((e) => e.type === 'end')
+    t.true(ends.every((e) => e.domain === 'web.test' && e.upstream === 'proxy' && e.protocol === 'tcp'))
+    t.true(
+      ends.every((e) => e.sent === e.received && e.sent >= 8),
+      JSON.stringify(ends.find((e) => e.sent !== e.received)),
+    )
+    const s = proxy.stats()
+    t.is(s.tcpTotal, N)
+    t.is(s.tcpFailed, 0)
+    t.true(s.dnsFake >= 1)
+    t.true(await eventually(() => proxy.stack.stats().tcpFlows === 0, 10_000), JSON.stringify(proxy.stack.stats()))
+  },
+)
+
+deviceTest('Proxy: 20 000 short connections through SOCKS5 in a row; fds and memory flat', async (t) => {
+  t.timeout(280_000)
+  // A 5 s NAT port quarantine (not 60 s) so the run reaches a steady state in which memory must stay flat.
+  const { proxy } = await setUp(t, { collect: false, quarantineMs: 5000 })
+  // Request/response with the server closing first, as HTTP servers do: the TIME_WAITs then land on the servers'
+  // side of each leg (the remote's, dante's towards tunkit, tunkit's towards the client), not on ephemeral ports
+  // (dante binds one for every outgoing connection, and 20 000 in a minute would exhaust the range).
+  const pong = await tcpServer((c) => c.once('data', (d) => c.end(d)))
+  t.teardown(pong.close)
+  const fakes = await Promise.all(Array.from({ length: 10 }, (_, i) => resolve(`web${i}.test`)))
+  t.is(new Set(fakes).size, 10)
+  const gc = (globalThis as { gc?: () => void }).gc
+  const mem = () => {
+    gc?.()
+    gc?.()
+    return process.memoryUsage()
+  }
+  const one = async (i: number) => {
+    const s = await connect(fakes[i % 10]!, pong.port, { ms: 20_000 })
+    const msg = Buffer.from(`short ${i}\n`)
+    const body = readToEnd(s, 20_000)
+    s.write(msg)
+    if (!(await body).equals(msg)) throw new Error(`connection ${i}: the reply differs`)
+    s.end()
+    await closed(s)
+  }
+  for (let i = 0; i < 500; i++) await one(i)
+  await sleep(300)
+  const fd0 = fdCount()
+  const N = 20_000
+  let next = 0
+  let ok = 0
+  const failures: string[] = []
+  let half: NodeJS.MemoryUsage | undefined
+  const t0 = Date.now()
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < N && Date.now() - t0 < 200_000) {
+        const i = next++
+        if (i === N / 2) half = mem()
+        try {
+          await one(i)
+          ok++
+        } catch (e) {
+          failures.push(`${i}: ${(e as Error).message}`)
+        }
+      }
+    }),
+  )
+  const end = mem()
+  const mib = (x: number) => (x / 2 ** 20).toFixed(1)
+  t.log(
+    `${ok} in ${((Date.now() - t0) / 1000).toFixed(1)} s; heap ${mib(half?.heapUsed ?? NaN)} -> ${mib(end.heapUsed)} MiB, ` +
+      `RSS ${mib(half?.rss ?? NaN)} -> ${mib(end.rss)} MiB over the second half`,
+  )
+  t.deepEqual(failures.slice(0, 5), [], `${failures.length} failed`)
+  t.is(ok, N)
+  t.true(await eventually(() => proxy.stats().tcpActive === 0, 10_000))
+  t.true(await eventually(() => fdCount() <= fd0 + 8, 5000), `fds ${fd0} -> ${fdCount()}`)
+  t.true(gc !== undefined, 'gc() is not exposed')
+  if (half) {
+    t.true(end.heapUsed - half.heapUsed < 4 * 2 ** 20, `V8 heap grew by ${mib(end.heapUsed - half.heapUsed)} MiB`)
+    t.true(end.rss - half.rss < 16 * 2 ** 20, `RSS grew by ${mib(end.rss - half.rss)} MiB`)
+  }
+})
+
+deviceTest('Proxy: rules replaced at run time apply to new flows; an open flow keeps its upstream', async (t) => {
+  const { proxy, echo, fake } = await setUp(t)
+  const open = await connect(fake, echo.port)
+  await echoOnce(open, Buffer.from('before\n'))
+  proxy.setRules([{ domain: ['web.test'], upstream: 'reject' }])
+  const refused = await connect(fake, echo.port, { ms: 5000 }).then(
+    (s) => {
+      s.destroy()
+      return 'connected'
+    },
+    (e: NodeJS.ErrnoException) => e.code,
+  )
+  t.is(refused, 'ECONNREFUSED')
+  await echoOnce(open, Buffer.from('still open after the swap\n'))
+  t.throws(() => proxy.setRules([{ upstream: 'nowhere' }]), { code: 'ERR_TUN_INVALID_ARGUMENT' })
+  proxy.setRules([])
+  const again = await connect(fake, echo.port)
+  await echoOnce(again, Buffer.from('after\n'))
+  again.destroy()
+  open.destroy()
+  t.true(proxy.stats().tcpRejected >= 1)
+})
+
+deviceTest('Proxy.create refuses bad options with ERR_TUN_INVALID_ARGUMENT', async (t) => {
+  await using tun = await Tun.create({ name: devName('pl'), addresses: ['172.29.1.1/30'] })
+  const bad = async (o: object, re: RegExp) => {
+    const e = await Proxy.create(tun, o as never).catch((x: unknown) => x)
+    t.is((e as { code?: string }).code, 'ERR_TUN_INVALID_ARGUMENT', String(e))
+    t.regex(String((e as Error).message), re)
+  }
+  await bad({ bogus: 1 }, /unknown proxy option 'bogus'/)
+  await bad({ upstreams: { proxy: { type: 'socks5', host: 'h', port: 0 } } }, /port must be an integer/)
+  await bad({ upstreams: { x: { type: 'ftp' } } }, /type must be/)
+  await bad({ rules: [{ upstream: 'missing' }] }, /upstream 'missing' that is not declared/)
+  await bad({ dns: { mode: 'forward' } }, /needs dns.resolver/)
+  await bad({ dns: { resolver: 'not-an-ip' } }, /not an IP address/)
+  await bad({ dns: { fakeIp: { v4: '172.29.1.0/24' } } }, /overlaps the device's address/)
+  await bad({ dns: { ttl: -1 } }, /dns.ttl/)
+})
