@@ -454,6 +454,32 @@ deviceTest(
     }
     await n.remote.line(/^UDP-PEER 10\.81\.0\.1$/, 1000)
 
+    // iperf3 through the proxy, both directions, 1 and 4 streams.
+    for (const args of [[], ['-R'], ['-P', '4'], ['-P', '4', '-R']]) {
+      const server = new Child([
+        'nsenter',
+        `--net=${n.R.path}`,
+        'iperf3',
+        '-s',
+        '-1',
+        '--forceflush',
+        '-B',
+        '10.81.0.2',
+        '-p',
+        '5202',
+      ])
+      await server.line(/Server listening/, 10_000)
+      const r = await n.C.exec('iperf3', ['-c', '10.81.0.2', '-p', '5202', '-t', '2', '-J', ...args], {
+        timeoutMs: 30_000,
+      })
+      await server.stop('SIGKILL')
+      t.is(r.code, 0, `iperf3 ${args.join(' ')}: ${r.stdout.slice(-500)} ${r.stderr}`)
+      const bps = (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received
+        .bits_per_second
+      t.log(`iperf3 ${args.join(' ') || '(upload)'} through tunkit proxy and dante: ${(bps / 1e9).toFixed(2)} Gbit/s`)
+      t.true(bps > 1e6, `iperf3 ${args.join(' ')}: ${bps} bit/s`)
+    }
+
     // The proxy dies mid-transfer: the client's transfer fails; once it is back, new connections work.
     const slow = curl(n, 'http://10.81.0.2:8080/huge', ['--limit-rate', '8M'])
     await sleep(1500)
