@@ -7,8 +7,9 @@
 //   forwarding        benchmark/forward.ts     TCP through a forwarder between two namespaces, offload on and off
 //   soak              benchmark/soak.ts        RSS over 10 M packets through packets()/batches() of a memory pair
 //   stack             benchmark/stack.ts       TCP, connections/s, UDP and idle memory through Stack vs a veth
+//   proxy             benchmark/proxy.ts       iperf3 through `tunkit proxy` vs proxychains4, both through dante
 //
-// BENCH_ONLY=receive,multiqueue,forward,soak,stack picks some. Tools (cc, iperf3, ping, curl) are installed when
+// BENCH_ONLY=receive,multiqueue,forward,soak,stack,proxy picks some. Tools (cc, iperf3, ping, curl) are installed when
 // missing.
 import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -22,11 +23,14 @@ const parts = [
   { name: 'forward', script: 'benchmark/forward.ts', out: 'benchmark/RESULTS-forward.md' },
   { name: 'soak', script: 'benchmark/soak.ts', out: 'benchmark/RESULTS-soak.md' },
   { name: 'stack', script: 'benchmark/stack.ts', out: 'benchmark/RESULTS-stack.md' },
+  { name: 'proxy', script: 'benchmark/proxy.ts', out: 'benchmark/RESULTS-proxy.md' },
 ]
 const only = process.env.BENCH_ONLY?.split(',').map((s) => s.trim())
 const run = (cmd, args) => spawnSync(cmd, args, { cwd: root, stdio: 'inherit' }).status ?? 1
 
-if (run('node', ['scripts/ensure-tools.mjs', 'cc', 'iperf3', 'ping', 'curl']) !== 0) process.exit(1)
+if (run('node', ['scripts/ensure-tools.mjs', 'cc', 'iperf3', 'ping', 'curl', 'danted', 'proxychains4']) !== 0) {
+  process.exit(1)
+}
 let failed = false
 for (const p of parts) {
   if (only && !only.includes(p.name)) continue
@@ -42,12 +46,12 @@ writeFileSync(
   [
     '# tunkit benchmark results',
     '',
-    'Produced by `npm run bench` (scripts/bench.mjs), which runs the five benchmarks below, each in a private',
+    'Produced by `npm run bench` (scripts/bench.mjs), which runs the six benchmarks below, each in a private',
     'network namespace of its own, and assembles this file from the sections they write',
     '(`benchmark/RESULTS-receive.md`, `RESULTS-multiqueue.md`, `RESULTS-forward.md`, `RESULTS-soak.md`,',
-    '`RESULTS-stack.md`). Every throughput table compares tunkit side by side with a baseline in the same run (a C',
-    'program built by the benchmark; for the stack, the same traffic straight over a veth pair); the soak checks',
-    'memory over 10 million packets instead.',
+    '`RESULTS-stack.md`, `RESULTS-proxy.md`). Every throughput table compares tunkit side by side with a baseline in',
+    'the same run (a C program built by the benchmark; for the stack, the same traffic straight over a veth pair;',
+    'for the proxy, proxychains4 through the same SOCKS server); the soak checks memory over 10 million packets.',
     '',
     // Each section's headings go one level down under this file's title.
     ...sections.map((s) => s.replace(/^(#+) /gm, '#$1 ') + '\n'),

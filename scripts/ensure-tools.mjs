@@ -13,6 +13,7 @@ const packages = {
   ip: 'iproute2',
   ss: 'iproute2',
   danted: 'dante-server', // Debian's name for Dante's sockd
+  proxychains4: 'proxychains4',
 }
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0
 const missing = process.argv.slice(2).filter((t) => !has(t))
