@@ -28,7 +28,7 @@ export type {
   RelayResult,
 } from './src/stack.js'
 export { Proxy, parseResolver } from './src/proxy/proxy.js'
-export type { ProxyOptions, ProxyDnsOptions, ProxyStats, Upstream, FlowEvent } from './src/proxy/proxy.js'
+export type { ProxyOptions, ProxyDnsOptions, ProxyStats, Upstream, FlowEvent, RouteRequest } from './src/proxy/proxy.js'
 export { RuleSet, parseRules } from './src/proxy/rules.js'
 export type { Rule, Flow as RuleFlow } from './src/proxy/rules.js'
 export { socks5Connect, socks5UdpAssociate, UpstreamError } from './src/proxy/socks5.js'

@@ -1,7 +1,8 @@
 // What a user gets from npm, proven: the main package and this platform's package are packed with `npm pack`,
 // installed into a scratch project offline (with an empty npm cache, so nothing can come from the registry), and
 // used there by an ES module consumer and a CommonJS consumer (memory pair; and, inside the private namespace of
-// `npm test`, a real device that reads one packet), and type-checked as .mts and .cts consumers.
+// `npm test`, a real device that reads one packet), type-checked as .mts and .cts consumers, and its `tunkit`
+// command run through npx.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -170,6 +171,11 @@ test('the packed packages install offline and work from ESM and CommonJS, with t
   }
   const cjs = JSON.parse(run(process.execPath, ['cjs.cjs'], app, env).trim())
   t.deepEqual(cjs, { cjs: true, echoed: true, typeofTun: 'function' })
+
+  // The command, as a user runs it: `npx tunkit` resolves the installed package's bin (offline).
+  const npx = (args: string[]) => run('npx', ['--offline', '--no-install', 'tunkit', ...args], app, env)
+  t.regex(npx(['--help']), /Commands:\s+proxy/)
+  t.regex(npx(['proxy', '--help']), /--socks5 \[USER:PASS@\]HOST:PORT/)
 
   writeFileSync(join(app, 'consumer.mts'), MTS_CONSUMER)
   writeFileSync(join(app, 'consumer.cts'), CTS_CONSUMER)

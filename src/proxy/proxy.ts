@@ -76,12 +76,30 @@ export interface ProxyOptions {
   maxConnections?: number
   /** Most UDP sessions at once; the least recently used one is evicted past it (default 16 384; mobile 1024). */
   maxUdpSessions?: number
+  /**
+   * Routing beyond the rules: called for every new TCP connection and for the first datagram of a UDP session to
+   * each destination, before the rules; return an upstream name to use it, or `undefined` to let the rules decide.
+   * It may be async; past `routeTimeoutMs` (or if it throws, or names an upstream that does not exist) the rules
+   * decide.
+   */
+  route?: (flow: RouteRequest) => string | undefined | Promise<string | undefined>
+  /** How long `route` may take (ms, default 1000). */
+  routeTimeoutMs?: number
   /** A closed connection's NAT port is not reused for this long (ms; default 60 000, see {@link StackOptions}). */
   quarantineMs?: number
   /** Local addresses the proxy's own outgoing sockets bind to, per family (to keep them out of the device). */
   bind?: { v4?: string; v6?: string }
   /** Move the bytes natively (`'native'`, default) or with `pipeline` (`'js'`). */
   relay?: 'native' | 'js'
+}
+
+/** What {@link ProxyOptions.route} is asked about. */
+export interface RouteRequest {
+  protocol: 'tcp' | 'udp'
+  source: Endpoint
+  destination: Endpoint
+  /** The name behind a fake destination, when there is one. */
+  domain?: string
 }
 
 /** A flow starting or ending, from {@link Proxy.flows}. */
@@ -93,7 +111,7 @@ export interface FlowEvent {
   destination: Endpoint
   /** The name behind the destination (fake-ip), when known. */
   domain?: string
-  /** Index of the rule that matched (-1: the default). */
+  /** Index of the rule that matched (-1: the default, -2: the `route` hook). */
   rule: number
   upstream: string
   /** Bytes client → upstream and back; for `start` 0. */
@@ -139,6 +157,8 @@ const KNOWN = new Set([
   'bind',
   'relay',
   'quarantineMs',
+  'route',
+  'routeTimeoutMs',
 ])
 
 const invalid = (msg: string) => new TunError('ERR_TUN_INVALID_ARGUMENT', msg)
@@ -171,6 +191,10 @@ interface SessionState {
   /** The fake destination last sent to by name, per destination port. */
   byPort: Map<number, Endpoint>
   resolved: Map<string, string>
+  /** The upstream decided per destination (so the route hook runs once per destination). */
+  routes: Map<string, Routed>
+  /** The datagrams being routed, in order. */
+  chain: Promise<void>
   sent: number
   received: number
   ended: boolean
@@ -178,6 +202,16 @@ interface SessionState {
 }
 
 const key = (host: string, port: number) => `${host}|${port}`
+
+/** Where a flow goes, and why. */
+interface Routed {
+  domain?: string
+  /** The rule that matched; -1 the default, -2 the `route` hook. */
+  rule: number
+  upstream: string
+  /** A fake address with no name (left the pool): nowhere to send it. */
+  unknownFake: boolean
+}
 
 /**
  * A transparent proxy on a device: see the README's "Transparent proxy" section.
@@ -264,6 +298,11 @@ export class Proxy implements AsyncDisposable {
     const rules = new RuleSet(options.rules ?? [], { default: dflt })
     for (const u of rules.upstreams()) {
       if (!upstreams[u]) throw invalid(`the rules refer to an upstream '${u}' that is not declared`)
+    }
+    if (options.route !== undefined && typeof options.route !== 'function') throw invalid('route must be a function')
+    const rt = options.routeTimeoutMs
+    if (rt !== undefined && (!Number.isInteger(rt) || rt < 1 || rt > 60_000)) {
+      throw invalid('routeTimeoutMs must be an integer in 1..60000')
     }
     const mode = options.dns?.mode ?? 'fake-ip'
     if (!['fake-ip', 'forward', 'off'].includes(mode)) throw invalid(`dns.mode must be 'fake-ip', 'forward' or 'off'`)
@@ -353,13 +392,27 @@ export class Proxy implements AsyncDisposable {
     return this.#dns.hijack === 'any' || this.#dns.hijack.has(normalizeIp(dst.address))
   }
 
-  /** The upstream the rules pick for `flow`, with the name behind a fake destination. */
-  #route(
-    protocol: 'tcp' | 'udp',
-    dst: Endpoint,
-  ): { domain?: string; rule: number; upstream: string; unknownFake: boolean } {
+  /**
+   * The upstream for a flow: the `route` hook's answer (rule index -2), else the rules', with the name behind a
+   * fake destination.
+   */
+  async #route(protocol: 'tcp' | 'udp', src: Endpoint, dst: Endpoint): Promise<Routed> {
     const domain = this.#fake?.reverse(dst.address)
     const unknownFake = domain === undefined && this.#fake !== undefined && this.#fake.contains(dst.address)
+    const hook = this.#opts.route
+    if (hook && !unknownFake) {
+      const req: RouteRequest = { protocol, source: src, destination: dst, ...(domain ? { domain } : {}) }
+      let timer: NodeJS.Timeout | undefined
+      const picked = await Promise.race([
+        Promise.resolve()
+          .then(() => hook(req))
+          .catch(() => undefined),
+        new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), this.#opts.routeTimeoutMs ?? 1000))),
+      ])
+      clearTimeout(timer)
+      if (typeof picked === 'string' && this.#upstreams[picked])
+        return { domain, rule: -2, upstream: picked, unknownFake }
+    }
     const m = this.#rules.match({ protocol, address: dst.address, port: dst.port, domain })
     return { domain, rule: m.index, upstream: m.upstream, unknownFake }
   }
@@ -382,7 +435,7 @@ export class Proxy implements AsyncDisposable {
     const id = this.#nextId++
     const started = Date.now()
     if (this.#hijacked(destination)) return { id, dns: true, rule: -1, upstream: 'dns', started } satisfies TcpContext
-    const r = this.#route('tcp', destination)
+    const r = await this.#route('tcp', source, destination)
     if (r.unknownFake) {
       // A fake address whose name left the pool (or was never handed out): nowhere to send it.
       this.#stats.tcpRejected++
@@ -570,6 +623,8 @@ export class Proxy implements AsyncDisposable {
         replyFrom: new Map(),
         byPort: new Map(),
         resolved: new Map(),
+        routes: new Map(),
+        chain: Promise.resolve(),
         sent: 0,
         received: 0,
         ended: false,
@@ -589,15 +644,28 @@ export class Proxy implements AsyncDisposable {
           })
           continue
         }
-        this.#udpOut(s, st, m)
+        // In order per session: a datagram waits for the routing of the ones before it.
+        st.chain = st.chain
+          .then(() => this.#udpOut(s, st, m))
+          .catch(() => {
+            this.#stats.udpDropped++
+          })
       }
     } finally {
       this.#endSession(st, 'ended')
     }
   }
 
-  #udpOut(s: UdpSession, st: SessionState, m: UdpMessage): void {
-    const r = this.#route('udp', m.destination)
+  async #udpOut(s: UdpSession, st: SessionState, m: UdpMessage): Promise<void> {
+    const k = key(m.destination.address, m.destination.port)
+    let r = st.routes.get(k)
+    if (!r) {
+      r = await this.#route('udp', s.client, m.destination)
+      // Bounded: a session that sprays destinations keeps the newest 256 decisions.
+      if (st.routes.size >= 256) st.routes.delete(st.routes.keys().next().value!)
+      st.routes.set(k, r)
+    }
+    if (st.ended) return
     const up = this.#upstreams[r.upstream]!
     if (r.unknownFake || up.type === 'reject' || up.type === 'drop') {
       this.#stats.udpDropped++
