@@ -18,6 +18,7 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
+import { startDanted } from '../__test__/helpers/dante.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
@@ -35,12 +36,15 @@ class Child {
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
       if (this.err.length < 65536) this.err += d
     })
-    this.done = new Promise((r) =>
-      this.proc.once('close', () => {
+    // 'close' (all output read), or 2 s after 'exit': a child's own children may keep its pipes open after it is gone.
+    this.done = new Promise((r) => {
+      const end = () => {
         this.exited = true
         r()
-      }),
-    )
+      }
+      this.proc.once('close', end)
+      this.proc.once('exit', () => setTimeout(end, 2000).unref())
+    })
   }
   async line(re: RegExp, ms: number): Promise<RegExpMatchArray> {
     const end = Date.now() + ms
@@ -148,7 +152,7 @@ setInterval(() => {}, 1000)
 `
 
 async function main(): Promise<void> {
-  for (const tool of ['iperf3', 'danted', 'proxychains4']) {
+  for (const tool of ['iperf3', 'proxychains4']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing`)
   }
   const seconds = Number(process.env.BENCH_PROXY_SECONDS ?? 5)
@@ -160,6 +164,7 @@ async function main(): Promise<void> {
   const P = await holdNetns()
   const R = await holdNetns()
   const children: Child[] = [C.child, P.child, R.child]
+  const stops: (() => Promise<void>)[] = []
   try {
     execFileSync('ip', [
       'link',
@@ -202,11 +207,16 @@ async function main(): Promise<void> {
       R.path,
       'ip link set lo up && ip addr add 10.81.0.2/24 dev bpr0 && ip link set bpr0 up && ip route add 10.80.0.0/24 via 10.81.0.1',
     )
-    const conf = join(dir, 'dante.conf')
-    writeFileSync(
-      conf,
-      [
-        `logoutput: ${join(dir, 'dante.log')}`,
+    // sockd forks; the helper stops its children too (they would keep the benchmark's pipes open).
+    const dante = await startDanted({
+      dir,
+      name: 'dante',
+      host: '10.80.0.2',
+      port: 1080,
+      netns: P.path,
+      probe: async () =>
+        spawnSync('nsenter', [`--net=${P.path}`, 'bash', '-c', 'exec 3<>/dev/tcp/10.80.0.2/1080']).status === 0,
+      config: [
         'internal: 10.80.0.2 port = 1080',
         'external: bpp1',
         'clientmethod: none',
@@ -220,27 +230,9 @@ async function main(): Promise<void> {
         '  from: 0/0 to: 0/0',
         '  command: connect udpassociate udpreply',
         '}',
-        '',
-      ].join('\n'),
-    )
-    const dante = new Child([
-      'nsenter',
-      `--net=${P.path}`,
-      'danted',
-      '-f',
-      conf,
-      '-p',
-      join(dir, 'dante.pid'),
-      '-N',
-      '2',
-    ])
-    children.push(dante)
-    for (let i = 0; ; i++) {
-      const ok = spawnSync('nsenter', [`--net=${P.path}`, 'bash', '-c', 'exec 3<>/dev/tcp/10.80.0.2/1080']).status === 0
-      if (ok) break
-      if (i > 100) throw new Error(`dante did not start: ${dante.err}`)
-      await sleep(100)
-    }
+      ],
+    })
+    stops.push(() => dante.stop())
     const pcConf = join(dir, 'proxychains.conf')
     writeFileSync(
       pcConf,
@@ -391,6 +383,7 @@ async function main(): Promise<void> {
     console.log('\n' + text)
     writeFileSync(join(HERE, 'RESULTS-proxy.md'), text)
   } finally {
+    for (const stop of stops) await stop()
     for (const c of children.reverse()) await c.stop('SIGKILL')
   }
 }
