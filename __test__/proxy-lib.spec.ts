@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Proxy, Tun, type FlowEvent } from '../index.ts'
 import { answer, buildQuery, parseQuery, parseResponse } from '../src/proxy/dns.ts'
-import { startDanted } from './helpers/dante.ts'
+import { danteConfig, startDanted } from './helpers/dante.ts'
 import { devName } from './helpers/device.ts'
 import { send, udpSocket } from './helpers/net.ts'
 import {
@@ -44,23 +44,7 @@ async function loopbackDante(dir: string) {
     host: '127.0.0.1',
     port,
     hosts,
-    config: [
-      `internal: 127.0.0.1 port = ${port}`,
-      'external: lo',
-      'clientmethod: none',
-      'socksmethod: none',
-      'user.privileged: root',
-      'user.unprivileged: nobody',
-      'client pass {',
-      '  from: 0/0 to: 0/0',
-      '  log: error',
-      '}',
-      'socks pass {',
-      '  from: 0/0 to: 0/0',
-      '  command: connect udpassociate udpreply',
-      '  log: error',
-      '}',
-    ],
+    config: danteConfig({ internal: ['127.0.0.1'], port, external: 'lo' }),
   })
   return { port, d }
 }

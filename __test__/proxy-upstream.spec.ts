@@ -15,7 +15,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TunError } from '../src/errors.ts'
-import { ensureDanted, startDanted } from './helpers/dante.ts'
+import { danteConfig, ensureDanted, startDanted } from './helpers/dante.ts'
 import { httpConnect, MAX_RESPONSE_HEAD } from '../src/proxy/http-connect.ts'
 import {
   decodeUdpDatagram,
@@ -288,25 +288,7 @@ async function startSockd(dir: string, name: string, method: 'none' | 'username'
     name,
     host: '127.0.0.1',
     port,
-    config: [
-      `internal: 127.0.0.1 port = ${port}`,
-      ...(v6 ? [`internal: ::1 port = ${port}`] : []),
-      'external: lo',
-      'clientmethod: none',
-      `socksmethod: ${method}`,
-      'user.privileged: root',
-      'user.unprivileged: nobody',
-      'timeout.negotiate: 30',
-      'client pass {',
-      '  from: 0/0 to: 0/0',
-      '  log: error',
-      '}',
-      'socks pass {',
-      '  from: 0/0 to: 0/0',
-      '  command: connect udpassociate udpreply',
-      '  log: error',
-      '}',
-    ],
+    config: danteConfig({ internal: v6 ? ['127.0.0.1', '::1'] : ['127.0.0.1'], port, external: 'lo', method }),
   })
   return { port, child: d.child, log: d.log, stop: d.stop }
 }

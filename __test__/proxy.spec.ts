@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ExecutionContext } from 'ava'
-import { startDanted, type Danted } from './helpers/dante.ts'
+import { danteConfig, startDanted, type Danted } from './helpers/dante.ts'
 import { deviceTest } from './helpers/device.ts'
 import { run } from './helpers/net.ts'
-import { holdNetns, type HeldNetns } from './helpers/ns.ts'
+import { holdNetns, nsArgv, type HeldNetns } from './helpers/ns.ts'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
@@ -263,46 +263,19 @@ async function topology(): Promise<Net> {
 
 /** Runs `argv` in C with its own /etc/resolv.conf (so names go to the hijacked resolver). */
 function inClient(n: Net, argv: string[], timeoutMs = 60_000) {
-  return run(
-    'nsenter',
-    [
-      `--net=${n.C.path}`,
-      'unshare',
-      '--mount',
-      'sh',
-      '-c',
-      `mount --bind ${n.resolv} /etc/resolv.conf && exec "$@"`,
-      'sh',
-      ...argv,
-    ],
-    { timeoutMs },
-  )
+  const [cmd, ...args] = nsArgv(n.C.path, argv, [[n.resolv, '/etc/resolv.conf']])
+  return run(cmd!, args, { timeoutMs })
 }
 
 /** curl in C: the body's SHA-256 and size, or the body itself (short ones). */
 function curl(n: Net, url: string, extra: string[] = []) {
   return new Promise<{ code: number | null; sha: string; size: number; body: string; stderr: string }>((resolve) => {
-    const child = spawn(
-      'nsenter',
-      [
-        `--net=${n.C.path}`,
-        'unshare',
-        '--mount',
-        'sh',
-        '-c',
-        `mount --bind ${n.resolv} /etc/resolv.conf && exec "$@"`,
-        'sh',
-        'curl',
-        '-sS',
-        '--max-time',
-        '60',
-        ...extra,
-        '-o',
-        '-',
-        url,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    const [cmd, ...args] = nsArgv(
+      n.C.path,
+      ['curl', '-sS', '--max-time', '60', ...extra, '-o', '-', url],
+      [[n.resolv, '/etc/resolv.conf']],
     )
+    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] })
     const h = createHash('sha256')
     let size = 0
     let head = ''
@@ -323,22 +296,9 @@ function curl(n: Net, url: string, extra: string[] = []) {
 
 /** Starts `tunkit proxy ARGS` in C, as the package's bin, with the test's /etc/hosts; waits for its ready line. */
 async function startProxy(n: Net, args: string[]) {
-  const cmd = new Child([
-    'nsenter',
-    `--net=${n.C.path}`,
-    'unshare',
-    '--mount',
-    'sh',
-    '-c',
-    `mount --bind ${n.hosts} /etc/hosts && exec "$@"`,
-    'sh',
-    process.execPath,
-    CLI,
-    'proxy',
-    '--name',
-    'tkpx0',
-    ...args,
-  ])
+  const cmd = new Child(
+    nsArgv(n.C.path, [process.execPath, CLI, 'proxy', '--name', 'tkpx0', ...args], [[n.hosts, '/etc/hosts']]),
+  )
   const ready = JSON.parse((await cmd.line(/^(\{"ready":true.*\})$/, 30_000))[1]!) as {
     name: string
     addresses: string[]
@@ -356,24 +316,12 @@ async function dante(n: Net): Promise<Danted> {
     hosts: n.hosts,
     probe: async () =>
       (await n.P.exec('bash', ['-c', 'exec 3<>/dev/tcp/10.80.0.2/1080'], { timeoutMs: 2000 })).code === 0,
-    config: [
-      'internal: 10.80.0.2 port = 1080',
-      'internal: fd80::2 port = 1080',
-      'external: pxp1',
-      'clientmethod: none',
-      'socksmethod: none',
-      'user.privileged: root',
-      'user.unprivileged: nobody',
-      'client pass {',
-      '  from: 0/0 to: 0/0',
-      '  log: error',
-      '}',
-      'socks pass {',
-      '  from: 0/0 to: 0/0',
-      '  command: connect udpassociate udpreply',
-      '  log: connect disconnect error',
-      '}',
-    ],
+    config: danteConfig({
+      internal: ['10.80.0.2', 'fd80::2'],
+      port: 1080,
+      external: 'pxp1',
+      log: 'connect disconnect error',
+    }),
   })
 }
 
@@ -506,18 +454,7 @@ deviceTest(
     t.teardown(() => n.close())
     const proxyJs = join(n.dir, 'connect.mjs')
     writeFileSync(proxyJs, CONNECT_PROXY)
-    const hp = new Child([
-      'nsenter',
-      `--net=${n.P.path}`,
-      'unshare',
-      '--mount',
-      'sh',
-      '-c',
-      `mount --bind ${n.hosts} /etc/hosts && exec "$@"`,
-      'sh',
-      process.execPath,
-      proxyJs,
-    ])
+    const hp = new Child(nsArgv(n.P.path, [process.execPath, proxyJs], [[n.hosts, '/etc/hosts']]))
     t.teardown(() => hp.stop('SIGKILL').then(() => undefined))
     await hp.line(/^READY$/, 20_000)
     const rules = join(n.dir, 'rules.txt')

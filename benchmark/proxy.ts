@@ -18,7 +18,7 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { startDanted } from '../__test__/helpers/dante.ts'
+import { danteConfig, startDanted } from '../__test__/helpers/dante.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
@@ -216,21 +216,7 @@ async function main(): Promise<void> {
       netns: P.path,
       probe: async () =>
         spawnSync('nsenter', [`--net=${P.path}`, 'bash', '-c', 'exec 3<>/dev/tcp/10.80.0.2/1080']).status === 0,
-      config: [
-        'internal: 10.80.0.2 port = 1080',
-        'external: bpp1',
-        'clientmethod: none',
-        'socksmethod: none',
-        'user.privileged: root',
-        'user.unprivileged: nobody',
-        'client pass {',
-        '  from: 0/0 to: 0/0',
-        '}',
-        'socks pass {',
-        '  from: 0/0 to: 0/0',
-        '  command: connect udpassociate udpreply',
-        '}',
-      ],
+      config: danteConfig({ internal: ['10.80.0.2'], port: 1080, external: 'bpp1' }),
     })
     stops.push(() => dante.stop())
     const pcConf = join(dir, 'proxychains.conf')

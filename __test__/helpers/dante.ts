@@ -8,6 +8,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { nsArgv } from './ns.ts'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
@@ -115,11 +116,11 @@ export async function startDanted(opts: {
   const conf = join(opts.dir, `${opts.name}.conf`)
   writeFileSync(conf, [`logoutput: ${log}`, ...opts.config, ''].join('\n'))
   const pidfile = join(opts.dir, `${opts.name}.pid`)
-  let argv = [sockd, '-f', conf, '-p', pidfile, '-N', '1']
-  if (opts.hosts) {
-    argv = ['unshare', '--mount', 'sh', '-c', `mount --bind ${opts.hosts} /etc/hosts && exec "$@"`, 'sh', ...argv]
-  }
-  if (opts.netns) argv = ['nsenter', `--net=${opts.netns}`, ...argv]
+  const argv = nsArgv(
+    opts.netns,
+    [sockd, '-f', conf, '-p', pidfile, '-N', '1'],
+    opts.hosts ? [[opts.hosts, '/etc/hosts']] : [],
+  )
   let stderr = ''
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
   child.stderr?.on('data', (d: Buffer) => {
@@ -162,4 +163,36 @@ export async function startDanted(opts: {
     await sleep(50)
   }
   return { child, log, logText, stop }
+}
+
+/**
+ * A sockd configuration: listening on each `internal` address at `port`, going out through `external` (an
+ * interface), `socksmethod` none or username, CONNECT and UDP ASSOCIATE allowed from anywhere, and `log` (dante's
+ * log keywords) for the requests.
+ */
+export function danteConfig(o: {
+  internal: string[]
+  port: number
+  external: string
+  method?: 'none' | 'username'
+  log?: string
+}): string[] {
+  return [
+    ...o.internal.map((a) => `internal: ${a} port = ${o.port}`),
+    `external: ${o.external}`,
+    'clientmethod: none',
+    `socksmethod: ${o.method ?? 'none'}`,
+    'user.privileged: root',
+    'user.unprivileged: nobody',
+    'timeout.negotiate: 30',
+    'client pass {',
+    '  from: 0/0 to: 0/0',
+    '  log: error',
+    '}',
+    'socks pass {',
+    '  from: 0/0 to: 0/0',
+    '  command: connect udpassociate udpreply',
+    `  log: ${o.log ?? 'error'}`,
+    '}',
+  ]
 }

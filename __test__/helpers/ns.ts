@@ -65,3 +65,17 @@ export async function holdNetns(seconds = 120): Promise<HeldNetns> {
     },
   }
 }
+
+/**
+ * The argv that runs `argv` inside the network namespace `netns` (a path; undefined: this one) and, with `binds`,
+ * inside a private mount namespace where each `[file, target]` is bind-mounted over `target` (a resolv.conf or a
+ * hosts file of the test's own). Every step execs the next, so the spawned pid is the command's.
+ */
+export function nsArgv(netns: string | undefined, argv: string[], binds: [string, string][] = []): string[] {
+  let out = argv
+  if (binds.length > 0) {
+    const mounts = binds.map(([file, target]) => `mount --bind ${file} ${target}`).join(' && ')
+    out = ['unshare', '--mount', 'sh', '-c', `${mounts} && exec "$@"`, 'sh', ...out]
+  }
+  return netns === undefined ? out : ['nsenter', `--net=${netns}`, ...out]
+}
