@@ -222,6 +222,70 @@ deviceTest('Proxy: rules replaced at run time apply to new flows; an open flow k
   t.true(proxy.stats().tcpRejected >= 1)
 })
 
+deviceTest(
+  'Proxy: over its memory budget, new connections are reset and new UDP sessions dropped; open flows go on',
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tunkit-proxylib-'))
+    const { port, d } = await loopbackDante(dir)
+    t.teardown(() => d.stop())
+    const echo = await echoServer()
+    t.teardown(echo.close)
+    const udpEcho = await udpSocket('udp4', '127.0.0.1')
+    t.teardown(() => udpEcho.close())
+    udpEcho.on('message', (m, r) => udpEcho.send(m, r.port, r.address))
+    await using tun = await Tun.create({ name: devName('pl'), addresses: ['172.29.4.1/30'], routes: [{ to: FAKE4 }] })
+    global.gc?.()
+    const rss0 = process.memoryUsage.rss()
+    await using proxy = await Proxy.create(tun, {
+      upstreams: { proxy: { type: 'socks5', host: '127.0.0.1', port } },
+      dns: { fakeIp: { v4: FAKE4, v6: FAKE6 } },
+      memoryBudget: rss0 + (96 << 20),
+    })
+    const fake = await resolve('web.test')
+    const client = await udpSocket('udp4')
+    t.teardown(() => client.close())
+    const udpRoundTrip = async (msg: string) => {
+      const got = new Promise<string>((r) => client.once('message', (m) => r(m.toString())))
+      await send(client, Buffer.from(msg), udpEcho.address().port, fake)
+      return Promise.race([got, sleep(1500).then(() => 'no answer')])
+    }
+    const open = await connect(fake, echo.port)
+    await echoOnce(open, Buffer.from('under budget\n'))
+    t.is(await udpRoundTrip('udp under budget'), 'udp under budget')
+    // Over it: 256 MiB touched (zero-filled), kept until the end of the check.
+    let ballast: Buffer | undefined = Buffer.alloc(256 << 20, 1)
+    await sleep(150)
+    t.true(process.memoryUsage.rss() > rss0 + (96 << 20), 'the ballast did not raise the RSS')
+    const refused = await connect(fake, echo.port, { ms: 5000 }).then(
+      (s) => (s.destroy(), 'connected'),
+      (e: NodeJS.ErrnoException) => e.code,
+    )
+    t.is(refused, 'ECONNREFUSED')
+    const udpClient2 = await udpSocket('udp4')
+    t.teardown(() => udpClient2.close())
+    let answered = false
+    udpClient2.on('message', () => (answered = true))
+    await send(udpClient2, Buffer.from('a new session over budget'), udpEcho.address().port, fake)
+    await echoOnce(open, Buffer.from('the open connection goes on\n'))
+    t.is(await udpRoundTrip('the open session goes on'), 'the open session goes on')
+    await sleep(500)
+    t.false(answered, 'a new UDP session was taken over the budget')
+    t.true(proxy.stats().overBudget >= 2, JSON.stringify(proxy.stats()))
+    t.true(ballast.length > 0)
+    ballast = undefined
+    global.gc?.()
+    t.true(
+      await eventually(() => process.memoryUsage.rss() < rss0 + (80 << 20), 5000),
+      `RSS ${process.memoryUsage.rss() >> 20} MiB, start ${rss0 >> 20} MiB`,
+    )
+    await sleep(150)
+    const again = await connect(fake, echo.port, { ms: 5000 })
+    await echoOnce(again, Buffer.from('back under budget\n'))
+    again.destroy()
+    open.destroy()
+  },
+)
+
 deviceTest('Proxy.create refuses bad options with ERR_TUN_INVALID_ARGUMENT', async (t) => {
   await using tun = await Tun.create({ name: devName('pl'), addresses: ['172.29.1.1/30'] })
   const bad = async (o: object, re: RegExp) => {
@@ -237,6 +301,8 @@ deviceTest('Proxy.create refuses bad options with ERR_TUN_INVALID_ARGUMENT', asy
   await bad({ dns: { resolver: 'not-an-ip' } }, /not an IP address/)
   await bad({ dns: { fakeIp: { v4: '172.29.1.0/24' } } }, /overlaps the device's address/)
   await bad({ dns: { ttl: -1 } }, /dns.ttl/)
+  await bad({ memoryBudget: 1000 }, /memoryBudget must be/)
+  await bad({ memoryBudget: 1.5e9 + 0.5 }, /memoryBudget must be/)
 })
 
 deviceTest(

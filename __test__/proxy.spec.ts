@@ -114,6 +114,21 @@ s.bind(0, async () => {
 })
 `
 
+/** A connected UDP socket to HOST:PORT sending a datagram every 100 ms for up to 3 s: prints the first error code. */
+const UDP_REFUSED = `
+import dgram from 'node:dgram'
+const [host, port] = [process.argv[2], Number(process.argv[3])]
+const s = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4')
+const done = (r) => { console.log(JSON.stringify(r)); s.close(); clearInterval(iv); clearTimeout(to) }
+s.on('error', (e) => done({ code: e.code }))
+s.on('message', () => done({ code: 'ANSWERED' }))
+let iv, to
+s.connect(port, host, () => {
+  iv = setInterval(() => s.send('are you there?'), 100)
+  to = setTimeout(() => done({ code: 'TIMEOUT' }), 3000)
+})
+`
+
 /** A child with its stdout lines, bounded waits for a line, and a stop by PID. */
 class Child {
   readonly proc: ChildProcess
@@ -478,6 +493,13 @@ deviceTest(
     const refused = await curl(n, 'http://10.81.0.2:8081/', ['--connect-timeout', '5'])
     t.is(refused.code, 7, `a reject rule: curl exit ${refused.code} (7 = could not connect): ${refused.stderr}`)
     t.notRegex(refused.stderr, /route|timed out/i, 'refused with something else than a reset')
+    // The same rule for UDP: an ICMP port unreachable, so a connected socket gets ECONNREFUSED.
+    const udpJs = join(n.dir, 'udp-refused.mjs')
+    writeFileSync(udpJs, UDP_REFUSED)
+    for (const host of ['10.81.0.2', 'fd81::2']) {
+      const u = await n.C.exec(process.execPath, [udpJs, host, '8081'], { timeoutMs: 10_000 })
+      t.deepEqual(JSON.parse(u.stdout.trim() || '{}'), { code: 'ECONNREFUSED' }, `UDP to ${host}:8081: ${u.stderr}`)
+    }
 
     t.is(await cmd.stop('SIGTERM'), 0, cmd.err.slice(-2000))
     await nothingLeft(t, n)

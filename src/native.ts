@@ -104,6 +104,14 @@ export interface NativeBinding {
     port: number,
     data: Uint8Array,
   ): boolean
+  stackRefuseUdp(
+    s: StackHandle,
+    q: QueueHandle,
+    session: number,
+    address: string,
+    port: number,
+    data: Uint8Array,
+  ): boolean
   stackCloseUdp(s: StackHandle, session: number): void
   /** Flat: `[flow, clientAddress, clientPort, destAddress, destPort]` per held SYN. */
   stackTakeRequests(s: StackHandle): (number | string)[] | null

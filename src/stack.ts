@@ -115,6 +115,8 @@ export interface StackStats {
   udpClosed: number
   /** UDP replies built for `session.send`. */
   udpReplies: number
+  /** ICMP port unreachables sent by `session.refuse`. */
+  udpRefused: number
   /** Packets per verdict: rewritten and written back (TCP), answered (ICMP, RSTs), UDP datagrams taken, dropped, passed on. */
   writeBack: number
   replies: number
@@ -213,6 +215,20 @@ export class UdpSession implements AsyncIterable<UdpMessage> {
   send(data: Uint8Array, from: { address: string; port: number } = this.destination): boolean {
     if (this.closed) throw new TunError('ERR_TUN_CLOSED', `UDP session ${this.#id} is closed`)
     return this.#stack.sendUdp(this.#id, from, data)
+  }
+
+  /**
+   * Refuses one of the client's datagrams: sends it an ICMP port unreachable from the datagram's destination
+   * (ICMPv6 port unreachable for IPv6) quoting it, so the client's connected UDP socket fails with `ECONNREFUSED`,
+   * as a host with no server on that port would answer. The session stays open (other destinations are not
+   * refused). Returns false when the device's transmit ring is over its budget (the error is still sent).
+   *
+   * @throws {TunError} `ERR_TUN_CLOSED` once the session ended; `ERR_TUN_INVALID_ARGUMENT` for a destination of the
+   *   other family.
+   */
+  refuse(message: Pick<UdpMessage, 'data' | 'destination'>): boolean {
+    if (this.closed) throw new TunError('ERR_TUN_CLOSED', `UDP session ${this.#id} is closed`)
+    return this.#stack.refuseUdp(this.#id, message.destination, message.data)
   }
 
   /** Ends the session (the next datagram from the client starts a new one). */
@@ -552,6 +568,12 @@ export class Stack implements AsyncDisposable {
   sendUdp(id: number, from: { address: string; port: number }, data: Uint8Array): boolean {
     if (this.#closed) throw new TunError('ERR_TUN_CLOSED', 'the stack is closed')
     return native(() => binding.stackSendUdp(this.#h, this.#queue, id, from.address, from.port, data))
+  }
+
+  /** @internal */
+  refuseUdp(id: number, to: { address: string; port: number }, data: Uint8Array): boolean {
+    if (this.#closed) throw new TunError('ERR_TUN_CLOSED', 'the stack is closed')
+    return native(() => binding.stackRefuseUdp(this.#h, this.#queue, id, to.address, to.port, data))
   }
 
   /** @internal A session JavaScript closed. */

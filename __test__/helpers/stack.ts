@@ -46,6 +46,7 @@ const STAT_KEYS = [
   'udpExpired',
   'udpClosed',
   'udpReplies',
+  'udpRefused',
   'writeBack',
   'replies',
   'datagrams',

@@ -77,6 +77,14 @@ export interface ProxyOptions {
   /** Most UDP sessions at once; the least recently used one is evicted past it (default 16 384; mobile 1024). */
   maxUdpSessions?: number
   /**
+   * The process's resident memory (RSS, bytes) above which the proxy takes no new flows: a new TCP connection is
+   * reset and a new UDP session's datagrams are dropped (both counted in `overBudget`) until it is back under, while
+   * flows already open go on. Default 1 GiB; an iOS or Android VPN extension, killed at 50 MB or so, wants about
+   * 40 MiB with `maxConnections: 4096` and `maxUdpSessions: 1024`. Sampled at most every 100 ms. (Buffers of the
+   * native relay live in the kernel, outside the RSS.)
+   */
+  memoryBudget?: number
+  /**
    * Routing beyond the rules: called for every new TCP connection and for the first datagram of a UDP session to
    * each destination, before the rules; return an upstream name to use it, or `undefined` to let the rules decide.
    * It may be async; past `routeTimeoutMs` (or if it throws, or names an upstream that does not exist) the rules
@@ -133,7 +141,12 @@ export interface ProxyStats {
   udpSessions: number
   udpDatagramsUp: number
   udpDatagramsDown: number
+  /** Datagrams not sent on: to a `drop` upstream, a failed association, an unknown fake address, or refused. */
   udpDropped: number
+  /** Of those, datagrams to a `reject` upstream answered with an ICMP port unreachable (at most 1000/s). */
+  udpRefused: number
+  /** New TCP connections reset and new UDP sessions dropped because the process was over `memoryBudget`. */
+  overBudget: number
   dnsQueries: number
   dnsFake: number
   dnsForwarded: number
@@ -156,6 +169,7 @@ const KNOWN = new Set([
   'maxUdpSessions',
   'bind',
   'relay',
+  'memoryBudget',
   'quarantineMs',
   'route',
   'routeTimeoutMs',
@@ -245,6 +259,8 @@ export class Proxy implements AsyncDisposable {
     udpDatagramsUp: 0,
     udpDatagramsDown: 0,
     udpDropped: 0,
+    udpRefused: 0,
+    overBudget: 0,
     dnsQueries: 0,
     dnsFake: 0,
     dnsForwarded: 0,
@@ -252,6 +268,9 @@ export class Proxy implements AsyncDisposable {
     bytesUp: 0,
     bytesDown: 0,
   }
+  /** ICMP errors for refused datagrams, rate-limited as a kernel does (`icmp_msgs_per_sec`, `icmp_msgs_burst`). */
+  readonly #icmpBudget = new TokenBucket(1000, 50)
+  readonly #memory: MemoryBudget
   #nextId = 1
   #closed = false
   readonly #loops: Promise<void>[] = []
@@ -259,6 +278,7 @@ export class Proxy implements AsyncDisposable {
   private constructor(stack: Stack, opts: ProxyOptions, rules: RuleSet, fake: FakeIpPool | undefined) {
     this.#stack = stack
     this.#opts = opts
+    this.#memory = new MemoryBudget(opts.memoryBudget ?? 1 << 30)
     this.#rules = rules
     this.#upstreams = { ...BUILTIN, ...opts.upstreams }
     this.#fake = fake
@@ -300,6 +320,10 @@ export class Proxy implements AsyncDisposable {
       if (!upstreams[u]) throw invalid(`the rules refer to an upstream '${u}' that is not declared`)
     }
     if (options.route !== undefined && typeof options.route !== 'function') throw invalid('route must be a function')
+    const mb = options.memoryBudget
+    if (mb !== undefined && (!Number.isSafeInteger(mb) || mb < 1 << 20)) {
+      throw invalid('memoryBudget must be a whole number of bytes, at least 1 MiB')
+    }
     const rt = options.routeTimeoutMs
     if (rt !== undefined && (!Number.isInteger(rt) || rt < 1 || rt > 60_000)) {
       throw invalid('routeTimeoutMs must be an integer in 1..60000')
@@ -435,6 +459,10 @@ export class Proxy implements AsyncDisposable {
     const id = this.#nextId++
     const started = Date.now()
     if (this.#hijacked(destination)) return { id, dns: true, rule: -1, upstream: 'dns', started } satisfies TcpContext
+    if (this.#memory.over()) {
+      this.#stats.overBudget++
+      return 'reset'
+    }
     const r = await this.#route('tcp', source, destination)
     if (r.unknownFake) {
       // A fake address whose name left the pool (or was never handed out): nowhere to send it.
@@ -635,6 +663,11 @@ export class Proxy implements AsyncDisposable {
   }
 
   async #session(s: UdpSession, st: SessionState): Promise<void> {
+    if (this.#memory.over()) {
+      // Not taken: its datagrams go nowhere until it ends (a new session is tried at the client's next datagram).
+      this.#stats.overBudget++
+      s.close()
+    }
     try {
       for await (const m of s) {
         if (this.#hijacked(m.destination)) {
@@ -669,6 +702,10 @@ export class Proxy implements AsyncDisposable {
     const up = this.#upstreams[r.upstream]!
     if (r.unknownFake || up.type === 'reject' || up.type === 'drop') {
       this.#stats.udpDropped++
+      if (up.type === 'reject' && !r.unknownFake && this.#icmpBudget.take() && !s.closed) {
+        s.refuse(m)
+        this.#stats.udpRefused++
+      }
       return
     }
     if (!st.first) {
@@ -854,4 +891,41 @@ function normalizeIp(a: string): string {
   if (m) return m[1]!
   if (net.isIP(a) === 6) return new net.SocketAddress({ address: a, family: 'ipv6' }).address
   return a
+}
+
+/** `rate` tokens a second, at most `burst` saved up. */
+class TokenBucket {
+  #tokens: number
+  #at = performance.now()
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+  ) {
+    this.#tokens = burst
+  }
+
+  take(): boolean {
+    const now = performance.now()
+    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#at) * this.rate) / 1000)
+    this.#at = now
+    if (this.#tokens < 1) return false
+    this.#tokens--
+    return true
+  }
+}
+
+/** Whether the process's RSS is over a budget, read at most every 100 ms. */
+class MemoryBudget {
+  #at = 0
+  #over = false
+  constructor(readonly bytes: number) {}
+
+  over(): boolean {
+    const now = performance.now()
+    if (now - this.#at >= 100) {
+      this.#at = now
+      this.#over = process.memoryUsage.rss() > this.bytes
+    }
+    return this.#over
+  }
 }

@@ -50,6 +50,7 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("stackRelease", stack::release),
   ("stackTakeDatagrams", stack::take_datagrams),
   ("stackSendUdp", stack::send_udp),
+  ("stackRefuseUdp", stack::refuse_udp),
   ("stackTakeRequests", stack::take_requests),
   ("stackDecide", stack::decide),
   ("stackCloseUdp", stack::close_udp),

@@ -504,6 +504,23 @@ pub fn send_udp(cx: &CallContext) -> JsResult<Value> {
   env.boolean(sent == tunkit_core::ring::Sent::Done)
 }
 
+/// `stackRefuseUdp(stack, queue, session, destAddress, destPort, payload)`: an ICMP port unreachable to the client
+/// of `session` for its datagram `payload` to `dest`, written to the device through `queue`.
+pub fn refuse_udp(cx: &CallContext) -> JsResult<Value> {
+  let env = cx.env;
+  let h = handle(cx)?;
+  let ring = crate::device::ring_of(env, cx.arg(1)?)?;
+  let session = env.to_int(cx.arg(2)?, "session", 0, (1u64 << 53) - 1)?;
+  let dest = endpoint(env, cx.arg(3)?, cx.arg(4)?, "destination")?;
+  let payload = env.packets(cx, cx.arg(5)?, 1)?;
+  let data = payload.first().copied().unwrap_or(&[]);
+  let mut pkt = Vec::with_capacity(576);
+  h.stack.udp_unreachable(session, dest, data, &mut pkt)?;
+  let total = pkt.len();
+  let sent = ring.send(&[&pkt], total)?;
+  env.boolean(sent == tunkit_core::ring::Sent::Done)
+}
+
 /// `stackCloseUdp(stack, session)`.
 pub fn close_udp(cx: &CallContext) -> JsResult<Value> {
   let h = handle(cx)?;
@@ -546,7 +563,7 @@ pub fn stats(cx: &CallContext) -> JsResult<Value> {
     let inbox = lock(&h.inbox);
     (inbox.dropped, inbox.items.len() as u64)
   };
-  let fields: [(&str, u64); 30] = [
+  let fields: [(&str, u64); 31] = [
     ("tcpFlows", s.tcp_flows as u64),
     ("tcpPending", s.tcp_pending as u64),
     ("tcpHeld", s.tcp_held),
@@ -570,6 +587,7 @@ pub fn stats(cx: &CallContext) -> JsResult<Value> {
     ("udpExpired", s.udp_expired),
     ("udpClosed", s.udp_closed),
     ("udpReplies", s.udp_replies),
+    ("udpRefused", s.udp_refused),
     ("writeBack", s.write_back),
     ("replies", s.reply),
     ("datagrams", s.datagram),

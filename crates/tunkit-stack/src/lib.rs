@@ -43,7 +43,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use tunkit_core::packet::ip::ipv6_upper_layer;
-use tunkit_core::packet::{Family as IpFamily, Packet, Transport};
+use tunkit_core::packet::{checksum, Family as IpFamily, Packet, Transport};
 use tunkit_core::{Error, ErrorKind, Result};
 
 mod config;
@@ -153,6 +153,8 @@ pub struct StackStats {
   pub udp_closed: u64,
   /// UDP reply packets built by [`Stack::udp_reply`].
   pub udp_replies: u64,
+  /// ICMP port unreachables built by [`Stack::udp_unreachable`].
+  pub udp_refused: u64,
   /// Packets per verdict of [`Stack::inbound`] (`Hold` is `tcp_held`).
   pub write_back: u64,
   /// See `write_back`.
@@ -173,6 +175,7 @@ struct Counters {
   drop: AtomicU64,
   pass: AtomicU64,
   udp_replies: AtomicU64,
+  udp_refused: AtomicU64,
 }
 
 /// The forwarding stack of one device. `Send + Sync`, every method takes `&self` (see the crate docs).
@@ -406,6 +409,66 @@ impl Stack {
     Ok(())
   }
 
+  /// Refuses a datagram of session `session` to `destination` (a `reject` rule, say): builds the ICMP port
+  /// unreachable (IPv4 type 3 code 3, ICMPv6 type 1 code 4) from `destination` to the session's client into
+  /// `out` (cleared first), quoting the datagram `payload` as the client sent it (headers rebuilt, cut to 576
+  /// bytes for IPv4, 1280 for IPv6). A client's connected UDP socket then fails with `ECONNREFUSED`. The
+  /// session stays open (its other destinations are not refused). Errors as [`Stack::udp_reply`]'s, with
+  /// `destination` in place of `from`.
+  pub fn udp_unreachable(
+    &self,
+    session: u64,
+    destination: SocketAddr,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+  ) -> Result<()> {
+    let destination = wire::normalize(destination);
+    let Some(info) = lock(&self.udp).info(session) else {
+      return Err(Error::new(
+        ErrorKind::NotFound,
+        format!("UDP session {session} is gone (closed, evicted or expired)"),
+      ));
+    };
+    let client = info.client;
+    if destination.is_ipv4() != client.is_ipv4() {
+      return Err(Error::new(
+        ErrorKind::InvalidAddress,
+        format!("destination {destination} is not of the family of the session's client {client}"),
+      ));
+    }
+    let v6 = client.is_ipv6();
+    let keep = icmp::quote_len(v6) - if v6 { 48 } else { 28 };
+    let mut quote = Vec::with_capacity(icmp::quote_len(v6));
+    wire::udp_datagram(
+      &mut quote,
+      client,
+      destination,
+      &payload[..payload.len().min(keep)],
+    );
+    // The quoted headers keep the datagram's real lengths, as the packet the client sent had them (the quoted
+    // UDP checksum covers the whole datagram, which is how a cut quote is; receivers do not check it).
+    let udp_len = (8 + payload.len()).min(u16::MAX as usize) as u16;
+    if v6 {
+      wire::put16(&mut quote, 4, udp_len);
+      wire::put16(&mut quote, 44, udp_len);
+    } else {
+      wire::put16(&mut quote, 2, udp_len.saturating_add(20));
+      wire::put16(&mut quote, 10, 0);
+      let c = checksum::checksum(&quote[..20]);
+      wire::put16(&mut quote, 10, c);
+      wire::put16(&mut quote, 24, udp_len);
+    }
+    icmp::unreachable(
+      out,
+      destination.ip(),
+      client.ip(),
+      icmp::Unreachable::Port,
+      &quote,
+    );
+    self.counters.udp_refused.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+  }
+
   /// The client and first destination of UDP session `session`, while it is open.
   pub fn udp_session(&self, session: u64) -> Option<UdpSessionInfo> {
     lock(&self.udp).info(session)
@@ -443,6 +506,7 @@ impl Stack {
       drop: ld(&c.drop),
       pass: ld(&c.pass),
       udp_replies: ld(&c.udp_replies),
+      udp_refused: ld(&c.udp_refused),
       ..StackStats::default()
     };
     {

@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tunkit_core::packet::{checksum, proto, TcpHeader};
+use tunkit_core::packet::{checksum, TcpHeader};
 
-use super::{reset_for, Segment, TcpFlowInfo, TcpTable};
-use crate::{wire, Verdict};
+use super::{reset_for, Segment, TcpTable};
+use crate::{icmp, wire, Verdict};
 
 /// What the application decided for a held SYN ([`crate::Stack::decide`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,11 +22,6 @@ pub enum Decision {
   /// unreachable), which fails its connect at once with `EHOSTUNREACH`.
   Unreachable,
 }
-
-/// How much of the client's SYN an ICMP error quotes: as much as fits an IPv4 error of 576 bytes (RFC 1812
-/// 4.3.2.3; at least the IP header and 8 bytes of TCP, RFC 792), an ICMPv6 error of 1280 (RFC 4443 2.4 (c)).
-const QUOTE_V4: usize = 576 - 20 - 8;
-const QUOTE_V6: usize = 1280 - 40 - 8;
 
 /// The state of a pending flow.
 #[derive(Debug)]
@@ -60,7 +55,7 @@ impl Held {
       listener,
       false,
     );
-    original.truncate(if seg.src.is_ipv4() { QUOTE_V4 } else { QUOTE_V6 });
+    original.truncate(icmp::quote_len(seg.src.is_ipv6()));
     original.shrink_to_fit();
     Box::new(Held {
       rewritten,
@@ -150,7 +145,16 @@ impl TcpTable {
         self.remove(fid);
       }
       Decision::Unreachable => {
-        unreachable(out, info, &h.quote);
+        // From `D`, the destination the client dialled: the path is the application's upstream and has no
+        // address the client knows. Linux `tcp_v4_err`/`tcp_v6_err` fail a `SYN_SENT` socket at once with
+        // `EHOSTUNREACH`, matched by the quoted header, not by the source.
+        icmp::unreachable(
+          out,
+          info.destination.ip(),
+          info.client.ip(),
+          icmp::Unreachable::Host,
+          &h.quote,
+        );
         self.counters.refused_unreachable += 1;
         self.remove(fid);
       }
@@ -187,33 +191,5 @@ impl TcpTable {
   /// Pending flows removed by expiry since the last call.
   pub fn take_expired_holds(&mut self) -> Vec<u64> {
     std::mem::take(&mut self.expired_holds)
-  }
-}
-
-/// Builds into `out` the ICMP destination unreachable (IPv4 type 3 code 1, host unreachable; ICMPv6 type 1
-/// code 3, address unreachable) for the flow `info`, quoting `quote` (the client's SYN as it sent it).
-///
-/// It comes from `D`, the destination the client dialled (for IPv4 as for IPv6). A router on the path would
-/// use its own address, but here the path is the application's upstream and has no address the client knows:
-/// `D` is what the client expects a host unreachable about its connection to carry, and it is a unicast
-/// address (multicast and broadcast destinations never reach the NAT). The client's kernel matches the error
-/// to its socket by the quoted header, not by the source (Linux `tcp_v4_err`/`tcp_v6_err` fail a `SYN_SENT`
-/// socket at once with `EHOSTUNREACH`).
-fn unreachable(out: &mut Vec<u8>, info: TcpFlowInfo, quote: &[u8]) {
-  let (from, to) = (info.destination.ip(), info.client.ip());
-  let v6 = to.is_ipv6();
-  let (protocol, kind, code) = if v6 {
-    (proto::ICMPV6, 1, 3)
-  } else {
-    (proto::ICMP, 3, 1)
-  };
-  let l4 = wire::begin_ip(out, from, to, protocol, 8 + quote.len());
-  out.extend_from_slice(&[kind, code, 0, 0, 0, 0, 0, 0]);
-  out.extend_from_slice(quote);
-  if v6 {
-    wire::finish_l4(out, l4, 2, protocol); // with the pseudo-header
-  } else {
-    let c = checksum::checksum(&out[l4..]);
-    wire::put16(out, l4 + 2, c);
   }
 }

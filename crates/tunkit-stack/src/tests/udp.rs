@@ -219,3 +219,74 @@ fn udp_to_the_gateway_or_multicast_and_disabled_udp_pass() {
   let mut pkt = udp(sa("10.7.0.50:5000"), sa("1.1.1.1:53"), b"x");
   assert_eq!(st.inbound(&mut pkt, t0, &mut Vec::new()), Verdict::Pass);
 }
+
+#[test]
+fn a_refused_datagram_gets_a_port_unreachable_quoting_it() {
+  use tunkit_core::packet::{checksum, Packet, Transport};
+  let t0 = Instant::now();
+  let st = Stack::new(config()).unwrap();
+  for (c, d) in [
+    ("10.7.0.50:5000", "1.1.1.1:53"),
+    ("[fd07::50]:5000", "[2001:db8::1]:3478"),
+  ] {
+    let (client, dest) = (sa(c), sa(d));
+    let v6 = client.is_ipv6();
+    for size in [0usize, 5, 4000] {
+      let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+      let (session, _) = send(&st, client, dest, &payload, t0);
+      let mut out = Vec::new();
+      st.udp_unreachable(session, dest, &payload, &mut out).unwrap();
+      let p = Packet::parse(&out).unwrap();
+      assert_eq!(
+        (p.src, p.dst),
+        (dest.ip(), client.ip()),
+        "from the destination to the client"
+      );
+      let want = if v6 { (1, 4) } else { (3, 3) };
+      assert!(
+        matches!(p.transport, Transport::Icmp { icmp_type, code } if (icmp_type, code) == want),
+        "{:?}",
+        p.transport
+      );
+      let l4 = p.l4_offset;
+      let initial = if v6 {
+        checksum::pseudo_header(&out[8..24], &out[24..40], 58, (out.len() - l4) as u32)
+      } else {
+        0
+      };
+      assert!(checksum::verify(&out[l4..], initial), "{c} {size}: ICMP checksum");
+      assert!(out.len() <= if v6 { 1280 } else { 576 });
+      // The quote: the client's datagram (its real length in the UDP header), as far as it fits.
+      let quote = &out[l4 + 8..];
+      let full = udp(client, dest, &payload);
+      let ql = if v6 { 40 } else { 20 };
+      assert_eq!(
+        &quote[..ql + 6],
+        &full[..ql + 6],
+        "{c} {size}: quoted IP header, ports, UDP length"
+      );
+      assert_eq!(&quote[ql + 8..], &payload[..quote.len() - ql - 8]);
+      if size < 100 {
+        assert_eq!(quote, &full[..], "a short datagram is quoted whole");
+      }
+    }
+    // The session stays; of the other family, or gone: typed errors.
+    let (session, new) = send(&st, client, dest, b"x", t0);
+    assert!(!new);
+    let other = if v6 {
+      sa("1.1.1.1:53")
+    } else {
+      sa("[2001:db8::1]:53")
+    };
+    let e = st
+      .udp_unreachable(session, other, b"x", &mut Vec::new())
+      .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidAddress);
+    st.close_udp(session);
+    let e = st
+      .udp_unreachable(session, dest, b"x", &mut Vec::new())
+      .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+  }
+  assert_eq!(st.stats().udp_refused, 6);
+}
