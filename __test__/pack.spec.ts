@@ -4,35 +4,12 @@
 // `npm test`, a real device that reads one packet), type-checked as .mts and .cts consumers, and its `tunkit`
 // command run through npx.
 import test from 'ava'
-import { spawnSync } from 'node:child_process'
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import { npxTunkit, packAndInstall, pkg, root, run, triple } from './helpers/pack.ts'
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const { triple } = createRequire(import.meta.url)(join(root, 'binding.cjs')) as { triple: string }
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { name: string; version: string }
 const inNamespace = process.env.TUNKIT_NETNS === '1' && process.getuid?.() === 0
-
-/** Runs a command; throws with its output when it fails. */
-function run(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): string {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 })
-  if (r.status !== 0) {
-    throw new Error(
-      `${cmd} ${args.join(' ')} (in ${cwd}) failed with ${r.status ?? r.signal}:\n${r.stdout}\n${r.stderr}`,
-    )
-  }
-  return r.stdout
-}
-
-/** `npm pack` of `dir` into `dest`; returns the tarball's path. Lifecycle scripts are skipped (`prepare` builds). */
-function pack(dir: string, dest: string): string {
-  const out = run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], dir)
-  const [info] = JSON.parse(out) as { filename: string }[]
-  return join(dest, info!.filename)
-}
 
 const ESM_CONSUMER = `
 import { Tun, TunError } from 'tunkit'
@@ -119,38 +96,11 @@ export = pair
 `
 
 test('the packed packages install offline and work from ESM and CommonJS, with types', async (t) => {
-  const native = join(root, `tunkit.${triple}.node`)
-  const platformDir = join(root, 'npm', triple)
-  t.true(existsSync(join(root, 'dist', 'index.js')), 'dist/ is built (npm run build)')
-  t.true(existsSync(native), `${native} is built (npm run build)`)
-  t.true(existsSync(join(platformDir, 'package.json')), `npm/${triple} exists (napi create-npm-dirs)`)
-
   const work = mkdtempSync(join(tmpdir(), 'tunkit-pack-'))
   t.teardown(() => rmSync(work, { recursive: true, force: true }))
-
-  const mainTgz = pack(root, work)
-  // The platform package as the release workflow fills it: the generated directory plus the binary.
-  const platformCopy = join(work, `platform-${triple}`)
-  cpSync(platformDir, platformCopy, { recursive: true })
-  copyFileSync(native, join(platformCopy, `tunkit.${triple}.node`))
-  if (process.platform === 'win32' && existsSync(join(root, 'wintun.dll'))) {
-    copyFileSync(join(root, 'wintun.dll'), join(platformCopy, 'wintun.dll'))
-    run('npm', ['pkg', 'set', 'files[]=wintun.dll'], platformCopy)
-  }
-  const platformTgz = pack(platformCopy, work)
-  const listing = run('tar', ['-tzf', platformTgz], work)
-  t.regex(listing, new RegExp(`package/tunkit\\.${triple}\\.node`))
+  const { app, mainTgz, platformTgz } = packAndInstall(work)
+  t.regex(run('tar', ['-tzf', platformTgz], work), new RegExp(`package/tunkit\\.${triple}\\.node`))
   t.notRegex(run('tar', ['-tzf', mainTgz], work), /\.node$/m, 'the main package carries no binary')
-
-  const app = join(work, 'app')
-  mkdirSync(app)
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }))
-  // An empty cache and --offline: everything must come from the two tarballs.
-  run(
-    'npm',
-    ['install', '--offline', '--no-audit', '--no-fund', '--cache', join(work, 'npm-cache'), mainTgz, platformTgz],
-    app,
-  )
   t.true(existsSync(join(app, 'node_modules', pkg.name, 'dist', 'index.js')))
   t.true(existsSync(join(app, 'node_modules', `${pkg.name}-${triple}`, `tunkit.${triple}.node`)))
 
@@ -173,7 +123,7 @@ test('the packed packages install offline and work from ESM and CommonJS, with t
   t.deepEqual(cjs, { cjs: true, echoed: true, typeofTun: 'function' })
 
   // The command, as a user runs it: `npx tunkit` resolves the installed package's bin (offline).
-  const npx = (args: string[]) => run('npx', ['--offline', '--no-install', 'tunkit', ...args], app, env)
+  const npx = (args: string[]) => run(npxTunkit(args)[0]!, npxTunkit(args).slice(1), app, env)
   t.regex(npx(['--help']), /Commands:\s+proxy/)
   t.regex(npx(['proxy', '--help']), /--socks5 \[USER:PASS@\]HOST:PORT/)
 

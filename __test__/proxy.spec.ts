@@ -15,6 +15,7 @@ import { danteConfig, startDanted, type Danted } from './helpers/dante.ts'
 import { deviceTest } from './helpers/device.ts'
 import { run } from './helpers/net.ts'
 import { holdNetns, nsArgv, type HeldNetns } from './helpers/ns.ts'
+import { npxTunkit, packAndInstall } from './helpers/pack.ts'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js')
@@ -135,16 +136,18 @@ class Child {
   out = ''
   err = ''
   code: number | null | undefined
+  signal: NodeJS.Signals | null = null
   readonly exited: Promise<void>
-  constructor(argv: string[]) {
-    this.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+  constructor(argv: string[], cwd?: string) {
+    this.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) })
     this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.out += d))
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
       if (this.err.length < 1 << 20) this.err += d
     })
     this.exited = new Promise((r) =>
-      this.proc.once('exit', (c) => {
+      this.proc.once('exit', (c, sig) => {
         this.code = c
+        this.signal = sig
         r()
       }),
     )
@@ -162,14 +165,15 @@ class Child {
       await sleep(25)
     }
   }
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null | undefined> {
+  /** Stops it by PID (SIGKILL after 10 s); its exit code, or the signal that ended it. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | NodeJS.Signals | null | undefined> {
     if (this.code === undefined) {
       this.proc.kill(signal)
       const t = setTimeout(() => this.proc.kill('SIGKILL'), 10_000)
       await this.exited
       clearTimeout(t)
     }
-    return this.code
+    return this.code ?? this.signal
   }
 }
 
@@ -310,9 +314,15 @@ function curl(n: Net, url: string, extra: string[] = []) {
 }
 
 /** Starts `tunkit proxy ARGS` in C, as the package's bin, with the test's /etc/hosts; waits for its ready line. */
-async function startProxy(n: Net, args: string[]) {
+/**
+ * Starts `tunkit proxy` in C: from the repository's build, or with `installed` (a scratch project holding the packed
+ * packages, helpers/pack.ts) exactly as a user runs it, `npx tunkit proxy ...` there.
+ */
+async function startProxy(n: Net, args: string[], opts: { installed?: string } = {}) {
+  const argv = ['proxy', '--name', 'tkpx0', ...args]
   const cmd = new Child(
-    nsArgv(n.C.path, [process.execPath, CLI, 'proxy', '--name', 'tkpx0', ...args], [[n.hosts, '/etc/hosts']]),
+    nsArgv(n.C.path, opts.installed ? npxTunkit(argv) : [process.execPath, CLI, ...argv], [[n.hosts, '/etc/hosts']]),
+    opts.installed,
   )
   const ready = JSON.parse((await cmd.line(/^(\{"ready":true.*\})$/, 30_000))[1]!) as {
     name: string
@@ -342,7 +352,12 @@ async function dante(n: Net): Promise<Danted> {
 
 /** After the command ended: no device, no rule of it left in C. */
 async function nothingLeft(t: ExecutionContext, n: Net) {
-  const link = await n.C.exec('ip', ['link', 'show', 'tkpx0'])
+  // Through npx the command sees its launcher go a moment after npx exits (see src/cli/proxy.ts): give it 10 s.
+  let link = await n.C.exec('ip', ['link', 'show', 'tkpx0'])
+  for (let i = 0; i < 100 && link.code === 0; i++) {
+    await sleep(100)
+    link = await n.C.exec('ip', ['link', 'show', 'tkpx0'])
+  }
   t.not(link.code, 0, 'the device is still there')
   for (const fam of ['-4', '-6']) {
     const rules = await n.C.exec('ip', [fam, 'rule', 'list'])
@@ -363,7 +378,11 @@ deviceTest(
     const tap = new Child(['nsenter', `--net=${n.P.path}`, process.execPath, tapJs])
     t.teardown(() => tap.stop('SIGKILL').then(() => undefined))
     await tap.line(/^READY$/, 20_000)
-    const { cmd, ready } = await startProxy(n, ['--socks5', '10.80.0.2:1081', '--route', 'default', '--verbose'])
+    // The command from the packed package, as a user runs it: `npx tunkit proxy ...`.
+    const { app } = packAndInstall(n.dir)
+    const { cmd, ready } = await startProxy(n, ['--socks5', '10.80.0.2:1081', '--route', 'default', '--verbose'], {
+      installed: app,
+    })
     t.teardown(() => cmd.stop('SIGKILL').then(() => undefined))
     t.is(ready.name, 'tkpx0')
     t.deepEqual(ready.addresses.filter((a) => !a.startsWith('fe80:')).sort(), [
@@ -455,7 +474,9 @@ deviceTest(
     t.is(after.code, 0, `after the proxy restarted: ${after.stderr}`)
     t.regex(after.body, /^hello/)
 
-    t.is(await cmd.stop('SIGTERM'), 0, `exit status; stderr: ${cmd.err.slice(-2000)}`)
+    // SIGTERM to npx's PID, as a service manager would send it: npm dies of it (a shell shows 143), and the
+    // command, whose launcher is gone, cleans up all the same.
+    t.is(await cmd.stop('SIGTERM'), 'SIGTERM', `exit status; stderr: ${cmd.err.slice(-2000)}`)
     t.regex(cmd.err, /tcp .* -> 10\.81\.0\.2:8080 via proxy/, '--verbose logged no flow')
     await nothingLeft(t, n)
   },

@@ -326,10 +326,7 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
         }
       })()
     : undefined
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve)
-    process.once('SIGTERM', resolve)
-  })
+  await untilStopped()
   if (status) {
     clearInterval(status)
     process.stdout.write('\n')
@@ -339,4 +336,29 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
   cleanup()
   await tun.close()
   return 0
+}
+
+/**
+ * Resolves at SIGINT or SIGTERM, or, when started through `npx`/`npm exec`, once the npm process that started it is
+ * gone: npm hands a SIGTERM to the `sh -c` it runs the command in, and that shell dies without passing it on, which
+ * would leave the proxy running with its device and routes after `kill <npx pid>`.
+ */
+function untilStopped(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    let watch: NodeJS.Timeout | undefined
+    const stop = () => {
+      clearInterval(watch)
+      process.off('SIGINT', stop)
+      process.off('SIGTERM', stop)
+      resolve()
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+    if (process.env['npm_command'] === 'exec') {
+      const parent = process.ppid
+      watch = setInterval(() => {
+        if (process.ppid !== parent) stop()
+      }, 250)
+    }
+  })
 }
