@@ -49,19 +49,23 @@ async function loopbackDante(dir: string) {
   return { port, d }
 }
 
-/** Asks the hijacked resolver (any address of the fake range, port 53) for `name`; the A record. */
-async function resolve(name: string): Promise<string> {
+/** Asks the hijacked resolver (any address of the fake range, port 53) about `name`; the reply. */
+async function query(name: string, type: number) {
   const s = await udpSocket('udp4')
   try {
     const got = new Promise<Buffer>((r) => s.once('message', (m) => r(m)))
-    await send(s, buildQuery(name, 1, 0x1234), 53, '10.233.0.53')
-    const reply = parseResponse(await Promise.race([got, sleep(3000).then(() => Buffer.alloc(0))]))
-    const a = reply.answers.find((x) => x.address)?.address
-    if (!a) throw new Error(`no A record for ${name}`)
-    return a
+    await send(s, buildQuery(name, type, 0x1234), 53, '10.233.0.53')
+    return parseResponse(await Promise.race([got, sleep(3000).then(() => Buffer.alloc(0))]))
   } finally {
     s.close()
   }
+}
+
+/** The fake A record the hijacked resolver gives `name`. */
+async function resolve(name: string): Promise<string> {
+  const a = (await query(name, 1)).answers.find((x) => x.address)?.address
+  if (!a) throw new Error(`no A record for ${name}`)
+  return a
 }
 
 async function setUp(t: import('ava').ExecutionContext, opts: { collect?: boolean; quarantineMs?: number } = {}) {
@@ -346,6 +350,9 @@ deviceTest(
     t.is(await outcome('web3.test'), 'ok')
     t.is(await outcome('web.test'), 'ok')
     t.deepEqual(asked, ['tcp web1.test', 'tcp web2.test', 'tcp web3.test', 'tcp web.test'])
+    // The device has no IPv6 address: AAAA gets no fake answer (NOERROR, empty), A does.
+    const aaaa = await query('web.test', 28)
+    t.deepEqual([aaaa.rcode, aaaa.answers.length], [0, 0], JSON.stringify(aaaa))
     await t.throwsAsync(Proxy.create(tun, { route: 'x' as never }), { code: 'ERR_TUN_INVALID_ARGUMENT' })
   },
 )

@@ -242,6 +242,8 @@ export class Proxy implements AsyncDisposable {
   #rules: RuleSet
   readonly #upstreams: Record<string, Upstream>
   readonly #fake?: FakeIpPool
+  /** The families the device carries. */
+  readonly #families: { 4: boolean; 6: boolean }
   readonly #dns: Required<Pick<ProxyDnsOptions, 'mode' | 'ttl' | 'timeoutMs'>> & {
     hijack: 'any' | Set<string>
     real: RuleSet | undefined
@@ -275,7 +277,14 @@ export class Proxy implements AsyncDisposable {
   #closed = false
   readonly #loops: Promise<void>[] = []
 
-  private constructor(stack: Stack, opts: ProxyOptions, rules: RuleSet, fake: FakeIpPool | undefined) {
+  private constructor(
+    stack: Stack,
+    opts: ProxyOptions,
+    rules: RuleSet,
+    fake: FakeIpPool | undefined,
+    families: { 4: boolean; 6: boolean },
+  ) {
+    this.#families = families
     this.#stack = stack
     this.#opts = opts
     this.#memory = new MemoryBudget(opts.memoryBudget ?? 1 << 30)
@@ -338,8 +347,15 @@ export class Proxy implements AsyncDisposable {
       throw invalid('dns.ttl must be an integer number of seconds, 0..86400')
     }
     const fake = mode === 'fake-ip' ? new FakeIpPool(options.dns?.fakeIp ?? {}) : undefined
+    const addresses = await tun.addresses()
+    // A family the device has no (non-link-local) address of cannot carry the fake flows: its fake answers would
+    // send clients to addresses they cannot reach (and make them wait for Happy Eyeballs).
+    const families = {
+      4: addresses.some((a) => !a.address.includes(':')),
+      6: addresses.some((a) => a.address.includes(':') && !/^fe[89ab]/i.test(a.address)),
+    }
     if (fake) {
-      for (const a of await tun.addresses()) {
+      for (const a of addresses) {
         if (fake.contains(a.address)) {
           throw invalid(
             `the fake-ip pool overlaps the device's address ${a.address}/${a.prefix}: give it a range of its own`,
@@ -359,7 +375,7 @@ export class Proxy implements AsyncDisposable {
       acceptTimeoutMs: options.connectTimeoutMs ?? 10_000,
       accept: (req) => proxy!.#accept(req.source, req.destination, req.signal),
     })
-    proxy = new Proxy(stack, options, rules, fake)
+    proxy = new Proxy(stack, options, rules, fake, families)
     return proxy
   }
 
@@ -622,6 +638,7 @@ export class Proxy implements AsyncDisposable {
     if (this.#fake && !real && (type === DNS_TYPE.A || type === DNS_TYPE.AAAA)) {
       this.#stats.dnsFake++
       const family = type === DNS_TYPE.A ? 4 : 6
+      if (!this.#families[family]) return answer(q, []) // no such address here: NOERROR, no records
       try {
         return answer(q, [{ type, address: this.#fake.lookup(name, family), ttl: this.#dns.ttl }])
       } catch {
