@@ -7,6 +7,7 @@ import net from 'node:net'
 import { Channel } from './channel.js'
 import { binding, type Endpoint, type NativeStackFamily, type StackHandle, type QueueHandle } from './native.js'
 import { native, TunError } from './errors.js'
+import { formatAddress, parseAddress } from './ip.js'
 import { Relayer, type RelayOptions, type RelayResult } from './relay.js'
 import { NATIVE_HANDLE } from './queue.js'
 import type { AddressInfo, Tun } from './tun.js'
@@ -244,30 +245,11 @@ export class UdpSession implements AsyncIterable<UdpMessage> {
   }
 }
 
-function parseV4(a: string): number {
-  return a.split('.').reduce((n, o) => n * 256 + Number(o), 0)
-}
-function v4(n: number): string {
-  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.')
-}
-function expandV6(a: string): number[] {
-  const [head, tail] = a.split('::') as [string, string | undefined]
-  const h = head ? head.split(':') : []
-  const t = tail ? tail.split(':') : []
-  const words = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t]
-  return words.map((w) => parseInt(w || '0', 16))
-}
-function nextV6(a: string): string {
-  const w = expandV6(a)
-  for (let i = 7; i >= 0; i--) {
-    w[i] = (w[i]! + 1) & 0xffff
-    if (w[i] !== 0) break
-  }
-  return w.map((x) => x.toString(16)).join(':')
-}
 /** The address after `a` (`nat` default). */
 function nextAddress(a: AddressInfo): string {
-  return a.family === 4 ? v4(parseV4(a.address) + 1) : nextV6(a.address)
+  const p = parseAddress(a.address)!
+  const bits = p.family === 4 ? 32n : 128n
+  return formatAddress(p.family, (p.value + 1n) & ((1n << bits) - 1n))
 }
 
 /**

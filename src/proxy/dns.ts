@@ -25,7 +25,7 @@
  * @module
  */
 import { TunError } from '../errors.js'
-import { addressBytes, bytesToValue, formatAddress, parseAddress } from './fakeip.js'
+import { addressBytes, bytesToValue, formatAddress, parseAddress } from '../ip.js'
 
 /** Resource record types (RFC 1035 §3.2.2 and later RFCs). */
 export const DNS_TYPE = {

@@ -9,6 +9,7 @@ import { lookup } from 'node:dns/promises'
 import net from 'node:net'
 import { Channel } from '../channel.js'
 import { TunError } from '../errors.js'
+import { normalizeAddress } from '../ip.js'
 import type { Endpoint } from '../native.js'
 import { Stack, type StackConnection, type StackOptions, type UdpMessage, type UdpSession } from '../stack.js'
 import type { Tun } from '../tun.js'
@@ -296,7 +297,7 @@ export class Proxy implements AsyncDisposable {
       mode: d.mode ?? 'fake-ip',
       ttl: d.ttl ?? 1,
       timeoutMs: d.timeoutMs ?? 5000,
-      hijack: d.hijack === undefined || d.hijack === 'any' ? 'any' : new Set(d.hijack.map(normalizeIp)),
+      hijack: d.hijack === undefined || d.hijack === 'any' ? 'any' : new Set(d.hijack.map(normalizeAddress)),
       real: d.realNames?.length
         ? new RuleSet([{ domainSuffix: d.realNames, upstream: 'real' }], { default: 'fake' })
         : undefined,
@@ -429,7 +430,7 @@ export class Proxy implements AsyncDisposable {
 
   #hijacked(dst: Endpoint): boolean {
     if (this.#dns.mode === 'off' || dst.port !== 53) return false
-    return this.#dns.hijack === 'any' || this.#dns.hijack.has(normalizeIp(dst.address))
+    return this.#dns.hijack === 'any' || this.#dns.hijack.has(normalizeAddress(dst.address))
   }
 
   /**
@@ -782,7 +783,7 @@ export class Proxy implements AsyncDisposable {
         st.resolved.set(domain, real)
       }
       host = real
-      st.replyFrom.set(key(normalizeIp(real), dst.port), dst)
+      st.replyFrom.set(key(normalizeAddress(real), dst.port), dst)
     }
     if (st.ended) return
     const fam = net.isIP(host) === 6 ? 6 : 4
@@ -803,7 +804,7 @@ export class Proxy implements AsyncDisposable {
   /** A datagram from the remote `host:port` back to the client, from the address the client sent to. */
   #udpBack(s: UdpSession, st: SessionState, data: Buffer, host: string, port: number): void {
     if (s.closed) return
-    const h = normalizeIp(host)
+    const h = normalizeAddress(host)
     let from: { address: string; port: number } | undefined = st.replyFrom.get(key(h, port))
     if (!from) {
       const byName = st.byPort.get(port)
@@ -903,13 +904,6 @@ export function parseResolver(s: string): Target {
 }
 
 /** An address as Node prints it, IPv4-mapped IPv6 as IPv4. */
-function normalizeIp(a: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a)
-  if (m) return m[1]!
-  if (net.isIP(a) === 6) return new net.SocketAddress({ address: a, family: 'ipv6' }).address
-  return a
-}
-
 /** `rate` tokens a second, at most `burst` saved up. */
 class TokenBucket {
   #tokens: number

@@ -20,6 +20,7 @@
  * ```
  */
 import { TunError } from '../errors.js'
+import { parseAddress, unmapIPv4 } from '../ip.js'
 
 /**
  * One rule: the conditions a flow must meet and the upstream it then goes to.
@@ -146,76 +147,6 @@ function show(value: unknown): string {
   return value === undefined ? 'undefined' : (JSON.stringify(value) ?? String(value))
 }
 
-/** Parses dotted-quad IPv4 (no leading zeros) into an unsigned number; -1 when it is not one. */
-function parseV4(s: string): number {
-  let value = 0
-  let part = 0
-  let digits = 0
-  let dots = 0
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c === 46) {
-      if (digits === 0 || dots === 3) return -1
-      value = value * 256 + part
-      part = 0
-      digits = 0
-      dots++
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && part === 0) return -1
-      part = part * 10 + (c - 48)
-      if (part > 255) return -1
-      digits++
-    } else {
-      return -1
-    }
-  }
-  if (dots !== 3 || digits === 0) return -1
-  return value * 256 + part
-}
-
-const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/
-
-/** Parses IPv6 text (`::` compression and a trailing dotted IPv4 allowed, no zone) into four 32-bit words. */
-function parseV6(s: string): [number, number, number, number] | undefined {
-  let text = s
-  const lastColon = s.lastIndexOf(':')
-  if (lastColon < 0) return undefined
-  if (s.indexOf('.', lastColon) >= 0) {
-    const v4 = parseV4(s.slice(lastColon + 1))
-    if (v4 < 0) return undefined
-    text = `${s.slice(0, lastColon + 1)}${Math.floor(v4 / 65536).toString(16)}:${(v4 % 65536).toString(16)}`
-  }
-  const gap = text.indexOf('::')
-  if (gap >= 0 && text.indexOf('::', gap + 1) >= 0) return undefined
-  const head = gap < 0 ? text : text.slice(0, gap)
-  const tail = gap < 0 ? '' : text.slice(gap + 2)
-  const h = head === '' ? [] : head.split(':')
-  const t = tail === '' ? [] : tail.split(':')
-  if (gap < 0 ? h.length !== 8 : h.length + t.length > 7) return undefined
-  const groups: number[] = []
-  for (const g of h) {
-    if (!HEX_GROUP.test(g)) return undefined
-    groups.push(parseInt(g, 16))
-  }
-  for (let i = h.length + t.length; i < 8; i++) groups.push(0)
-  for (const g of t) {
-    if (!HEX_GROUP.test(g)) return undefined
-    groups.push(parseInt(g, 16))
-  }
-  const w = (i: number): number => groups[2 * i]! * 65536 + groups[2 * i + 1]!
-  return [w(0), w(1), w(2), w(3)]
-}
-
-/** The 128-bit value of four 32-bit words. */
-function wordsToBig(w: readonly [number, number, number, number]): bigint {
-  return (BigInt(w[0]) << 96n) | (BigInt(w[1]) << 64n) | (BigInt(w[2]) << 32n) | BigInt(w[3])
-}
-
-/** Whether four words are an IPv4-mapped IPv6 address (`::ffff:0:0/96`). */
-function isMapped(w: readonly [number, number, number, number]): boolean {
-  return w[0] === 0 && w[1] === 0 && w[2] === 0xffff
-}
-
 /** An IPv4 network of `len` bits holding `addr`. */
 function v4Net(addr: number, len: number): Net {
   const size = 2 ** (32 - len)
@@ -228,18 +159,18 @@ function parseCidr(text: string): Net | undefined {
   const addr = slash < 0 ? text : text.slice(0, slash)
   const lenText = slash < 0 ? undefined : text.slice(slash + 1)
   if (lenText !== undefined && !/^[0-9]{1,3}$/.test(lenText)) return undefined
-  const v4 = parseV4(addr)
-  if (v4 >= 0) {
+  const p = parseAddress(addr)
+  if (p === undefined) return undefined
+  if (p.family === 4) {
     const len = lenText === undefined ? 32 : Number(lenText)
-    return len > 32 ? undefined : v4Net(v4, len)
+    return len > 32 ? undefined : v4Net(Number(p.value), len)
   }
-  const w = parseV6(addr)
-  if (w === undefined) return undefined
   const len = lenText === undefined ? 128 : Number(lenText)
   if (len > 128) return undefined
-  if (len >= 96 && isMapped(w)) return v4Net(w[3], len - 96)
+  const mapped = unmapIPv4(p.value)
+  if (len >= 96 && mapped !== undefined) return v4Net(Number(mapped), len - 96)
   const shift = BigInt(128 - len)
-  return { v4: false, len, start: (wordsToBig(w) >> shift) << shift }
+  return { v4: false, len, start: (p.value >> shift) << shift }
 }
 
 /** Sorts and merges inclusive number ranges (adjacent ones too) into parallel start/end arrays. */
@@ -277,23 +208,7 @@ function mergeBigRanges(ranges: [bigint, bigint][]): { starts: bigint[]; ends: b
 }
 
 /** Whether `x` is in one of the sorted, disjoint number ranges. */
-function inRanges(starts: readonly number[], ends: readonly number[], x: number): boolean {
-  let lo = 0
-  let hi = starts.length - 1
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1
-    if (starts[mid]! <= x) {
-      if (x <= ends[mid]!) return true
-      lo = mid + 1
-    } else {
-      hi = mid - 1
-    }
-  }
-  return false
-}
-
-/** Whether `x` is in one of the sorted, disjoint bigint ranges. */
-function inBigRanges(starts: readonly bigint[], ends: readonly bigint[], x: bigint): boolean {
+function inRanges<T extends number | bigint>(starts: readonly T[], ends: readonly T[], x: T): boolean {
   let lo = 0
   let hi = starts.length - 1
   while (lo <= hi) {
@@ -459,7 +374,7 @@ function holds(rule: Compiled, ctx: Context, skip: number): boolean {
   }
   if (rule.cidr && skip !== KEY_CIDR) {
     if (ctx.v4 >= 0) return inRanges(rule.v4Starts, rule.v4Ends, ctx.v4)
-    return ctx.v6 !== undefined && inBigRanges(rule.v6Starts, rule.v6Ends, ctx.v6)
+    return ctx.v6 !== undefined && inRanges(rule.v6Starts, rule.v6Ends, ctx.v6)
   }
   return true
 }
@@ -641,16 +556,14 @@ function context(flow: Flow): Context {
   let address = flow.address
   let v4 = -1
   let v6: bigint | undefined
-  if (address.includes(':')) {
-    const zone = address.indexOf('%')
-    if (zone >= 0) address = address.slice(0, zone)
-    const w = parseV6(address)
-    if (w !== undefined) {
-      if (isMapped(w)) v4 = w[3]
-      else v6 = wordsToBig(w)
-    }
-  } else {
-    v4 = parseV4(address)
+  const zone = address.indexOf('%')
+  if (zone >= 0) address = address.slice(0, zone)
+  const p = parseAddress(address)
+  if (p?.family === 4) v4 = Number(p.value)
+  else if (p) {
+    const mapped = unmapIPv4(p.value)
+    if (mapped !== undefined) v4 = Number(mapped)
+    else v6 = p.value
   }
   return { protocol: flow.protocol, port: flow.port, domain: name, v4, v6 }
 }
