@@ -150,15 +150,18 @@ test('a buffer reused after write() returns is delivered as it was, under backpr
   })()
   const scratch = ipv4(1400, 0)
   const pending: Promise<void>[] = []
+  // Keep a window of writes in flight so that many of them have to wait for room. What they can queue is the
+  // budget plus the window, each write accepted and copied (65 536 + 40 × 1400 = 121 536 bytes), under twice the
+  // budget, where a write is refused.
+  const WINDOW = 40
   let waited = 0
+  let queuedMost = 0
   for (let n = 0; n < N; n++) {
     for (let i = 28; i < scratch.length; i += 4) scratch.writeUInt32BE(n, i)
     const w = a.write(scratch)
     pending.push(w)
-    // Keep a window of writes in flight so that many of them have to wait for room. Small enough that the bytes
-    // queued (the budget, plus the waiting writes, each accepted and copied) stay well under twice the budget,
-    // where a write is refused: with 40, a CI run under load once saw 130 200 bytes queued.
-    if (pending.length >= 16) {
+    queuedMost = Math.max(queuedMost, a.stats().txQueuedBytes)
+    if (pending.length >= WINDOW) {
       await pending.shift()
       waited++
     }
@@ -166,6 +169,7 @@ test('a buffer reused after write() returns is delivered as it was, under backpr
   await Promise.all(pending)
   await reader
   t.true(a.stats().txBackpressure > 0, 'backpressure never happened: the test proves nothing')
+  t.true(queuedMost <= 65536 + WINDOW * 1400, `${queuedMost} bytes queued with ${WINDOW} writes in flight`)
   t.deepEqual(
     seen,
     Array.from({ length: N }, (_, i) => i),

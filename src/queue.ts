@@ -279,22 +279,25 @@ export class PacketQueue {
     })
   }
 
-  /** The ring has room again, or has ended: settle the writes waiting for it. */
+  /** The ring has drained to half, or has ended: settle the writes waiting for it. */
   #wakeWriters(): void {
-    const waiters = this.#writeWaiters
-    if (waiters.length === 0) return
-    this.#writeWaiters = []
-    this.#ref(-1)
-    // An empty write asks whether the queue still takes packets: if it ended on an error (the device went away,
-    // an internal error), the waiting writes learn it; their packets were counted in txErrors.
+    if (this.#writeWaiters.length === 0) return
+    // An empty write asks whether the waiting writes may go on. The event was raised on the writer thread when the
+    // ring had drained to half; writes made since, while it was on its way, may have filled it past the budget
+    // again: then they all wait for the next event (1), or the ring would take more than the writes in flight.
+    // If the queue ended on an error (the device went away, an internal error), the waiting writes learn it; their
+    // packets were counted in txErrors.
     let failure: unknown
     if (!this.#closed) {
       try {
-        binding.send(this.#h, NO_PACKETS)
+        if (binding.send(this.#h, NO_PACKETS) === 1) return
       } catch (e) {
         failure = TunError.from(e)
       }
     }
+    const waiters = this.#writeWaiters
+    this.#writeWaiters = []
+    this.#ref(-1)
     for (const w of waiters) {
       if (failure === undefined) w.resolve()
       else w.reject(failure)

@@ -103,7 +103,9 @@ pub trait Intercept: Send + Sync {
   /// that a 64 KiB super-packet is handled as one unit. `pkt` may be rewritten in place (never resized, the
   /// header's offsets staying valid) for [`FrameVerdict::WriteBack`]; packets for the device (replies, complete
   /// checksums, no header) go into `to_device`. Such a queue calls this for every valid frame and never calls
-  /// [`Intercept::process`]. The default passes every frame on.
+  /// [`Intercept::process`]. The queue decodes and plans each frame once: a frame passed on
+  /// ([`FrameVerdict::Pass`]) must be left unchanged, since it is split with the plan made before this call. The
+  /// default passes every frame on.
   fn frame(&self, _hdr: &VirtioNetHdr, _pkt: &mut [u8], _to_device: &mut Batch) -> FrameVerdict {
     FrameVerdict::Pass
   }
@@ -115,7 +117,8 @@ pub type InterceptSlot = RwLock<Option<Arc<dyn Intercept>>>;
 /// What [`Intercept::frame`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameVerdict {
-  /// Not taken: it goes on to the consumer (split into packets, or as it is in raw mode), unchanged.
+  /// Not taken: it goes on to the consumer (split into packets, or as it is in raw mode). The intercept must not
+  /// have changed it.
   Pass,
   /// Taken (consumed or dropped); only what went into `to_device` is written.
   Taken,

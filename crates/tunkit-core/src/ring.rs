@@ -17,6 +17,13 @@
 //! so and arms a one-shot [`RingEvent::Writable`]: that is the backpressure the consumer sees. Past twice the budget
 //! it refuses them with `QueueFull`, so a caller that never waits cannot grow the ring without bound.
 //!
+//! `Writable` is raised on the writer thread the moment the ring has drained to half, and reaches the consumer
+//! later, on its own thread; meanwhile the consumer may have written on and be over budget again, with writes that
+//! this event is not for. So the consumer confirms with an empty `send` before it lets its waiting writes go on:
+//! [`Sent::OverBudget`] says they still wait (and `Writable` is armed for them). That keeps what a consumer with
+//! `n` writes in flight can queue to the budget plus those `n` writes. Without it, each overtaken event let `n`
+//! more writes through, and two or three in a row reached twice the budget, where `send` refuses (`QueueFull`).
+//!
 //! Failure: only a closed or vanished device ends the threads; other errors are counted and the threads go on. A
 //! panic in either thread, or in an inline write, ends the whole queue with an `Internal` error that pulls and sends
 //! then report, instead of leaving a consumer waiting for a thread that is gone.
@@ -93,7 +100,9 @@ impl RingConfig {
 pub enum RingEvent {
   /// A batch was published after a pull found the ring empty.
   Readable = 1,
-  /// The transmit ring has room again after a refused `send`.
+  /// The transmit ring has drained to half its budget after a `send` over budget ([`Sent::OverBudget`]) or
+  /// refused (`QueueFull`). Raised on the writer thread; the consumer confirms with an empty [`PacketRing::send`]
+  /// before its waiting writes go on.
   Writable = 2,
   /// The reader stopped (close or a fatal error) while the consumer was waiting.
   Ended = 3,
@@ -102,6 +111,10 @@ pub enum RingEvent {
 }
 
 /// What [`PacketRing::send`] did with the packets. Either way they were taken (written or copied).
+///
+/// An empty send takes nothing and answers whether writes waiting for room may go on: `OverBudget` while a send
+/// was over budget since the last [`RingEvent::Writable`] and the ring has not drained to half since (then a
+/// `Writable` follows), `Done` otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
   /// Taken, and the ring is within its budget.
@@ -313,7 +326,11 @@ struct RxState {
 struct TxState {
   batches: VecDeque<Batch>,
   spare: Vec<Batch>,
+  /// Bytes of the packets taken and not yet written: queued, or in the batch being written (released when that
+  /// whole batch is written).
   bytes: usize,
+  /// A send was over budget (or refused) since the last `Writable`: the writer raises one once the ring has drained
+  /// to half.
   waiting: bool,
   closing: bool,
   writer_done: bool,
@@ -480,7 +497,8 @@ impl PacketRing {
   /// are copied into the transmit ring for the writer thread. Either way the caller's memory is free again when this
   /// returns. Over the ring's budget the packets are still taken and [`Sent::OverBudget`] arms
   /// [`RingEvent::Writable`]; past twice the budget nothing is taken and the error is `QueueFull`. An empty ring
-  /// always takes, so a batch larger than the whole ring still goes through.
+  /// always takes, so a batch larger than the whole ring still goes through. An empty `packets` is the consumer's
+  /// question on `Writable` (see [`Sent`]): it reports a closed or failed ring like any send.
   pub fn send(&self, packets: &[&[u8]], total_bytes: usize) -> Result<Sent> {
     let s = &self.shared;
     let mut tx = lock(&s.tx);
@@ -490,10 +508,15 @@ impl PacketRing {
     if tx.closing {
       return Err(Error::closed("write"));
     }
-    if packets.is_empty() {
-      return Ok(Sent::Done);
-    }
     let budget = s.cfg.tx_ring_bytes;
+    if packets.is_empty() {
+      // Asked on `Writable`: the event may have been overtaken by sends over budget, which it is not for.
+      return Ok(if must_wait(&tx, budget) {
+        Sent::OverBudget
+      } else {
+        Sent::Done
+      });
+    }
     if tx.bytes > 0 && tx.bytes + total_bytes > 2 * budget {
       tx.waiting = true;
       s.counters.tx_backpressure.fetch_add(1, Relaxed);
@@ -854,7 +877,7 @@ fn writer_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     if tx.spare.len() < 4 {
       tx.spare.push(batch);
     }
-    let wake = tx.waiting && tx.bytes <= s.cfg.tx_ring_bytes / 2;
+    let wake = tx.waiting && !must_wait(&tx, s.cfg.tx_ring_bytes);
     if wake {
       tx.waiting = false;
     }
@@ -867,6 +890,13 @@ fn writer_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     }
   }
   end_writes(s);
+}
+
+/// Whether writes that were over budget must go on waiting: one was (`waiting`, cleared as `Writable` is raised)
+/// and the ring has not drained to half of `budget` since. The writer raises `Writable` when this turns false; an
+/// empty send answers it.
+fn must_wait(tx: &TxState, budget: usize) -> bool {
+  tx.waiting && tx.bytes > budget / 2
 }
 
 /// Marks the write side ended: sends are refused from now on; after a failure what is still queued cannot be
@@ -1284,6 +1314,217 @@ mod tests {
       ev.recv_timeout(Duration::from_secs(5)).unwrap(),
       RingEvent::Writable
     );
+    r.close();
+  }
+
+  /// A device whose `write_batch` calls each wait for a permit (or for the gate to be opened), and that counts the
+  /// calls begun: a test knows which packets the writer took in each batch and when each batch is written.
+  #[derive(Default)]
+  struct Gate {
+    permits: Mutex<u32>,
+    changed: Condvar,
+    begun: AtomicU64,
+    open: AtomicBool,
+    woken: AtomicBool,
+  }
+
+  impl Gate {
+    fn permit(&self) {
+      *lock(&self.permits) += 1;
+      self.changed.notify_all();
+    }
+    fn open(&self) {
+      self.open.store(true, Relaxed);
+      let _guard = lock(&self.permits);
+      self.changed.notify_all();
+    }
+  }
+
+  struct Gated(Arc<Gate>);
+
+  impl Queue for Gated {
+    fn read_batch(&self, _batch: &mut Batch, _max: usize) -> Result<usize> {
+      let mut permits = lock(&self.0.permits);
+      while !self.0.woken.load(Relaxed) {
+        permits = self.0.changed.wait(permits).unwrap();
+      }
+      Err(Error::closed("read"))
+    }
+    fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
+      let g = &self.0;
+      g.begun.fetch_add(1, Relaxed);
+      let mut permits = lock(&g.permits);
+      while *permits == 0 && !g.open.load(Relaxed) && !g.woken.load(Relaxed) {
+        permits = g.changed.wait(permits).unwrap();
+      }
+      if g.woken.load(Relaxed) {
+        return Err(Error::closed("write"));
+      }
+      if !g.open.load(Relaxed) {
+        *permits -= 1;
+      }
+      Ok(WriteReport {
+        packets: batch.len() as u64,
+        bytes: batch.data.len() as u64,
+        ..WriteReport::default()
+      })
+    }
+    fn max_frame(&self) -> usize {
+      1500
+    }
+    fn wake(&self) {
+      self.0.woken.store(true, Relaxed);
+      let _guard = lock(&self.0.permits);
+      self.0.changed.notify_all();
+    }
+  }
+
+  /// A consumer that writes one packet per write and keeps `window` writes in flight, the way JavaScript does
+  /// (`src/queue.ts` and the window of `__test__/reliability.spec.ts`): a write over budget waits for `Writable`;
+  /// the event, handled only while the consumer is blocked (it runs on the consumer's own thread, later), lets every
+  /// waiting write go on unless the confirming empty send says they still wait.
+  struct Windowed<'a> {
+    ring: &'a PacketRing,
+    window: usize,
+    settled: Vec<bool>,
+    in_flight: VecDeque<usize>,
+    awaited: Option<usize>,
+    waiters: Vec<usize>,
+    most_queued: u64,
+  }
+
+  impl Windowed<'_> {
+    const PKT: [u8; 1400] = [0x45; 1400];
+
+    fn blocked(&self) -> bool {
+      self.awaited.is_some_and(|w| !self.settled[w])
+    }
+    /// `pending.push(write(p)); if (pending.length >= window) await pending.shift()`.
+    fn write(&mut self) -> Result<()> {
+      assert!(!self.blocked());
+      let n = self.settled.len();
+      let sent = self.ring.send(&[&Self::PKT], Self::PKT.len())?;
+      self.settled.push(sent == Sent::Done);
+      if sent == Sent::OverBudget {
+        self.waiters.push(n);
+      }
+      self.in_flight.push_back(n);
+      self.awaited = None;
+      if self.in_flight.len() >= self.window {
+        self.awaited = self.in_flight.pop_front();
+      }
+      self.most_queued = self.most_queued.max(self.ring.stats().tx_queued_bytes);
+      Ok(())
+    }
+    fn write_until_blocked(&mut self) -> Result<usize> {
+      let mut n = 0;
+      while !self.blocked() {
+        self.write()?;
+        n += 1;
+      }
+      Ok(n)
+    }
+    /// What `Writable` does: confirm, then settle every waiting write.
+    fn writable(&mut self) -> Result<()> {
+      if self.waiters.is_empty() || self.ring.send(&[], 0)? == Sent::OverBudget {
+        return Ok(());
+      }
+      for w in self.waiters.drain(..) {
+        self.settled[w] = true;
+      }
+      Ok(())
+    }
+  }
+
+  /// The reliability test's numbers: a 64 KiB budget, 1400-byte packets, 40 writes in flight. What the consumer can
+  /// queue is the budget (46 packets) plus its 40 writes (86 packets, 120 400 bytes), under twice the budget (93
+  /// packets). A `Writable` raised while the consumer still writes, and handled once it has gone over budget again,
+  /// must not let its newer writes go on: before the consumer confirmed, it did, and the next 40 writes hit
+  /// `QueueFull` at 130 200 bytes (93 packets), as a loaded CI run did.
+  #[test]
+  fn a_writable_event_overtaken_by_newer_writes_does_not_let_them_go_on() {
+    let gate = Arc::new(Gate::default());
+    let (tx, ev) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let cfg = RingConfig {
+      slab_bytes: 4096,
+      memory_budget: 1 << 20,
+      tx_ring_bytes: 65536,
+      close_flush: Duration::from_millis(200),
+      ..RingConfig::default()
+    };
+    let notify = Box::new(move |e| {
+      let _ = lock(&tx).send(e);
+    });
+    let r = PacketRing::start(Box::new(Gated(gate.clone())), cfg, notify).unwrap();
+    const PKT: usize = 1400;
+    const WINDOW: usize = 40;
+    let mut c = Windowed {
+      ring: &r,
+      window: WINDOW,
+      settled: Vec::new(),
+      in_flight: VecDeque::new(),
+      awaited: None,
+      waiters: Vec::new(),
+      most_queued: 0,
+    };
+    let queued = |r: &PacketRing| r.stats().tx_queued_bytes as usize / PKT;
+
+    // 24 packets in one send: the writer takes them as one batch and waits for the device.
+    let first = [&Windowed::PKT[..]; 24];
+    assert_eq!(r.send(&first, 24 * PKT).unwrap(), Sent::Done);
+    wait_for(|| gate.begun.load(Relaxed) == 1);
+    // 22 writes within the budget (46 packets queued), the 23rd over it: it waits for `Writable`.
+    for _ in 0..23 {
+      c.write().unwrap();
+    }
+    assert_eq!((queued(&r), c.waiters.len(), c.blocked()), (47, 1, false));
+    // The device takes the first batch: 23 packets are left, under half the budget, so `Writable` is raised. The
+    // writer takes those 23 as its next batch.
+    gate.permit();
+    wait_for(|| gate.begun.load(Relaxed) == 2);
+    assert_eq!(
+      ev.recv_timeout(Duration::from_secs(5)).unwrap(),
+      RingEvent::Writable
+    );
+    // The consumer did not wait yet: it writes on, 39 more (23 within the budget, 16 over it), until it must wait
+    // for its write over budget. Only then is the event handled, with 62 packets queued.
+    assert_eq!(c.write_until_blocked().unwrap(), WINDOW - 1);
+    assert_eq!((queued(&r), c.waiters.len()), (62, 17));
+    c.writable().unwrap();
+    // The writes must go on waiting, the device still holding the ring at 62 packets. Had they gone on, the
+    // consumer's next writes would have been refused at 93 packets (`QueueFull`, 130 200 bytes).
+    match c.write_until_blocked() {
+      Ok(0) => {}
+      other => panic!("a Writable raised at 23 packets queued let the writes go on at 62: {other:?}"),
+    }
+    assert!(
+      c.blocked(),
+      "a Writable raised at 23 packets queued let the writes go on at 62"
+    );
+
+    // From here on the device takes everything; the consumer writes 500 packets in all, handling each event once
+    // it waits. It never queues more than the budget and its window, and is never refused.
+    gate.open();
+    while c.settled.len() < 500 {
+      if c.blocked() {
+        let e = ev
+          .recv_timeout(Duration::from_secs(5))
+          .expect("a waiting consumer was never told");
+        assert_eq!(e, RingEvent::Writable);
+        c.writable().unwrap();
+      } else {
+        c.write()
+          .unwrap_or_else(|e| panic!("write {} refused: {e}", c.settled.len()));
+      }
+    }
+    let bound = (65536 + WINDOW * PKT) as u64;
+    assert!(
+      c.most_queued <= bound,
+      "{} bytes queued, past {bound}",
+      c.most_queued
+    );
+    wait_for(|| r.stats().tx_packets == 24 + 500);
     r.close();
   }
 }

@@ -459,7 +459,9 @@ fn check_packet(h: &DeviceHandle, pkt: &[u8], i: usize, limit: &mut usize) -> Re
 
 /// `send(queue, packet | packets)`: validates every packet first (nothing is taken if one is bad), then writes
 /// them or copies them into the transmit ring: the caller's buffers are free again when it returns. Returns 0, or
-/// 1 when the ring is now over its budget (an event `2` follows once it has drained to half).
+/// 1 when the ring is now over its budget (an event `2` follows once it has drained to half). With no packets it
+/// is the question the JavaScript side asks on event `2`: 1 when writes over budget must still wait (the event was
+/// overtaken by newer ones; another follows), see `tunkit_core::ring::Sent`.
 pub fn send(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let q = queue(cx)?;

@@ -23,15 +23,51 @@ use crate::backend::Batch;
 use crate::error::Result;
 
 /// What [`split`] will append: number of packets and bytes. Lets a reader check the room left in its slab
-/// first.
+/// first, then cut the packet with [`SplitPlan::split`] without validating it a second time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitPlan {
   pub segments: usize,
   pub bytes: usize,
+  /// The validated job, and the length of the packet it was validated for.
+  job: Job,
+  len: usize,
+}
+
+impl SplitPlan {
+  /// [`split`] of the packet this plan was made for, without checking it again: appends the packets to `out` and
+  /// returns how many. `pkt` must be that packet, its headers unchanged since (its payload may differ); one of
+  /// another length is refused (`InvalidPacket`, nothing appended), so that a mix-up cannot cut out of bounds.
+  pub fn split(&self, pkt: &[u8], out: &mut Batch) -> Result<usize> {
+    if pkt.len() != self.len {
+      return Err(invalid(format!(
+        "a {}-byte packet split with the plan of a {}-byte one",
+        pkt.len(),
+        self.len
+      )));
+    }
+    match self.job {
+      Job::Whole => {
+        out.push(pkt);
+        Ok(1)
+      }
+      Job::Csum { start, field } => {
+        let at = out.data.len();
+        out.push(pkt);
+        let p = &mut out.data[at..];
+        let c = checksum::finish_nonzero(checksum::sum(&p[start..], 0));
+        put16(p, field, c);
+        Ok(1)
+      }
+      Job::Segment(s) => {
+        write_segments(&s, pkt, out);
+        Ok(s.segments)
+      }
+    }
+  }
 }
 
 /// A validated segmentation job.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Job {
   /// Copy the packet unchanged.
   Whole,
@@ -41,7 +77,7 @@ enum Job {
   Segment(Seg),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seg {
   family: Family,
   tcp: bool,
@@ -53,42 +89,26 @@ struct Seg {
   segments: usize,
 }
 
-/// Computes what [`split`] would produce, validating everything it would.
+/// Computes what [`split`] would produce, validating everything it would; [`SplitPlan::split`] then does it.
 pub fn plan(hdr: &VirtioNetHdr, pkt: &[u8]) -> Result<SplitPlan> {
-  Ok(match analyze(hdr, pkt)? {
-    Job::Whole | Job::Csum { .. } => SplitPlan {
-      segments: 1,
-      bytes: pkt.len(),
-    },
-    Job::Segment(s) => SplitPlan {
-      segments: s.segments,
-      bytes: s.segments * s.hdr_len + pkt.len() - s.hdr_len,
-    },
+  let job = analyze(hdr, pkt)?;
+  let (segments, bytes) = match job {
+    Job::Whole | Job::Csum { .. } => (1, pkt.len()),
+    Job::Segment(s) => (s.segments, s.segments * s.hdr_len + pkt.len() - s.hdr_len),
+  };
+  Ok(SplitPlan {
+    segments,
+    bytes,
+    job,
+    len: pkt.len(),
   })
 }
 
 /// Splits `pkt` as `hdr` describes and appends the resulting packets to `out`. Returns the number appended.
 /// On error (`InvalidPacket`: inconsistent header or packet) nothing is appended. `out.data` grows if it must;
-/// a reader filling a fixed-capacity slab checks [`plan`] first.
+/// a reader filling a fixed-capacity slab checks [`plan`] first and splits with the plan.
 pub fn split(hdr: &VirtioNetHdr, pkt: &[u8], out: &mut Batch) -> Result<usize> {
-  match analyze(hdr, pkt)? {
-    Job::Whole => {
-      out.push(pkt);
-      Ok(1)
-    }
-    Job::Csum { start, field } => {
-      let at = out.data.len();
-      out.push(pkt);
-      let p = &mut out.data[at..];
-      let c = checksum::finish_nonzero(checksum::sum(&p[start..], 0));
-      put16(p, field, c);
-      Ok(1)
-    }
-    Job::Segment(s) => {
-      write_segments(&s, pkt, out);
-      Ok(s.segments)
-    }
-  }
+  plan(hdr, pkt)?.split(pkt, out)
 }
 
 /// [`split`] for a whole frame as read from the device: a 10-byte header in `endian` order, then the packet.
@@ -801,5 +821,54 @@ pub(crate) mod tests {
     }
     // The header alone is checked too.
     assert!(split_frame(&[0; 9], Endian::Little, &mut Batch::default()).is_err());
+  }
+
+  #[test]
+  fn a_plan_splits_its_packet_like_split_and_refuses_another_length() {
+    let mut rng = Rng::new(3);
+    let payload = rng.bytes(5000);
+    let tcp = build::tcp(
+      &ip(true),
+      &TcpFields {
+        src_port: 1,
+        dst_port: 2,
+        flags: 0x18,
+        options: TS,
+        ..Default::default()
+      },
+      &payload,
+    )
+    .unwrap();
+    let udp = build::udp(&ip(false), 4242, 53, &payload).unwrap();
+    let (tcp_hdr, tcp_sp) = make_super(&tcp, 1200);
+    let (udp_hdr, udp_sp) = make_super(&udp, 1472);
+    let mut csum_hdr = udp_hdr;
+    csum_hdr.gso_type = VIRTIO_NET_HDR_GSO_NONE;
+    csum_hdr.gso_size = 0;
+    let cases = [
+      ("tcp super-packet", tcp_hdr, tcp_sp),
+      ("udp super-packet", udp_hdr, udp_sp.clone()),
+      ("checksum to complete", csum_hdr, udp_sp),
+      ("plain", VirtioNetHdr::default(), udp),
+    ];
+    for (name, hdr, pkt) in cases {
+      let p = plan(&hdr, &pkt).unwrap();
+      let (mut want, mut got) = (Batch::default(), Batch::default());
+      split(&hdr, &pkt, &mut want).unwrap();
+      got.push(b"x");
+      assert_eq!(p.split(&pkt, &mut got).unwrap(), want.len(), "{name}");
+      assert_eq!(
+        (got.len() - 1, got.data.len() - 1),
+        (p.segments, p.bytes),
+        "{name}"
+      );
+      assert_eq!(&got.data[1..], &want.data[..], "{name}");
+      assert_eq!(&got.lens[1..], &want.lens[..], "{name}");
+      // A plan is for its packet: one of another length is refused whole, nothing appended.
+      let mut out = Batch::default();
+      let err = p.split(&pkt[..pkt.len() - 1], &mut out).unwrap_err();
+      assert_eq!(err.kind(), ErrorKind::InvalidPacket, "{name}: {err}");
+      assert!(out.is_empty() && out.data.is_empty(), "{name}");
+    }
   }
 }

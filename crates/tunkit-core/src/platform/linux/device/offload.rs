@@ -6,7 +6,7 @@ use super::{lock, Ready, TunQueue};
 use crate::backend::{Batch, FrameVerdict, InterceptCounts, InterceptSlot, WriteReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::packet::gro::{Coalescer, GroOptions};
-use crate::packet::gso;
+use crate::packet::gso::{self, SplitPlan};
 use crate::packet::virtio::{self, VirtioNetHdr};
 use crate::platform::linux::sys::{self, errno, POLLIN};
 use std::collections::VecDeque;
@@ -81,8 +81,8 @@ pub(super) struct OffloadStats {
 struct RxScratch {
   /// One frame as read: header and packet.
   frame: Vec<u8>,
-  /// Length of a frame in `frame` that did not fit in the last batch and goes first into the next (0: none).
-  pending: usize,
+  /// The frame in `frame` waiting to be split: it did not fit in the last batch and goes first into the next.
+  pending: Option<Pending>,
   /// The segments of a super-packet too large for one batch (more segments than a batch takes, or more bytes than
   /// a slab holds), handed out over the following calls.
   overflow: Batch,
@@ -91,6 +91,22 @@ struct RxScratch {
   overflow_off: usize,
   /// What an intercept answers a frame with (packets for the device), reused from frame to frame.
   replies: Batch,
+}
+
+/// A frame of [`RxScratch::frame`] read and validated: its length, header and split plan. A frame is decoded and
+/// planned once, as it is read; the intercept and the split (now or, if it waits for room, later) both use that.
+#[derive(Clone, Copy)]
+struct Pending {
+  len: usize,
+  hdr: VirtioNetHdr,
+  plan: SplitPlan,
+}
+
+/// Decodes a frame's header and plans its split (what the splitter accepts is what may be offered and split).
+fn plan_frame(frame: &[u8]) -> Result<(VirtioNetHdr, SplitPlan)> {
+  let hdr = VirtioNetHdr::decode(frame)?;
+  let plan = gso::plan(&hdr, &frame[VNET_HDR_LEN..])?;
+  Ok((hdr, plan))
 }
 
 /// The intercept a read runs on each frame ([`crate::backend::Queue::read_batch_with`]), and its tally.
@@ -143,7 +159,7 @@ impl Offloaded {
         } else {
           vec![0; SCRATCH_LEN]
         },
-        pending: 0,
+        pending: None,
         overflow: Batch::default(),
         overflow_next: 0,
         overflow_off: 0,
@@ -217,28 +233,33 @@ impl TunQueue {
     }
     let mut taken = 0;
     while count < max && spare(batch) >= MIN_SPLIT_ROOM && taken < MAX_TAKEN_PER_READ {
-      if rx.pending == 0 {
-        match sys::read_fd(self.fd.as_fd(), &mut rx.frame) {
-          // With a virtio-net header a read is never empty; treat 0 like "nothing pending".
-          Ok(0) => break,
-          Ok(n) => rx.pending = n,
-          Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-          Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-          Err(_) if count + taken > 0 => break,
-          Err(e) => return Err(Error::os("read", &e, format_args!("reading from {}", self.name))),
-        }
-        // A fresh frame (one left pending has been through the intercept already).
-        if let Some(h) = hook.as_deref_mut() {
-          let len = rx.pending;
-          let RxScratch { frame, replies, .. } = &mut *rx;
-          if len < frame.len() && self.intercept(off, h, &mut frame[..len], replies)? {
-            rx.pending = 0;
-            taken += 1;
+      // A frame left pending has been through the intercept already; otherwise read a fresh one.
+      let pending = match rx.pending.take() {
+        Some(p) => p,
+        None => {
+          let len = match sys::read_fd(self.fd.as_fd(), &mut rx.frame) {
+            // With a virtio-net header a read is never empty; treat 0 like "nothing pending".
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) if count + taken > 0 => break,
+            Err(e) => return Err(Error::os("read", &e, format_args!("reading from {}", self.name))),
+          };
+          let Some(p) = self.check_read(off, &rx.frame, len) else {
             continue;
+          };
+          if let Some(h) = hook.as_deref_mut() {
+            let RxScratch { frame, replies, .. } = &mut *rx;
+            if self.intercept(off, h, &mut frame[..len], Some((&p.hdr, &p.plan)), replies)? {
+              taken += 1;
+              continue;
+            }
           }
+          p
         }
-      }
-      match self.split_pending(off, rx, batch, max - count, count == 0) {
+      };
+      match self.split_pending(off, rx, pending, batch, max - count, count == 0) {
         Split::Done(n) => count += n,
         Split::NoRoom => break,
         Split::Overflow => {
@@ -251,25 +272,53 @@ impl TunQueue {
     Ok((count, taken))
   }
 
+  /// Decodes and plans the `len`-byte frame just read into `buf`, once for the intercept and the split. A frame
+  /// that may be truncated (it filled the whole buffer) or that the splitter rejects is dropped here, counted and
+  /// told once; `None` then.
+  fn check_read(&self, off: &Offloaded, buf: &[u8], len: usize) -> Option<Pending> {
+    if len == buf.len() {
+      self.drop_read(
+        off,
+        &Error::new(
+          ErrorKind::InvalidPacket,
+          format!("a {len}-byte read filled the whole buffer and may be truncated"),
+        ),
+      );
+      return None;
+    }
+    match plan_frame(&buf[..len]) {
+      Ok((hdr, plan)) => Some(Pending { len, hdr, plan }),
+      Err(e) => {
+        self.drop_read(off, &e);
+        None
+      }
+    }
+  }
+
   /// Offers one frame (header and packet) to `hook`'s intercept, and does what it answers: writes the frame
-  /// back (a super-packet as one write), writes its replies. Frames whose header contradicts the packet are not
-  /// offered (the caller drops or passes them as it would without an intercept). Returns true if it was taken.
+  /// back (a super-packet as one write), writes its replies. `planned` is the frame's header and split plan when
+  /// the caller has them already (the split reader, which made them as it read the frame); without, they are made
+  /// here, only if an intercept is installed. Frames whose header contradicts the packet are not offered (the
+  /// caller drops or passes them as it would without an intercept). Returns true if it was taken; a frame passed
+  /// on is unchanged, so that its plan still holds for the split.
   fn intercept(
     &self,
     off: &Offloaded,
     hook: &mut Hook<'_>,
     frame: &mut [u8],
+    planned: Option<(&VirtioNetHdr, &SplitPlan)>,
     replies: &mut Batch,
   ) -> Result<bool> {
     let installed = hook.slot.read().unwrap_or_else(|e| e.into_inner());
     let Some(intercept) = installed.as_deref() else {
       return Ok(false);
     };
-    let Ok(hdr) = VirtioNetHdr::decode(frame) else {
-      return Ok(false);
-    };
-    let Ok(plan) = gso::plan(&hdr, &frame[VNET_HDR_LEN..]) else {
-      return Ok(false);
+    let (hdr, segments) = match planned {
+      Some((hdr, plan)) => (*hdr, plan.segments),
+      None => match plan_frame(frame) {
+        Ok((hdr, plan)) => (hdr, plan.segments),
+        Err(_) => return Ok(false),
+      },
     };
     replies.clear();
     let verdict = intercept.frame(&hdr, &mut frame[VNET_HDR_LEN..], replies);
@@ -297,60 +346,43 @@ impl TunQueue {
       off
         .stats
         .segments_read
-        .fetch_add(plan.segments as u64, Ordering::Relaxed);
+        .fetch_add(segments as u64, Ordering::Relaxed);
     }
     Ok(true)
   }
 
-  /// Splits the frame waiting in the scratch buffer into `batch` if its packets fit (`room` more packets and the
-  /// slab's spare bytes); if they do not and the batch got nothing yet (`alone`), into the overflow batch.
+  /// Splits `frame`, the frame waiting in the scratch buffer, with its plan into `batch` if its packets fit
+  /// (`room` more packets and the slab's spare bytes); if they do not and the batch got nothing yet (`alone`),
+  /// into the overflow batch; otherwise it is left pending for the next batch.
   fn split_pending(
     &self,
     off: &Offloaded,
     rx: &mut RxScratch,
+    frame: Pending,
     batch: &mut Batch,
     room: usize,
     alone: bool,
   ) -> Split {
     let RxScratch {
-      frame,
+      frame: buf,
       pending,
       overflow,
       overflow_next,
       overflow_off,
       ..
     } = rx;
-    let len = std::mem::replace(pending, 0);
-    if len == frame.len() {
-      self.drop_read(
-        off,
-        &Error::new(
-          ErrorKind::InvalidPacket,
-          format!("a {len}-byte read filled the whole buffer and may be truncated"),
-        ),
-      );
-      return Split::Dropped;
-    }
-    let frame = &frame[..len];
-    let planned = VirtioNetHdr::decode(frame).and_then(|h| Ok((h, gso::plan(&h, &frame[VNET_HDR_LEN..])?)));
-    let (hdr, plan) = match planned {
-      Ok(x) => x,
-      Err(e) => {
-        self.drop_read(off, &e);
-        return Split::Dropped;
-      }
-    };
-    let pkt = &frame[VNET_HDR_LEN..];
+    let Pending { len, hdr, plan } = frame;
+    let pkt = &buf[VNET_HDR_LEN..len];
     let fits = plan.segments <= room && plan.bytes <= spare(batch);
     let result = if fits {
-      gso::split(&hdr, pkt, batch).map(Split::Done)
+      plan.split(pkt, batch).map(Split::Done)
     } else if alone {
       overflow.clear();
       *overflow_next = 0;
       *overflow_off = 0;
-      gso::split(&hdr, pkt, overflow).map(|_| Split::Overflow)
+      plan.split(pkt, overflow).map(|_| Split::Overflow)
     } else {
-      *pending = len;
+      *pending = Some(frame);
       return Split::NoRoom;
     };
     match result {
@@ -364,7 +396,7 @@ impl TunQueue {
         }
         r
       }
-      // `plan` accepted it, so `split` does too; should they ever disagree, the frame is dropped like any other
+      // The plan is the frame's own, so this does not happen; should it, the frame is dropped like any other
       // the splitter rejects.
       Err(e) => {
         self.drop_read(off, &e);
@@ -419,7 +451,7 @@ impl TunQueue {
         return true;
       }
       let sup = is_super(frame);
-      match self.intercept(off, &mut hook, frame, &mut rx.replies) {
+      match self.intercept(off, &mut hook, frame, None, &mut rx.replies) {
         Ok(true) => false,
         Ok(false) => {
           if sup {
