@@ -16,28 +16,28 @@
  * (default 3) is the length of one measurement. The two CPUs are shared with other jobs: each run waits briefly
  * for a quiet machine, a noisy one is measured again (bounded), and every row shows how busy the rest of the machine
  * was. The tables go to stdout and, with the machine and the verdict on the targets, to
- * benchmark/RESULTS-receive.md, which `npm run bench` (scripts/bench.mjs) puts into benchmark/RESULTS.md.
+ * benchmark/RESULTS-receive.md, which `npm run bench` (scripts/bench.mjs) puts into benchmark/RESULTS.md; with
+ * BENCH_WRITE=0 (smoke runs) only to stdout.
  *
  * Safety: it refuses to run unless the network namespace holds nothing but `lo` (`npm run bench` makes one).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { packet } from '../index.js'
+import { Child, JIFFY_US, machineJiffies, median, positive, waitQuiet as waitQuietUpTo, writeResults } from './lib.ts'
 import type { GcCounts, ThreadSplit } from './probe.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
-const ROOT = join(HERE, '..')
 const BIN = join(HERE, 'bin')
 
 /** Length of one measurement, in seconds. */
-const SECONDS = positive('BENCH_SECONDS', 3)
+const SECONDS = positive('BENCH_SECONDS', 3, 60)
 /** Repetitions of every measurement; rows report the median. */
-const REPS = Math.round(positive('BENCH_REPS', 3))
+const REPS = Math.round(positive('BENCH_REPS', 3, 60))
 const PAYLOADS = [64, 1400] as const
 /** The fixed-rate runs offer this fraction of what the C reader received at the maximum rate. */
 const FIXED_FRACTION = 0.9
@@ -58,12 +58,6 @@ const NOISY_PCT = 25
 let retriesLeft = 5
 /** "Nearly idle": less than this much CPU busy, in % of one core. */
 const QUIET_PCT = 20
-
-function positive(env: string, dflt: number): number {
-  const v = Number(process.env[env] ?? dflt)
-  if (!Number.isFinite(v) || v <= 0 || v > 60) throw new Error(`${env} must be a number of 0..60`)
-  return v
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Environment checks and the C baseline build
@@ -119,15 +113,6 @@ function buildC(): void {
   }
 }
 
-/** Busy and total jiffies of all CPUs, from /proc/stat. */
-function cpuJiffies(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
-  // user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user)
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0)
-  return { busy: total - f[3]! - f[4]!, total }
-}
-const JIFFY_US = 10_000 // USER_HZ is 100 on Linux
-
 let quietWaitedMs = 0
 
 /** Runs one measurement after waiting for a quiet machine; repeats it once if it was noisy and retries are left. */
@@ -144,15 +129,10 @@ async function measure<T extends { otherCore: number }>(run: () => Promise<T>): 
 /** Waits (within QUIET_WAIT_MS and what is left of QUIET_BUDGET_MS) for a 100 ms window of a nearly idle machine. */
 async function waitQuiet(): Promise<void> {
   const t0 = performance.now()
-  const deadline = t0 + Math.min(QUIET_WAIT_MS, Math.max(0, QUIET_BUDGET_MS - quietWaitedMs))
-  const ncpu = cpus().length
-  for (;;) {
-    const a = cpuJiffies()
-    await sleep(100)
-    const b = cpuJiffies()
-    const busyPct = (100 * (b.busy - a.busy)) / ((b.total - a.total) / ncpu || 1)
-    if (busyPct < QUIET_PCT || performance.now() >= deadline) break
-  }
+  await waitQuietUpTo(Math.min(QUIET_WAIT_MS, Math.max(0, QUIET_BUDGET_MS - quietWaitedMs)), QUIET_PCT, {
+    windowMs: 100,
+    perCore: true,
+  })
   quietWaitedMs += performance.now() - t0
 }
 
@@ -160,122 +140,17 @@ async function waitQuiet(): Promise<void> {
 // Child processes: line protocol on stdout ("READY", then one JSON line), bounded waits, cleanup by pid
 // ---------------------------------------------------------------------------------------------------------------
 
-class Child {
-  readonly #proc: ChildProcess
-  readonly #label: string
-  readonly #lines: string[] = []
-  #wake: (() => void) | null = null
-  #stderr = ''
-  #exit: { code: number | null; signal: NodeJS.Signals | null } | null = null
-  readonly #exited: Promise<void>
-
-  constructor(cmd: string, args: string[], label: string) {
-    this.#label = label
-    this.#proc = spawn(cmd, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
-    createInterface({ input: this.#proc.stdout! }).on('line', (l) => {
-      this.#lines.push(l)
-      this.#notify()
-    })
-    this.#proc.stderr!.on('data', (d: Buffer) => {
-      if (this.#stderr.length < 16_384) this.#stderr += d.toString()
-    })
-    this.#proc.stdin!.on('error', () => {}) // EPIPE when the child is gone; its exit status tells the story
-    this.#exited = new Promise((resolve) => {
-      this.#proc.on('error', (e) => {
-        this.#stderr += String(e)
-        this.#exit ??= { code: null, signal: null }
-        this.#notify()
-        resolve()
-      })
-      this.#proc.on('exit', (code, signal) => {
-        this.#exit = { code, signal }
-        this.#notify()
-        resolve()
-      })
-    })
-  }
-
-  #notify(): void {
-    const w = this.#wake
-    this.#wake = null
-    w?.()
-  }
-
-  #fail(what: string): Error {
-    const how = this.#exit ? `it exited (code ${this.#exit.code}, signal ${this.#exit.signal})` : 'timed out'
-    return new Error(`${this.#label}: waiting for ${what}, ${how}\n${this.#stderr.trim()}`)
-  }
-
-  /** The next line of stdout, within `timeoutMs`. */
-  async line(what: string, timeoutMs = CHILD_TIMEOUT_MS): Promise<string> {
-    const deadline = performance.now() + timeoutMs
-    while (this.#lines.length === 0) {
-      // Lines still in the pipe arrive after 'exit'; give them a moment before giving up.
-      if (this.#exit) await sleep(50)
-      if (this.#lines.length > 0) break
-      const left = deadline - performance.now()
-      if (this.#exit || left <= 0) throw this.#fail(what)
-      await Promise.race([new Promise<void>((r) => (this.#wake = r)), sleep(Math.min(left, 1000))])
-    }
-    return this.#lines.shift()!
-  }
-
-  async ready(): Promise<void> {
-    const l = await this.line('READY')
-    if (l !== 'READY') throw new Error(`${this.#label}: expected READY, got ${l}\n${this.#stderr}`)
-  }
-
-  async json<T>(what: string, timeoutMs?: number): Promise<T> {
-    const l = await this.line(what, timeoutMs)
-    try {
-      return JSON.parse(l) as T
-    } catch {
-      throw new Error(`${this.#label}: ${what} is not JSON: ${l}`)
-    }
-  }
-
-  send(line: string): void {
-    this.#proc.stdin!.write(line + '\n')
-  }
-
-  endInput(): void {
-    this.#proc.stdin!.end()
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    if (!this.#exit) this.#proc.kill(sig)
-  }
-
-  /** Waits for the child to exit; kills it (SIGKILL, by its pid) if it does not within `timeoutMs`. */
-  async reap(timeoutMs = 10_000): Promise<void> {
-    const exited = await Promise.race([this.#exited.then(() => true), sleep(timeoutMs).then(() => false)])
-    if (!exited) {
-      this.#proc.kill('SIGKILL')
-      await this.#exited
-      throw new Error(`${this.#label} did not exit within ${timeoutMs} ms and was killed\n${this.#stderr}`)
-    }
-    if (this.#exit?.code !== 0) throw this.#fail('a clean exit')
-  }
-
-  /** For cleanup after an error: kill if still running, wait briefly. */
-  async kill(): Promise<void> {
-    if (this.#exit) return
-    this.#proc.kill('SIGKILL')
-    await Promise.race([this.#exited, sleep(2000)])
-  }
-}
-
 /** Runs `body` with the children it starts, and kills those still running if it throws. */
 async function withChildren<T>(body: (start: (cmd: string, args: string[], label: string) => Child) => Promise<T>) {
   const started: Child[] = []
   try {
     return await body((cmd, args, label) => {
-      const c = new Child(cmd, args, label)
+      const c = new Child(cmd, args, { stdin: 'pipe', label })
       started.push(c)
       return c
     })
   } finally {
-    for (const c of started) await c.kill()
+    for (const c of started) await c.stop('SIGKILL', 2000)
   }
 }
 
@@ -367,22 +242,22 @@ async function rxRun(impl: RxImpl, payload: number, rate: number): Promise<RxSam
             ],
             impl,
           )
-    await reader.ready()
+    await reader.ready(CHILD_TIMEOUT_MS)
     if (impl === 'C read()') configureC(name, txqlen)
 
     const floodArgs = ['-d', '10.7.0.2', '-p', String(UDP_PORT), '-s', String(payload), '-t', String(SECONDS)]
     if (rate > 0) floodArgs.push('-r', String(Math.round(rate)))
-    const cpu0 = cpuJiffies()
+    const cpu0 = machineJiffies()
     const flood = start(join(BIN, 'flood'), floodArgs, 'flood')
     const f = await flood.json<FloodReport>('the sender report', SECONDS * 1000 + CHILD_TIMEOUT_MS)
-    const cpu1 = cpuJiffies()
-    await flood.reap()
+    const cpu1 = machineJiffies()
+    await flood.reap(10_000)
 
     await sleep(SETTLE_MS)
     const dev = devCounters(name)
     reader.signal('SIGTERM')
-    const r = await reader.json<ChildReport>('the reader report')
-    await reader.reap()
+    const r = await reader.json<ChildReport>('the reader report', CHILD_TIMEOUT_MS)
+    await reader.reap(10_000)
 
     const readerUs = r.userUs + r.sysUs
     const senderUs = f.userUs + f.sysUs
@@ -453,15 +328,15 @@ async function txRun(impl: TxImpl, payload: number): Promise<TxSample> {
       impl === 'C write()'
         ? start(join(BIN, 'tunwrite'), [name, String(SECONDS), hex], impl)
         : start(NODE_CHILD[0]!, [...NODE_CHILD.slice(1), join(HERE, 'writer.ts'), name, String(SECONDS), hex], impl)
-    await writer.ready()
+    await writer.ready(CHILD_TIMEOUT_MS)
     if (impl === 'C write()') configureC(name, TUNKIT_TXQLEN)
-    const cpu0 = cpuJiffies()
+    const cpu0 = machineJiffies()
     writer.send('GO')
     const w = await writer.json<ChildReport>('the writer report', SECONDS * 1000 + CHILD_TIMEOUT_MS)
-    const cpu1 = cpuJiffies()
+    const cpu1 = machineJiffies()
     const dev = devCounters(name)
     writer.endInput()
-    await writer.reap()
+    await writer.reap(10_000)
     const us = w.userUs + w.sysUs
     const busyUs = (cpu1.busy - cpu0.busy) * JIFFY_US
     return {
@@ -485,13 +360,6 @@ async function txRun(impl: TxImpl, payload: number): Promise<TxSample> {
 // ---------------------------------------------------------------------------------------------------------------
 // Statistics and formatting
 // ---------------------------------------------------------------------------------------------------------------
-
-function median(xs: number[]): number {
-  const v = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b)
-  if (v.length === 0) return NaN
-  const mid = v.length >> 1
-  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2
-}
 
 /** The median of every numeric field over samples of one row. */
 function medians<T extends object>(samples: T[]): T {
@@ -829,8 +697,9 @@ function report(machine: Machine, started: Date, rx: RxSample[], tx: TxSample[],
     '</details>',
     '',
   ].join('\n')
-  writeFileSync(join(HERE, 'RESULTS-receive.md'), md)
-  console.log(`\nWrote benchmark/RESULTS-receive.md (${elapsed.toFixed(0)} s).`)
+  if (writeResults(join(HERE, 'RESULTS-receive.md'), md)) {
+    console.log(`\nWrote benchmark/RESULTS-receive.md (${elapsed.toFixed(0)} s).`)
+  }
 }
 
 /** The issue's targets: batches() ≥ 0.9× and packets() ≥ 0.8× the C loop's received pps at the same load. */

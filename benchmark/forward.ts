@@ -13,26 +13,45 @@
  * - C pass-through: the same with IFF_VNET_HDR and TUNSETOFFLOAD (TSO/USO), frames passed on with their header;
  * - tunkit: `for await (const batch of a.batches()) await b.write(batch)` and back, without offload;
  * - tunkit offload: the same loop with `offload: true` (super-packets split on read, coalesced on write);
- * - tunkit raw: the same loop with `offload: { raw: true }` (frames passed on with their header, like C).
+ * - tunkit raw: the same loop with `offload: { raw: true }` (frames passed on with their header, like C);
+ * - tunkit super-packets: `offload: true` and `batches({ superPackets: true })` (super-packets passed on whole).
+ *
+ * Every row also has ping p50/p99 under load: `ping -i 0.01` through the forwarder while iperf3 runs. Then the
+ * echo-responder rows: `ping` to an address behind one TUN device whose reader answers the echo requests, the C
+ * responder (`c/echo.c`, blocking read() and write()) against tunkit's (`batches()`, `packet.echoReply`, `write()`),
+ * idle and beside an iperf3 run over loopback in the same namespace (the background load).
  *
  * Columns: Gbit/s received by iperf3, the forwarder's CPU (all threads, % of one core, over the iperf3 run),
  * iperf3 retransmits, ping p50/p99 in ms, and the ratios to the two C rows. BENCH_FWD_REPS (default 1) repeats
  * every row in rotating order and shows medians. The section goes to stdout and to benchmark/RESULTS-forward.md;
  * BENCH_FWD_ROWS='tunkit offload,C read/write' runs only those rows and only prints (for profiling one of them).
- * BENCH_FWD_RING='{"slabBytes":1048576}' passes ring options to the tunkit forwarders (for experiments).
+ * BENCH_FWD_RING='{"slabBytes":1048576}' passes ring options to the tunkit forwarders (for experiments). BENCH_WRITE=0
+ * only prints (smoke runs).
  *
  * The forwarders, namespaces and tools are children of this process, killed by pid at the end of each row.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, statSync } from 'node:fs'
 import { cpus, loadavg, release } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { Tun, type TunOptions } from '../index.js'
+import { Tun, packet, type TunOptions } from '../index.js'
+import {
+  Child,
+  cpuSeconds,
+  enterNetns,
+  holdNetns,
+  ip,
+  median,
+  parseIperf,
+  percentile,
+  positive,
+  waitQuiet,
+  writeResults,
+} from './lib.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
-const ROOT = join(HERE, '..')
 const BIN = join(HERE, 'bin')
 const SELF = fileURLToPath(import.meta.url)
 
@@ -51,6 +70,8 @@ interface Row {
   label: string
   kind: 'c' | 'tunkit'
   offload: Offload
+  /** tunkit: iterate with `batches({ superPackets: true })`. */
+  superPackets?: boolean
 }
 
 const ROWS: Row[] = [
@@ -59,13 +80,8 @@ const ROWS: Row[] = [
   { label: 'tunkit', kind: 'tunkit', offload: false },
   { label: 'tunkit offload', kind: 'tunkit', offload: true },
   { label: 'tunkit raw', kind: 'tunkit', offload: { raw: true } },
+  { label: 'tunkit super-packets', kind: 'tunkit', offload: true, superPackets: true },
 ]
-
-function positive(env: string, dflt: number, max: number): number {
-  const v = Number(process.env[env] ?? dflt)
-  if (!Number.isFinite(v) || v <= 0 || v > max) throw new Error(`${env} must be a number of 0..${max}`)
-  return v
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The tunkit forwarder (this file run with --forwarder)
@@ -75,7 +91,7 @@ function positive(env: string, dflt: number, max: number): number {
  * `forward.ts --forwarder <netns A> <netns B> <offload JSON>`: creates both devices, forwards until SIGTERM, then
  * prints the devices' counters. The loop is what a user would write.
  */
-async function forwarder(nsA: string, nsB: string, offload: Offload): Promise<void> {
+async function forwarder(nsA: string, nsB: string, offload: Offload, superPackets = false): Promise<void> {
   const ring = process.env.BENCH_FWD_RING ? (JSON.parse(process.env.BENCH_FWD_RING) as TunOptions['ring']) : undefined
   const a = await Tun.create({
     name: 'tkfwda',
@@ -96,7 +112,7 @@ async function forwarder(nsA: string, nsB: string, offload: Offload): Promise<vo
   const errors: string[] = []
   const forward = async (from: Tun, to: Tun) => {
     try {
-      for await (const batch of from.batches()) await to.write(batch)
+      for await (const batch of from.batches({ superPackets })) await to.write(batch)
     } catch (e) {
       errors.push(`${(e as Error & { code?: string }).code ?? ''} ${(e as Error).message}`)
     }
@@ -118,127 +134,6 @@ async function forwarder(nsA: string, nsB: string, offload: Offload): Promise<vo
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Children and namespaces
-// ---------------------------------------------------------------------------------------------------------------
-
-/** A child whose stdout is kept; `line` waits (bounded) for a line matching a pattern. */
-class Child {
-  readonly proc: ChildProcess
-  stdout = ''
-  stderr = ''
-  exited = false
-  readonly done: Promise<void>
-  #wake: (() => void) | null = null
-
-  constructor(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
-    this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env })
-    this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      this.stdout += d
-      this.#wake?.()
-    })
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d))
-    this.done = new Promise((resolve) =>
-      this.proc.once('close', () => {
-        this.exited = true
-        this.#wake?.()
-        resolve()
-      }),
-    )
-  }
-
-  get pid(): number {
-    return this.proc.pid!
-  }
-
-  async line(re: RegExp, ms: number): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + ms
-    for (;;) {
-      const m = this.stdout
-        .split('\n')
-        .map((l) => re.exec(l))
-        .find((x) => x !== null)
-      if (m) return m
-      if (this.exited) throw new Error(`${this.proc.spawnfile} exited before ${re}: ${this.stderr.trim()}`)
-      const left = deadline - Date.now()
-      if (left <= 0) throw new Error(`timed out waiting for ${re} from ${this.proc.spawnfile}: ${this.stderr.trim()}`)
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left)
-        this.#wake = () => {
-          clearTimeout(t)
-          r()
-        }
-      })
-    }
-  }
-
-  /** Sends `signal`, waits up to `ms` for the exit, then SIGKILLs. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', ms = 5000): Promise<void> {
-    if (this.exited) return
-    this.proc.kill(signal)
-    await Promise.race([this.done, sleep(ms)])
-    if (!this.exited) {
-      this.proc.kill('SIGKILL')
-      await this.done
-    }
-  }
-}
-
-/** A network namespace held by `unshare --net sleep`; reachable as /proc/<pid>/ns/net while the child lives. */
-async function holdNetns(): Promise<{ path: string; child: Child }> {
-  const child = new Child('unshare', ['--net', 'sleep', '900'])
-  const path = `/proc/${child.pid}/ns/net`
-  const own = readlinkSync('/proc/self/ns/net')
-  const deadline = Date.now() + 5000
-  for (;;) {
-    let id: string | null = null
-    try {
-      id = readlinkSync(path)
-    } catch {
-      /* not there yet */
-    }
-    if (id !== null && id !== own) break
-    if (child.exited || Date.now() > deadline) throw new Error('unshare --net did not make a namespace')
-    await sleep(5)
-  }
-  ip(path, ['link', 'set', 'lo', 'up'])
-  return { path, child }
-}
-
-function ip(ns: string, args: string[]): void {
-  execFileSync('nsenter', [`--net=${ns}`, 'ip', ...args], { stdio: ['ignore', 'ignore', 'inherit'] })
-}
-
-/** Busy and total jiffies of all CPUs together, from /proc/stat. */
-function machineJiffies(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
-  // user nice system idle iowait irq softirq steal (guest time is already in user)
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0)
-  return { busy: total - f[3]! - f[4]!, total }
-}
-
-/**
- * Waits up to `maxMs` for a 200 ms window in which the machine is less than `pct` % busy (its CPUs are shared with
- * other work); returns how busy the last window was.
- */
-async function waitQuiet(maxMs: number, pct = 15): Promise<number> {
-  const deadline = Date.now() + maxMs
-  for (;;) {
-    const a = machineJiffies()
-    await sleep(200)
-    const b = machineJiffies()
-    const busy = (100 * (b.busy - a.busy)) / (b.total - a.total || 1)
-    if (busy < pct || Date.now() >= deadline) return busy
-  }
-}
-
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100 // fields 14 and 15; USER_HZ is 100
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // One row
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -251,18 +146,34 @@ interface Result {
   p50: number
   p99: number
   pingLoss: number
+  /** Ping through the forwarder while iperf3 runs. */
+  loadP50: number
+  loadP99: number
+  /** CPU of the idle forwarder, % of one core over 1 s before the pings. */
+  idleCpu: number
   superPackets: number
   note?: string
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+/** CPU (% of one core) process `pid` uses over `ms` of doing nothing asked of it. */
+async function idleCpuPct(pid: number, ms = 1000): Promise<number> {
+  const c0 = cpuSeconds(pid)
+  await sleep(ms)
+  return (100 * (cpuSeconds(pid) - c0)) / (ms / 1000)
+}
+
+/** Sorted round-trip times (ms) in ping's output. */
+const rttsOf = (out: string) => [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((x, y) => x - y)
+
+/** `ping -i 0.01` of `count` echo requests from `ns` to `dst`, started after `delay` s, as a child. */
+function pingChild(ns: string, dst: string, count: number, delay: number): Child {
+  const cmd = `sleep ${delay}; exec ping -c ${count} -i 0.01 -W 1 -n ${dst}`
+  return new Child('nsenter', [`--net=${ns}`, 'sh', '-c', cmd])
 }
 
 async function runRow(row: Row, seconds: number): Promise<Result> {
-  const nsA = await holdNetns()
-  const nsB = await holdNetns()
+  const nsA = await holdNetns(900)
+  const nsB = await holdNetns(900)
   let fwd: Child | undefined
   let server: Child | undefined
   try {
@@ -293,22 +204,26 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
         nsA.path,
         nsB.path,
         JSON.stringify(row.offload),
+        row.superPackets ? 'super' : 'batches',
       ])
       await fwd.line(/^READY$/, CHILD_TIMEOUT_MS)
     }
 
+    const idleCpu = await idleCpuPct(fwd.pid)
     // Round trip through the idle forwarder.
     const ping = spawnSync('nsenter', [`--net=${nsA.path}`, 'ping', '-c', '50', '-i', '0.01', '-W', '1', '-n', B_IP], {
       encoding: 'utf8',
       timeout: CHILD_TIMEOUT_MS,
     })
-    const rtts = [...ping.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((x, y) => x - y)
+    const rtts = rttsOf(ping.stdout)
 
     server = new Child('nsenter', [`--net=${nsB.path}`, 'iperf3', '-s', '-1', '--forceflush', '-B', B_IP, '-p', '5201'])
     await server.line(/Server listening/, CHILD_TIMEOUT_MS)
     const busyBefore = await waitQuiet(QUIET_WAIT_MS)
     const cpu0 = cpuSeconds(fwd.pid)
     const t0 = performance.now()
+    // Ping under load: from 0.5 s into the run until about 0.5 s before its end.
+    const loadPing = pingChild(nsA.path, B_IP, Math.max(10, (seconds - 1) * 100), 0.5)
     const client = spawnSync(
       'nsenter',
       [
@@ -328,20 +243,12 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
     )
     const wall = (performance.now() - t0) / 1000
     const cpuPct = (100 * (cpuSeconds(fwd.pid) - cpu0)) / wall
-    let gbps = NaN
-    let retransmits = NaN
-    let note: string | undefined
-    try {
-      const j = JSON.parse(client.stdout) as {
-        error?: string
-        end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } }
-      }
-      if (j.error) note = `iperf3: ${j.error}`
-      gbps = (j.end?.sum_received?.bits_per_second ?? NaN) / 1e9
-      retransmits = j.end?.sum_sent?.retransmits ?? NaN
-    } catch {
-      note = `iperf3 gave no result (exit ${client.status}): ${client.stderr.trim().slice(0, 200)}`
-    }
+    const iperf = parseIperf({ stdout: client.stdout, stderr: client.stderr, code: client.status })
+    const { gbps, retransmits } = iperf
+    let note = iperf.note
+    await Promise.race([loadPing.done, sleep(CHILD_TIMEOUT_MS)])
+    await loadPing.stop('SIGKILL')
+    const loadRtts = rttsOf(loadPing.stdout)
 
     await fwd.stop('SIGTERM')
     let superPackets = NaN
@@ -361,6 +268,9 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
       p50: percentile(rtts, 50),
       p99: percentile(rtts, 99),
       pingLoss: 50 - rtts.length,
+      loadP50: percentile(loadRtts, 50),
+      loadP99: percentile(loadRtts, 99),
+      idleCpu,
       superPackets,
       note,
     }
@@ -373,22 +283,99 @@ async function runRow(row: Row, seconds: number): Promise<Result> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Echo responders: ping to an address behind one TUN device whose reader answers
+// ---------------------------------------------------------------------------------------------------------------
+
+const ECHO_NET = '10.70.0.1/24'
+const ECHO_IP = '10.70.0.2'
+
+/** `forward.ts --echo <netns>`: a TUN device in the namespace whose reader answers echo requests, until SIGTERM. */
+async function echoResponder(ns: string): Promise<void> {
+  const tun = await Tun.create({ name: 'tkecho', netns: ns, addresses: [ECHO_NET] })
+  const loop = (async () => {
+    for await (const batch of tun.batches()) {
+      const replies = batch.map((p) => packet.echoReply(p)).filter((r): r is Buffer => r !== null)
+      if (replies.length > 0) await tun.write(replies)
+    }
+  })()
+  console.log('READY')
+  const alive = setInterval(() => {}, 1000)
+  await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()))
+  clearInterval(alive)
+  await tun.close()
+  await loop
+  process.exit(0)
+}
+
+interface EchoResult {
+  p50: number
+  p99: number
+  loadP50: number
+  loadP99: number
+  idleCpu: number
+}
+
+/** Ping RTT of the C or the tunkit echo responder, idle and beside an iperf3 run over loopback. */
+async function runEcho(kind: 'c' | 'tunkit', seconds: number): Promise<EchoResult> {
+  const ns = await holdNetns(900)
+  let resp: Child | undefined
+  let server: Child | undefined
+  try {
+    if (kind === 'c') {
+      resp = new Child('nsenter', [`--net=${ns.path}`, join(BIN, 'echo'), 'tkecho', String(seconds + 60)])
+      await resp.line(/^READY$/, CHILD_TIMEOUT_MS)
+      ip(ns.path, ['addr', 'add', ECHO_NET, 'dev', 'tkecho'])
+      ip(ns.path, ['link', 'set', 'tkecho', 'up', 'txqueuelen', String(TXQLEN)])
+    } else {
+      resp = new Child(process.execPath, ['--import', 'tsx', SELF, '--echo', ns.path])
+      await resp.line(/^READY$/, CHILD_TIMEOUT_MS)
+    }
+    // `nsenter` execs the responder, so its pid is the responder's.
+    const idleCpu = await idleCpuPct(resp.pid)
+    const ping = spawnSync('nsenter', [`--net=${ns.path}`, 'ping', '-c', '50', '-i', '0.01', '-W', '1', '-n', ECHO_IP], {
+      encoding: 'utf8',
+      timeout: CHILD_TIMEOUT_MS,
+    })
+    const rtts = rttsOf(ping.stdout)
+    server = new Child('nsenter', [`--net=${ns.path}`, 'iperf3', '-s', '-1', '-B', '127.0.0.1', '-p', '5202'])
+    await server.line(/Server listening/, CHILD_TIMEOUT_MS)
+    await waitQuiet(QUIET_WAIT_MS)
+    const loadPing = pingChild(ns.path, ECHO_IP, Math.max(10, (seconds - 1) * 100), 0.5)
+    spawnSync(
+      'nsenter',
+      [`--net=${ns.path}`, 'iperf3', '-c', '127.0.0.1', '-p', '5202', '-t', String(seconds), '-J'],
+      { encoding: 'utf8', timeout: (seconds + 20) * 1000 },
+    )
+    await Promise.race([loadPing.done, sleep(CHILD_TIMEOUT_MS)])
+    await loadPing.stop('SIGKILL')
+    const loadRtts = rttsOf(loadPing.stdout)
+    return {
+      p50: percentile(rtts, 50),
+      p99: percentile(rtts, 99),
+      loadP50: percentile(loadRtts, 50),
+      loadP99: percentile(loadRtts, 99),
+      idleCpu,
+    }
+  } finally {
+    await server?.stop('SIGKILL')
+    await resp?.stop('SIGKILL')
+    await ns.child.stop('SIGKILL')
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Driver
 // ---------------------------------------------------------------------------------------------------------------
 
 function buildC(): void {
   mkdirSync(BIN, { recursive: true })
-  const src = join(HERE, 'c', 'fwd.c')
-  const out = join(BIN, 'fwd')
-  if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) return
-  console.log('cc -O2 -o benchmark/bin/fwd benchmark/c/fwd.c')
-  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-o', out, src], { stdio: 'inherit' })
-}
-
-function median(xs: number[]): number {
-  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b)
-  if (s.length === 0) return NaN
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
+  for (const name of ['fwd', 'echo']) {
+    const src = join(HERE, 'c', `${name}.c`)
+    const out = join(BIN, name)
+    if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs) continue
+    console.log(`cc -O2 -o benchmark/bin/${name} benchmark/c/${name}.c`)
+    execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-o', out, src], { stdio: 'inherit' })
+  }
 }
 
 const fmt = (x: number, d = 2) => (Number.isNaN(x) ? '–' : x.toFixed(d))
@@ -410,10 +397,26 @@ async function main(): Promise<void> {
       results.get(row.label)!.push(r)
       console.log(
         `${row.label}: ${fmt(r.gbps)} Gbit/s, forwarder ${fmt(r.cpuPct, 0)}% CPU, machine ${fmt(r.busyBefore, 0)}% busy before, ` +
-          `ping p50 ${fmt(r.p50, 3)} ms${r.note ? ` (${r.note})` : ''}`,
+          `ping p50 ${fmt(r.p50, 3)} ms idle, ${fmt(r.loadP50, 3)} ms under load${r.note ? ` (${r.note})` : ''}`,
       )
     }
   }
+  // The echo responders (skipped by BENCH_FWD_ROWS unless it names them: 'C echo', 'tunkit echo').
+  const echoKinds = (['c', 'tunkit'] as const).filter((k) => !only || only.includes(k === 'c' ? 'C echo' : 'tunkit echo'))
+  const echoes = new Map<string, EchoResult[]>([
+    ['c', []],
+    ['tunkit', []],
+  ])
+  for (let rep = 0; rep < reps; rep++) {
+    for (const kind of echoKinds) {
+      const r = await runEcho(kind, seconds)
+      echoes.get(kind)!.push(r)
+      console.log(
+        `${kind} echo: ping p50 ${fmt(r.p50, 3)} ms idle, ${fmt(r.loadP50, 3)} ms under load, idle CPU ${fmt(r.idleCpu, 1)}%`,
+      )
+    }
+  }
+  const emed = (kind: string, k: keyof EchoResult) => median(echoes.get(kind)!.map((r) => r[k]))
   const med = (label: string, k: keyof Result) => median(results.get(label)!.map((r) => r[k] as number))
   const cPlain = med('C read/write', 'gbps')
   const cPass = med('C pass-through (offload)', 'gbps')
@@ -430,10 +433,11 @@ async function main(): Promise<void> {
       'how busy the machine was (all CPUs, in %) in the 200 ms before the run, after waiting up to ' +
       `${QUIET_WAIT_MS / 1000} s for it to be nearly idle: other work sharing the CPUs, which lowers the numbers. ` +
       '*ping* is 50 echo requests 10 ms apart through the idle ' +
-      'forwarder. *super-packets* = frames read with a segmentation header (offload rows).',
+      'forwarder; *under load* is `ping -i 0.01` through it during the iperf3 run. *idle CPU* is the forwarder ' +
+      'process over 1 s with no traffic. *super-packets* = frames read with a segmentation header (offload rows).',
     '',
-    '| forwarder | Gbit/s | × C read/write | × C pass-through | forwarder CPU % | busy before % | retransmits | ping p50 ms | ping p99 ms | super-packets read | note |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| forwarder | Gbit/s | × C read/write | × C pass-through | forwarder CPU % | busy before % | retransmits | ping p50 ms | ping p99 ms | under load p50 ms | under load p99 ms | idle CPU % | super-packets read | note |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ]
   for (const row of ROWS) {
     const g = med(row.label, 'gbps')
@@ -449,41 +453,67 @@ async function main(): Promise<void> {
       `| ${row.label} | ${fmt(g)} | ${fmt(g / cPlain)} | ${fmt(g / cPass)} | ${fmt(med(row.label, 'cpuPct'), 0)} | ` +
         `${fmt(med(row.label, 'busyBefore'), 0)} | ` +
         `${fmt(med(row.label, 'retransmits'), 0)} | ${fmt(med(row.label, 'p50'), 3)} | ${fmt(med(row.label, 'p99'), 3)} | ` +
+        `${fmt(med(row.label, 'loadP50'), 3)} | ${fmt(med(row.label, 'loadP99'), 3)} | ${fmt(med(row.label, 'idleCpu'), 1)} | ` +
         `${fmt(med(row.label, 'superPackets'), 0)} | ${notes} |`,
+    )
+  }
+  lines.push(
+    '',
+    `Echo responders: \`ping -c 50 -i 0.01\` to ${ECHO_IP}, behind one TUN device (${ECHO_NET}) whose reader answers ` +
+      'the echo requests: `c/echo.c` (blocking read() and write()) or tunkit (`batches()`, `packet.echoReply`, ' +
+      '`write()`); *under load*: `ping -i 0.01` while an iperf3 TCP run over loopback in the same namespace keeps the ' +
+      'CPUs busy. *idle CPU*: the responder process over 1 s with no traffic.',
+    '',
+    '| echo responder | ping p50 ms | ping p99 ms | under load p50 ms | under load p99 ms | idle CPU % | × C p50 | × C p99 |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  )
+  for (const kind of ['c', 'tunkit']) {
+    lines.push(
+      `| ${kind === 'c' ? 'C' : 'tunkit'} | ${fmt(emed(kind, 'p50'), 3)} | ${fmt(emed(kind, 'p99'), 3)} | ` +
+        `${fmt(emed(kind, 'loadP50'), 3)} | ${fmt(emed(kind, 'loadP99'), 3)} | ${fmt(emed(kind, 'idleCpu'), 1)} | ` +
+        `${fmt(emed(kind, 'p50') / emed('c', 'p50'))} | ${fmt(emed(kind, 'p99') / emed('c', 'p99'))} |`,
     )
   }
   const plain = med('tunkit', 'gbps') / cPlain
   const off = med('tunkit offload', 'gbps')
+  const sup = med('tunkit super-packets', 'gbps') / cPass
+  const met = (ok: boolean) => (ok ? 'met' : 'not met')
+  /** Ping of `label` within 1.5× its C equivalent (p50 and p99, idle and under load). */
+  const pingTarget = (label: string, c: string) => {
+    const ratios = (['p50', 'p99', 'loadP50', 'loadP99'] as const).map((k) => med(label, k) / med(c, k))
+    return `- ping through ${label} ≤ 1.5× through ${c} (p50, p99 idle; p50, p99 under load): ${ratios.map((x) => fmt(x)).join(', ')} — ${met(ratios.every((x) => x <= 1.5))}`
+  }
+  const echoRatios = (['p50', 'p99', 'loadP50', 'loadP99'] as const).map((k) => emed('tunkit', k) / emed('c', k))
   lines.push(
     '',
     'Targets (issue 4):',
     '',
-    `- tunkit without offload ≥ 0.9× the C read/write forwarder: ${fmt(plain)}× — ${plain >= 0.9 ? 'met' : 'not met'}`,
-    `- tunkit with offload ≥ 3× the C read/write forwarder: ${fmt(off / cPlain)}× — ${off / cPlain >= 3 ? 'met' : 'not met'}`,
-    `- tunkit with offload ≥ 0.8× the C pass-through: ${fmt(off / cPass)}× — ${off / cPass >= 0.8 ? 'met' : 'not met'}`,
+    `- tunkit without offload ≥ 0.9× the C read/write forwarder: ${fmt(plain)}× — ${met(plain >= 0.9)}`,
+    `- tunkit with offload ≥ 3× the C read/write forwarder: ${fmt(off / cPlain)}× — ${met(off / cPlain >= 3)}`,
+    `- tunkit with offload ≥ 0.8× the C pass-through: ${fmt(off / cPass)}× — ${met(off / cPass >= 0.8)}`,
+    '',
+    'Targets (latency and pass-through):',
+    '',
+    `- tunkit super-packet forwarder ≥ 0.8× the C pass-through: ${fmt(sup)}× — ${met(sup >= 0.8)}`,
+    `- tunkit without offload ≥ 1.0× the C read/write forwarder: ${fmt(plain)}× — ${met(plain >= 1)}`,
+    pingTarget('tunkit', 'C read/write'),
+    pingTarget('tunkit super-packets', 'C pass-through (offload)'),
+    `- tunkit echo responder ≤ 1.5× the C one (p50, p99 idle; p50, p99 under load): ${echoRatios.map((x) => fmt(x)).join(', ')} — ${met(echoRatios.every((x) => x <= 1.5))}`,
     '',
   )
   const text = lines.join('\n')
   console.log('\n' + text)
   // A partial run (BENCH_FWD_ROWS) only prints: the file always holds a complete table.
-  if (rows.length === ROWS.length) writeFileSync(join(HERE, 'RESULTS-forward.md'), text)
+  if (rows.length === ROWS.length) writeResults(join(HERE, 'RESULTS-forward.md'), text)
 }
 
 if (process.argv[2] === '--forwarder') {
-  const [nsA, nsB, offload] = process.argv.slice(3)
-  await forwarder(nsA!, nsB!, JSON.parse(offload!) as Offload)
-} else if (process.env.TUNKIT_NETNS !== '1') {
-  // Tools are installed from outside the namespace (it has no route to the package mirror), then the run re-enters.
-  const tools = spawnSync(process.execPath, [join(ROOT, 'scripts', 'ensure-tools.mjs'), 'iperf3', 'cc', 'ping'], {
-    stdio: 'inherit',
-  })
-  if (tools.status !== 0) process.exit(1)
-  const r = spawnSync(
-    process.execPath,
-    [join(ROOT, 'scripts', 'netns.mjs'), process.execPath, '--import', 'tsx', SELF],
-    { stdio: 'inherit' },
-  )
-  process.exit(r.status ?? 1)
+  const [nsA, nsB, offload, mode] = process.argv.slice(3)
+  await forwarder(nsA!, nsB!, JSON.parse(offload!) as Offload, mode === 'super')
+} else if (process.argv[2] === '--echo') {
+  await echoResponder(process.argv[3]!)
 } else {
+  // Tools are installed from outside the namespace (it has no route to the package mirror), then the run re-enters.
+  enterNetns(SELF, ['iperf3', 'cc', 'ping'])
   await main()
 }

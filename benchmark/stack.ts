@@ -30,12 +30,11 @@
  * BENCH_STACK_TUNKIT=/path/to/index.js measures another build (a copy of dist/ with its .node), not the sources.
  * BENCH_STACK_REPS (default 3) repeats every measurement, variants interleaved in rotating order; tables show
  * medians. BENCH_STACK_SECTIONS=tcp,cps,udp,mem picks sections (a partial run only prints). The section goes to
- * stdout and to benchmark/RESULTS-stack.md. Every child is killed by pid at the end; the veth and S go with it.
+ * stdout and to benchmark/RESULTS-stack.md (not with BENCH_WRITE=0, for smoke runs). Every child is killed by pid at
+ * the end; the veth and S go with it.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import dgram from 'node:dgram'
 import net from 'node:net'
-import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -43,9 +42,26 @@ import { pipeline } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import type * as Tunkit from '../index.js'
+import {
+  Child,
+  echoServers,
+  enterNetns,
+  holdNetns,
+  ip,
+  median,
+  parseIperf,
+  percentile,
+  plainUdp,
+  positive,
+  run,
+  threadCpu,
+  udpEcho,
+  waitQuiet,
+  writeResults,
+  type UdpEchoResult,
+} from './lib.ts'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
-const ROOT = join(HERE, '..')
 const SELF = fileURLToPath(import.meta.url)
 
 const VETH_P = 'tkstv0'
@@ -62,12 +78,6 @@ const RR_PORT = 7000
 const UDP_PORT = 9000
 const CHILD_TIMEOUT_MS = 20_000
 const QUIET_WAIT_MS = 5000
-
-function positive(env: string, dflt: number, max: number): number {
-  const v = Number(process.env[env] ?? dflt)
-  if (!Number.isFinite(v) || v <= 0 || v > max) throw new Error(`${env} must be a number of 0..${max}`)
-  return v
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The stack process (this file run with --stack <mtu> <offload 0|1>)
@@ -158,196 +168,7 @@ async function stackProcess(mtu: number, offload: boolean, viaRelay: boolean): P
   process.exit(0)
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The server process in S (this file run with --server)
-// ---------------------------------------------------------------------------------------------------------------
-
-async function serverProcess(): Promise<void> {
-  // Request/response: the first data gets 'pong' and the end (the server closes first); idle sockets stay.
-  const tcp = net.createServer((c) => {
-    c.on('error', () => {})
-    c.once('data', () => c.end('pong'))
-  })
-  await new Promise<void>((r) => tcp.listen(RR_PORT, S_IP, 4096, r))
-  const udp = dgram.createSocket('udp4')
-  udp.on('message', (m, rinfo) => udp.send(m, rinfo.port, rinfo.address))
-  await new Promise<void>((r) => udp.bind(UDP_PORT, S_IP, r))
-  console.log('READY')
-  const alive = setInterval(() => {}, 1000)
-  await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()))
-  clearInterval(alive)
-  process.exit(0)
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Children and namespaces (as in forward.ts)
-// ---------------------------------------------------------------------------------------------------------------
-
-class Child {
-  readonly proc: ChildProcess
-  stdout = ''
-  stderr = ''
-  exited = false
-  readonly done: Promise<void>
-  #wake: (() => void) | null = null
-  #seq = 0
-
-  constructor(cmd: string, args: string[], stdin: 'ignore' | 'pipe' = 'ignore') {
-    this.proc = spawn(cmd, args, { stdio: [stdin, 'pipe', 'pipe'] })
-    this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      this.stdout += d
-      this.#wake?.()
-    })
-    this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d))
-    this.done = new Promise((resolve) =>
-      this.proc.once('close', () => {
-        this.exited = true
-        this.#wake?.()
-        resolve()
-      }),
-    )
-  }
-
-  get pid(): number {
-    return this.proc.pid!
-  }
-
-  async line(re: RegExp, ms: number): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + ms
-    for (;;) {
-      const m = this.stdout
-        .split('\n')
-        .map((l) => re.exec(l))
-        .find((x) => x !== null)
-      if (m) return m
-      if (this.exited) throw new Error(`${this.proc.spawnfile} exited before ${re}: ${this.stderr.trim()}`)
-      const left = deadline - Date.now()
-      if (left <= 0) throw new Error(`timed out waiting for ${re} from ${this.proc.spawnfile}: ${this.stderr.trim()}`)
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, left)
-        this.#wake = () => {
-          clearTimeout(t)
-          r()
-        }
-      })
-    }
-  }
-
-  /** A command to the stack process; its JSON answer. */
-  async ask<T>(cmd: string): Promise<T> {
-    const id = ++this.#seq
-    this.proc.stdin!.write(`${id} ${cmd}\n`)
-    const m = await this.line(new RegExp(`^R ${id} (.*)$`), CHILD_TIMEOUT_MS)
-    return JSON.parse(m[1]!) as T
-  }
-
-  async stop(signal: NodeJS.Signals = 'SIGTERM', ms = 5000): Promise<void> {
-    if (this.exited) return
-    this.proc.kill(signal)
-    await Promise.race([this.done, sleep(ms)])
-    if (!this.exited) {
-      this.proc.kill('SIGKILL')
-      await this.done
-    }
-  }
-}
-
-async function holdNetns(): Promise<{ path: string; child: Child }> {
-  const child = new Child('unshare', ['--net', 'sleep', '3600'])
-  const path = `/proc/${child.pid}/ns/net`
-  const own = readlinkSync('/proc/self/ns/net')
-  const deadline = Date.now() + 5000
-  for (;;) {
-    let id: string | null = null
-    try {
-      id = readlinkSync(path)
-    } catch {
-      /* not there yet */
-    }
-    if (id !== null && id !== own) break
-    if (child.exited || Date.now() > deadline) throw new Error('unshare --net did not make a namespace')
-    await sleep(5)
-  }
-  return { path, child }
-}
-
-function ip(ns: string | null, args: string[]): void {
-  if (ns === null) execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'inherit'] })
-  else execFileSync('nsenter', [`--net=${ns}`, 'ip', ...args], { stdio: ['ignore', 'ignore', 'inherit'] })
-}
-
-function machineJiffies(): { busy: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0)
-  return { busy: total - f[3]! - f[4]!, total }
-}
-
-async function waitQuiet(maxMs: number, pct = 15): Promise<number> {
-  const deadline = Date.now() + maxMs
-  for (;;) {
-    const a = machineJiffies()
-    await sleep(200)
-    const b = machineJiffies()
-    const busy = (100 * (b.busy - a.busy)) / (b.total - a.total || 1)
-    if (busy < pct || Date.now() >= deadline) return busy
-  }
-}
-
-/** utime + stime in seconds of each thread of `pid`, grouped: the main (JavaScript) thread, tunkit's, the rest. */
-function threadCpu(pid: number): { main: number; mainUser: number; tunkit: number; other: number } {
-  const r = { main: 0, mainUser: 0, tunkit: 0, other: 0 }
-  let tids: string[] = []
-  try {
-    tids = readdirSync(`/proc/${pid}/task`)
-  } catch {
-    return r
-  }
-  for (const tid of tids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      const s = (Number(f[11]) + Number(f[12])) / 100
-      if (Number(tid) === pid) {
-        r.main += s
-        r.mainUser += Number(f[11]) / 100
-      } else if (/tunkit/i.test(comm)) r.tunkit += s
-      else r.other += s
-    } catch {
-      /* the thread ended */
-    }
-  }
-  return r
-}
-
-function median(xs: number[]): number {
-  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b)
-  if (s.length === 0) return NaN
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
-}
-
 const fmt = (x: number, d = 2) => (Number.isNaN(x) || !Number.isFinite(x) ? '–' : x.toFixed(d))
-
-/** Runs a command to completion asynchronously (the event loop stays free), killed after `ms`. */
-function run(cmd: string, args: string[], ms: number): Promise<{ stdout: string; stderr: string; code: number }> {
-  return new Promise((resolve) => {
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    c.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
-    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-    const t = setTimeout(() => c.kill('SIGKILL'), ms)
-    c.once('close', (code) => {
-      clearTimeout(t)
-      resolve({ stdout, stderr, code: code ?? 1 })
-    })
-  })
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The rig
@@ -359,8 +180,7 @@ interface Rig {
 }
 
 async function setUp(): Promise<Rig> {
-  const ns = await holdNetns()
-  ip(ns.path, ['link', 'set', 'lo', 'up'])
+  const ns = await holdNetns(3600)
   ip(null, ['link', 'add', VETH_P, 'type', 'veth', 'peer', 'name', VETH_S, 'netns', String(ns.child.pid)])
   ip(null, ['addr', 'add', `${P_IP}/24`, 'dev', VETH_P])
   ip(null, ['link', 'set', VETH_P, 'up'])
@@ -394,7 +214,7 @@ async function startStack(mtu: number, offload: boolean, relay = false): Promise
     const child = new Child(
       process.execPath,
       ['--expose-gc', '--import', 'tsx', SELF, '--stack', String(mtu), offload ? '1' : '0', relay ? '1' : '0'],
-      'pipe',
+      { stdin: 'pipe' },
     )
     try {
       const m = await child.line(/^READY (\d+) (\d+)$/, CHILD_TIMEOUT_MS)
@@ -479,17 +299,10 @@ async function iperf(rig: Rig, target: string, seconds: number, streams: number,
       cpuTunkit: pct('tunkit'),
       busyBefore,
     }
-    try {
-      const j = JSON.parse(r.stdout) as {
-        error?: string
-        end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } }
-      }
-      if (j.error) res.note = `iperf3: ${j.error}`
-      res.gbps = (j.end?.sum_received?.bits_per_second ?? NaN) / 1e9
-      res.retransmits = j.end?.sum_sent?.retransmits ?? NaN
-    } catch {
-      res.note = `iperf3 gave no result (exit ${r.code}): ${r.stderr.trim().slice(0, 200)}`
-    }
+    const parsed = parseIperf(r)
+    res.gbps = parsed.gbps
+    res.retransmits = parsed.retransmits
+    if (parsed.note) res.note = parsed.note
     return res
   } finally {
     await server.stop('SIGKILL')
@@ -549,74 +362,10 @@ async function cpsRun(target: string, seconds: number, parallel: number): Promis
 // 3. UDP echo
 // ---------------------------------------------------------------------------------------------------------------
 
-interface UdpResult {
-  pps: number
-  received: number
-  lost: number
-  p50: number
-}
+type UdpResult = UdpEchoResult
 
 async function udpRun(target: string, count: number, window: number, limitMs: number): Promise<UdpResult> {
-  const sock = dgram.createSocket('udp4')
-  await new Promise<void>((r) => sock.bind(0, r))
-  const payload = Buffer.alloc(64)
-  let sent = 0
-  let received = 0
-  let inflight = 0
-  let progress = 0
-  const sentAt = new Map<number, number>()
-  const rtt: number[] = []
-  const fill = () => {
-    while (inflight < window && sent < count) {
-      payload.writeUInt32BE(sent, 0)
-      if (sent % 64 === 0) sentAt.set(sent, performance.now())
-      sock.send(payload, UDP_PORT, target)
-      sent++
-      inflight++
-    }
-  }
-  const t0 = performance.now()
-  let tLast = t0
-  await new Promise<void>((resolve) => {
-    const finish = () => {
-      clearInterval(tick)
-      clearTimeout(limit)
-      resolve()
-    }
-    sock.on('message', (m) => {
-      received++
-      progress++
-      inflight = Math.max(0, inflight - 1)
-      tLast = performance.now()
-      const seq = m.readUInt32BE(0)
-      const s = sentAt.get(seq)
-      if (s !== undefined) {
-        rtt.push(tLast - s)
-        sentAt.delete(seq)
-      }
-      if (received >= count) finish()
-      else fill()
-    })
-    // Lost datagrams: with no echo for 20 ms, what is in flight counts as lost and the window refills.
-    const tick = setInterval(() => {
-      if (progress === 0) {
-        if (sent >= count) finish()
-        inflight = 0
-        fill()
-      }
-      progress = 0
-    }, 20)
-    const limit = setTimeout(finish, limitMs)
-    fill()
-  })
-  sock.close()
-  rtt.sort((a, b) => a - b)
-  return {
-    pps: received / ((tLast - t0) / 1000),
-    received,
-    lost: sent - received,
-    p50: percentile(rtt, 50),
-  }
+  return udpEcho(await plainUdp(target, UDP_PORT), count, 64, window, limitMs)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -678,11 +427,11 @@ async function memRun(mode: MemMode, n: number): Promise<MemResult> {
     const deadline = Date.now() + 20_000
     for (;;) {
       await sleep(200)
-      const a = await sc.child.ask<MemAnswer>('mem')
+      const a = await sc.child.ask<MemAnswer>('mem', CHILD_TIMEOUT_MS)
       if (held(a) >= clients.length - failed || Date.now() > deadline) break
     }
     await sleep(300)
-    return sc.child.ask<MemAnswer>('mem')
+    return sc.child.ask<MemAnswer>('mem', CHILD_TIMEOUT_MS)
   }
   const held = (a: MemAnswer) => (mode === 'plain accept' ? a.held : a.upOpen)
   try {
@@ -754,6 +503,7 @@ async function main(): Promise<void> {
             if (sc) {
               const s = await sc.child.ask<{ tun: { backend: Record<string, number> }; stack: Record<string, number> }>(
                 'stats',
+                CHILD_TIMEOUT_MS,
               )
               const b = s.tun.backend
               stackNotes.set(
@@ -796,7 +546,10 @@ async function main(): Promise<void> {
               )
             }
           }
-          const s = await sc.child.ask<{ stack: Record<string, number>; errors: Record<string, number> }>('stats')
+          const s = await sc.child.ask<{ stack: Record<string, number>; errors: Record<string, number> }>(
+            'stats',
+            CHILD_TIMEOUT_MS,
+          )
           console.log(`  stack ${JSON.stringify(s.stack)}; handler errors ${JSON.stringify(s.errors)}`)
         } finally {
           await sc.child.stop('SIGTERM')
@@ -977,24 +730,14 @@ async function main(): Promise<void> {
   lines.push('')
   const text = lines.join('\n')
   console.log('\n' + text)
-  if (sections.length === 4 && !process.env.BENCH_STACK_SECTIONS) writeFileSync(join(HERE, 'RESULTS-stack.md'), text)
+  if (sections.length === 4 && !process.env.BENCH_STACK_SECTIONS) writeResults(join(HERE, 'RESULTS-stack.md'), text)
 }
 
 if (process.argv[2] === '--stack') {
   await stackProcess(Number(process.argv[3]), process.argv[4] === '1', process.argv[5] === '1')
 } else if (process.argv[2] === '--server') {
-  await serverProcess()
-} else if (process.env.TUNKIT_NETNS !== '1') {
-  const tools = spawnSync(process.execPath, [join(ROOT, 'scripts', 'ensure-tools.mjs'), 'iperf3', 'curl', 'ip'], {
-    stdio: 'inherit',
-  })
-  if (tools.status !== 0) process.exit(1)
-  const r = spawnSync(
-    process.execPath,
-    [join(ROOT, 'scripts', 'netns.mjs'), process.execPath, '--import', 'tsx', SELF],
-    { stdio: 'inherit' },
-  )
-  process.exit(r.status ?? 1)
+  await echoServers(S_IP, RR_PORT, UDP_PORT)
 } else {
+  enterNetns(SELF, ['iperf3', 'curl', 'ip'])
   await main()
 }
