@@ -14,6 +14,8 @@ export type {
   OffloadOptions,
 } from './src/tun.js'
 export type { LinkEvent } from './src/events.js'
+export { addRoutingRule, removeRoutingRule, routingRules } from './src/routing.js'
+export type { RoutingRule, RoutingRulesOptions } from './src/routing.js'
 export type { RingOptions, IterateOptions, QueueStats } from './src/queue.js'
 export { Stack, UdpSession } from './src/stack.js'
 export type {

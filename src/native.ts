@@ -1,6 +1,7 @@
 /** Typed view of the native addon (`crates/tunkit-napi`). Internal: the public API is `Tun`. */
 import { createRequire } from 'node:module'
 import type { QueueStats, RingOptions } from './queue.js'
+import type { RoutingRule } from './routing.js'
 import type { AddressInfo, RouteSpec, TunOptions } from './tun.js'
 
 /** Opaque handle of a device. */
@@ -70,6 +71,10 @@ export interface NativeBinding {
   addRoute(dev: DeviceHandle, route: RouteSpec): void
   removeRoute(dev: DeviceHandle, route: RouteSpec): void
   routes(dev: DeviceHandle): RouteSpec[]
+  addRule(rule: RoutingRule): void
+  removeRule(rule: RoutingRule): void
+  /** Every rule has its `family`. */
+  rules(family: 4 | 6 | undefined): RoutingRule[]
   closeDevice(dev: DeviceHandle): void
   openQueue(dev: DeviceHandle, index: number, opts: RingOptions, onEvent: (code: number) => void): QueueHandle
   pull(q: QueueHandle, lens: Uint32Array): ArrayBuffer | null | undefined

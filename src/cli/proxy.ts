@@ -3,13 +3,14 @@
  * rules, with fake-ip DNS. Creates and configures the device, routes, and (for `--route default`) two policy
  * routing rules; removes all of it on SIGINT/SIGTERM.
  */
-import { execFileSync } from 'node:child_process'
+import dgram from 'node:dgram'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
 import { parseArgs } from 'node:util'
 import { TunError } from '../errors.js'
 import { Proxy, type Upstream } from '../proxy/proxy.js'
 import { parseRules, type Rule } from '../proxy/rules.js'
+import { addRoutingRule, removeRoutingRule, type RoutingRule } from '../routing.js'
 import { Tun, type RouteSpec } from '../tun.js'
 
 export const PROXY_HELP = `Usage: tunkit proxy (--socks5 | --http) [USER:PASS@]HOST:PORT [OPTIONS]
@@ -75,19 +76,35 @@ function onOff(flag: string, v: string | undefined, dflt: boolean): boolean {
   throw new Usage(`--${flag} must be on or off, got ${v}`)
 }
 
-/** Runs `ip` with `args`; throws with its stderr. */
-function ip(args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-}
-
-/** The source address the kernel picks for `dst` (a lookup, nothing is sent), or undefined. */
-function sourceFor(dst: string): string | undefined {
-  try {
-    const out = JSON.parse(ip(['-j', net.isIP(dst) === 6 ? '-6' : '-4', 'route', 'get', dst])) as { prefsrc?: string }[]
-    return out[0]?.prefsrc
-  } catch {
-    return undefined
-  }
+/**
+ * The source address the kernel picks for `dst`, or undefined when it has no route there (or no such family). A
+ * UDP socket connected to `dst` makes the kernel look the route up and choose its source; nothing is sent.
+ */
+function sourceFor(dst: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let s: dgram.Socket
+    try {
+      s = dgram.createSocket(net.isIP(dst) === 6 ? 'udp6' : 'udp4')
+    } catch {
+      return resolve(undefined)
+    }
+    let settled = false
+    const done = (address: string | undefined) => {
+      if (settled) return
+      settled = true
+      s.close()
+      resolve(address)
+    }
+    s.once('error', () => done(undefined))
+    s.connect(9, dst, (err?: Error) => {
+      if (err) return done(undefined)
+      try {
+        done(s.address().address)
+      } catch {
+        done(undefined)
+      }
+    })
+  })
 }
 
 /** Whether a TCP connection to `host:port` opens within `ms`. */
@@ -238,8 +255,8 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
   const upHost = up && (up.type === 'socks5' || up.type === 'http') && net.isIP(up.host) ? up.host : undefined
   const bind = cfg.everything
     ? {
-        v4: sourceFor(upHost && net.isIP(upHost) === 4 ? upHost : '192.0.2.1'),
-        v6: sourceFor(upHost && net.isIP(upHost) === 6 ? upHost : '2001:db8::1'),
+        v4: await sourceFor(upHost && net.isIP(upHost) === 4 ? upHost : '192.0.2.1'),
+        v6: await sourceFor(upHost && net.isIP(upHost) === 6 ? upHost : '2001:db8::1'),
       }
     : undefined
   let tun: Tun
@@ -250,11 +267,11 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
     process.stderr.write(`tunkit proxy: ${err.message}\n`)
     return err.code === 'ERR_TUN_PERMISSION' ? 4 : err.code === 'ERR_TUN_INVALID_ADDRESS' ? 2 : 1
   }
-  const added: string[][] = []
-  const cleanup = () => {
+  const added: RoutingRule[] = []
+  const cleanup = async () => {
     for (const r of added.reverse()) {
       try {
-        ip([...r.slice(0, -1), 'del', ...r.slice(-1)[0]!.split(' ')])
+        await removeRoutingRule(r)
       } catch {
         /* gone already */
       }
@@ -264,17 +281,18 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
   let proxy: Proxy
   try {
     if (cfg.everything) {
-      for (const [fam, addr] of [
-        ['-4', bind?.v4],
-        ['-6', v6 ? bind?.v6 : undefined],
+      for (const [family, addr] of [
+        [4, bind?.v4],
+        [6, v6 ? bind?.v6 : undefined],
       ] as const) {
-        if (fam === '-6' && !v6) continue
-        if (addr) {
-          ip([fam, 'rule', 'add', 'pref', '9000', 'from', addr, 'lookup', 'main'])
-          added.push([fam, 'rule', `pref 9000 from ${addr} lookup main`])
+        if (family === 6 && !v6) continue
+        // The proxy's own address looks up main (254); everything else the device's table.
+        const rules: RoutingRule[] = addr ? [{ family, priority: 9000, from: addr, table: 254 }] : []
+        rules.push({ family, priority: 9001, table: cfg.table })
+        for (const r of rules) {
+          await addRoutingRule(r)
+          added.push(r)
         }
-        ip([fam, 'rule', 'add', 'pref', '9001', 'lookup', String(cfg.table)])
-        added.push([fam, 'rule', `pref 9001 lookup ${cfg.table}`])
       }
     }
     proxy = await Proxy.create(tun, {
@@ -290,7 +308,7 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
       ...(bind ? { bind: { ...(bind.v4 ? { v4: bind.v4 } : {}), ...(bind.v6 ? { v6: bind.v6 } : {}) } } : {}),
     })
   } catch (e) {
-    cleanup()
+    await cleanup()
     await tun.close()
     process.stderr.write(`tunkit proxy: ${(e as Error).message}\n`)
     return e instanceof TunError && e.code === 'ERR_TUN_INVALID_ARGUMENT' ? 2 : 1
@@ -333,7 +351,7 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
   }
   await proxy.close()
   await logging
-  cleanup()
+  await cleanup()
   await tun.close()
   return 0
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod packet;
 pub mod platform;
 pub mod ring;
+pub mod rule;
 pub mod sha256;
 pub mod testhooks;
 
@@ -19,3 +20,4 @@ pub use config::{DeviceConfig, IpCidr, Mode, RouteSpec};
 pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
 pub use ring::{PacketRing, Pull, RingConfig, RingEvent, RingStats};
+pub use rule::RuleSpec;

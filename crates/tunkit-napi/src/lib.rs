@@ -6,6 +6,7 @@ mod convert;
 mod device;
 mod events;
 mod relay;
+mod rules;
 mod stack;
 mod sys;
 
@@ -29,6 +30,9 @@ const EXPORTS: &[(&str, Callback)] = &[
   ("addRoute", device::add_route),
   ("removeRoute", device::remove_route),
   ("routes", device::routes),
+  ("addRule", rules::add_rule),
+  ("removeRule", rules::remove_rule),
+  ("rules", rules::rules),
   ("closeDevice", device::close_device),
   ("openQueue", device::open_queue),
   ("pull", device::pull),

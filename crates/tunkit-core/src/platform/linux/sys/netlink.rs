@@ -1,7 +1,7 @@
 //! Raw rtnetlink plumbing: the `NETLINK_ROUTE` socket (`socket`, `bind`, `setsockopt`, `sendto`, `recvfrom`)
 //! with safe wrappers returning `io::Result`, plus the kernel's message layouts and constants
-//! (`<linux/netlink.h>`, `<linux/rtnetlink.h>`, `<linux/if_link.h>`, `<linux/if_addr.h>`). `poll`, `eventfd`
-//! and `unshare` are shared with the tun code in the parent module.
+//! (`<linux/netlink.h>`, `<linux/rtnetlink.h>`, `<linux/if_link.h>`, `<linux/if_addr.h>`,
+//! `<linux/fib_rules.h>`). `poll`, `eventfd` and `unshare` are shared with the tun code in the parent module.
 //!
 //! The layouts are declared as `#[repr(C)]` structs whose sizes are checked at compile time against the
 //! kernel's, and are encoded to and decoded from byte buffers field by field (netlink is host-endian), so
@@ -25,6 +25,7 @@ pub const EEXIST: i32 = 17;
 pub const ENODEV: i32 = 19;
 pub const EINVAL: i32 = 22;
 pub const EADDRNOTAVAIL: i32 = 99;
+pub const EAFNOSUPPORT: i32 = 97;
 pub const ENETUNREACH: i32 = 101;
 pub const ENOBUFS: i32 = 105;
 pub const EHOSTUNREACH: i32 = 113;
@@ -96,6 +97,9 @@ pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_DELROUTE: u16 = 25;
 pub const RTM_GETROUTE: u16 = 26;
+pub const RTM_NEWRULE: u16 = 32;
+pub const RTM_DELRULE: u16 = 33;
+pub const RTM_GETRULE: u16 = 34;
 
 pub const IFF_UP: u32 = 0x1;
 /// The link has no address resolution (TUN devices).
@@ -136,6 +140,45 @@ pub const RTN_UNSPEC: u8 = 0;
 pub const RTN_UNICAST: u8 = 1;
 /// `rtm_flags`: a cloned (cached) route, not a configured one.
 pub const RTM_F_CLONED: u32 = 0x200;
+
+// ---- policy routing rules (`<linux/fib_rules.h>`) ---------------------------------------------------------
+
+/// Destination prefix (its length is `fib_rule_hdr.dst_len`).
+pub const FRA_DST: u16 = 1;
+/// Source prefix (its length is `fib_rule_hdr.src_len`).
+pub const FRA_SRC: u16 = 2;
+/// Input interface name, NUL-terminated.
+pub const FRA_IIFNAME: u16 = 3;
+/// Target rule of a `goto` rule.
+pub const FRA_GOTO: u16 = 4;
+/// Preference: rules are tried from the lowest. Absent in a dump when 0.
+pub const FRA_PRIORITY: u16 = 6;
+pub const FRA_FWMARK: u16 = 10;
+/// Routing realm (IPv4).
+pub const FRA_FLOW: u16 = 11;
+pub const FRA_TUN_ID: u16 = 12;
+/// `u32`; -1 (all ones) when unset, and then dumped anyway.
+pub const FRA_SUPPRESS_IFGROUP: u16 = 13;
+/// `u32`; -1 (all ones) when unset, and then dumped anyway.
+pub const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
+/// The table id as a `u32` (`fib_rule_hdr.table` holds only ids below 256).
+pub const FRA_TABLE: u16 = 15;
+pub const FRA_FWMASK: u16 = 16;
+/// Output interface name, NUL-terminated.
+pub const FRA_OIFNAME: u16 = 17;
+/// Padding of 64-bit attributes.
+pub const FRA_PAD: u16 = 18;
+/// `u8`: who made the rule (an `RTPROT_*`); informational, it selects nothing.
+pub const FRA_PROTOCOL: u16 = 21;
+
+/// `fib_rule_hdr.action`: look the packet up in the rule's table.
+pub const FR_ACT_TO_TBL: u8 = 1;
+/// `fib_rule_hdr.flags`: the selectors are negated (`ip rule add not …`).
+pub const FIB_RULE_INVERT: u32 = 0x2;
+/// `fib_rule_hdr.flags`: the rule's input interface does not exist (now).
+pub const FIB_RULE_IIF_DETACHED: u32 = 0x8;
+/// `fib_rule_hdr.flags`: the rule's output interface does not exist (now).
+pub const FIB_RULE_OIF_DETACHED: u32 = 0x10;
 
 // ---- layouts ----------------------------------------------------------------------------------------------
 
@@ -312,6 +355,58 @@ impl RtMsg {
   }
 }
 
+/// `struct fib_rule_hdr`: the fixed part of `RTM_*RULE` messages.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FibRuleHdr {
+  pub family: u8,
+  pub dst_len: u8,
+  pub src_len: u8,
+  pub tos: u8,
+  /// Table id when it fits in a byte; `FRA_TABLE` carries the full id.
+  pub table: u8,
+  pub res1: u8,
+  pub res2: u8,
+  /// `FR_ACT_*`.
+  pub action: u8,
+  /// `FIB_RULE_*`.
+  pub flags: u32,
+}
+
+impl FibRuleHdr {
+  pub const SIZE: usize = 12;
+
+  pub fn encode(&self) -> [u8; Self::SIZE] {
+    let mut b = [0u8; Self::SIZE];
+    b[..8].copy_from_slice(&[
+      self.family,
+      self.dst_len,
+      self.src_len,
+      self.tos,
+      self.table,
+      self.res1,
+      self.res2,
+      self.action,
+    ]);
+    b[8..12].copy_from_slice(&self.flags.to_ne_bytes());
+    b
+  }
+
+  pub fn decode(b: &[u8]) -> Option<FibRuleHdr> {
+    (b.len() >= Self::SIZE).then(|| FibRuleHdr {
+      family: b[0],
+      dst_len: b[1],
+      src_len: b[2],
+      tos: b[3],
+      table: b[4],
+      res1: b[5],
+      res2: b[6],
+      action: b[7],
+      flags: u32_at(b, 8),
+    })
+  }
+}
+
 /// `struct rtattr` (same layout as `struct nlattr`): the header of one attribute.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -368,6 +463,7 @@ const _: () = {
   assert!(size_of::<IfInfoMsg>() == IfInfoMsg::SIZE);
   assert!(size_of::<IfAddrMsg>() == IfAddrMsg::SIZE);
   assert!(size_of::<RtMsg>() == RtMsg::SIZE);
+  assert!(size_of::<FibRuleHdr>() == FibRuleHdr::SIZE);
   assert!(size_of::<RtAttr>() == RtAttr::SIZE);
   assert!(size_of::<SockaddrNl>() == 12);
   assert!(size_of::<Timeval>() == 16);
