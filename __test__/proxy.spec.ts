@@ -6,7 +6,8 @@
 // P forwards between C and R (for the `direct` rule); nothing has a route out of the three.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -547,3 +548,85 @@ deviceTest('tunkit proxy: bad flags, an unreachable proxy and --help give clear 
   t.regex(dead.stderr, /cannot reach the socks5 127\.0\.0\.1:9 proxy/)
   t.is((await cli(['frobnicate'])).code, 2)
 })
+
+deviceTest(
+  'tunkit proxy on a terminal: a live status line; the terminal closing (SIGHUP) removes what it added',
+  async (t) => {
+    // A namespace of its own: --route default sends everything there into the device.
+    const ns = await holdNetns()
+    t.teardown(() => ns.close())
+    const upJs = "require('net').createServer((s) => s.destroy()).listen(3128, '127.0.0.1', () => console.log('READY'))"
+    const up = new Child(['nsenter', `--net=${ns.path}`, process.execPath, '-e', upJs])
+    t.teardown(() => up.stop('SIGKILL').then(() => undefined))
+    await up.line(/^READY$/, 10_000)
+    const argv = [
+      process.execPath,
+      CLI,
+      'proxy',
+      '--http',
+      '127.0.0.1:3128',
+      '--name',
+      'tkpxtty0',
+      '--route',
+      'default',
+    ]
+    // script(1) gives the command a pseudo-terminal; the status line is rewritten in place every second.
+    const cmd = new Child([
+      'nsenter',
+      `--net=${ns.path}`,
+      'script',
+      '-qfec',
+      argv.map((a) => `'${a}'`).join(' '),
+      '/dev/null',
+    ])
+    t.teardown(() => cmd.stop('SIGKILL').then(() => undefined))
+    await cmd.line(/"ready":true/, 30_000)
+    const status = /\r\x1b\[K0 connections, 0 UDP sessions, ↑ 0\.0 Mbit\/s ↓ 0\.0 Mbit\/s, 0 DNS queries/
+    const end = Date.now() + 5000
+    while (!status.test(cmd.out) && Date.now() < end) await sleep(50)
+    t.regex(cmd.out, status)
+    t.regex((await ns.exec('ip', ['rule', 'list'])).stdout, /^9001:/m, 'no rule while it runs')
+    // The terminal hanging up: SIGHUP to the command (found among script's descendants) makes it clean up and exit.
+    const cli = descendants(cmd.proc.pid!).find((pid) => readCmdline(pid).includes(CLI))
+    t.truthy(cli, 'the command is not among the descendants of script(1)')
+    process.kill(cli!, 'SIGHUP')
+    let left = 'not checked'
+    for (let i = 0; i < 100; i++) {
+      const link = await ns.exec('ip', ['link', 'show', 'tkpxtty0'])
+      const rules = (await ns.exec('ip', ['rule', 'list'])).stdout
+      left = [link.code === 0 ? 'the device' : '', /^900[01]:/m.test(rules) ? `rules:\n${rules}` : ''].join(' ').trim()
+      if (!left) break
+      await sleep(100)
+    }
+    t.is(left, '', 'left behind after the terminal closed')
+  },
+)
+
+/** The pids below `pid`, from /proc (children of each thread), depth first. */
+function descendants(pid: number): number[] {
+  const out: number[] = []
+  let tasks: string[] = []
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return out
+  }
+  for (const task of tasks) {
+    let children = ''
+    try {
+      children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8')
+    } catch {
+      continue
+    }
+    for (const c of children.trim().split(/\s+/).filter(Boolean).map(Number)) out.push(c, ...descendants(c))
+  }
+  return out
+}
+
+function readCmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ')
+  } catch {
+    return ''
+  }
+}

@@ -357,21 +357,21 @@ async function run(cfg: ReturnType<typeof configure>, verbose: boolean): Promise
 }
 
 /**
- * Resolves at SIGINT or SIGTERM, or, when started through `npx`/`npm exec`, once the npm process that started it is
- * gone: npm hands a SIGTERM to the `sh -c` it runs the command in, and that shell dies without passing it on, which
- * would leave the proxy running with its device and routes after `kill <npx pid>`.
+ * Resolves at SIGINT, SIGTERM or SIGHUP (its terminal closed), or, when started through `npx`/`npm exec`, once the
+ * npm process that started it is gone: npm hands a SIGTERM to the `sh -c` it runs the command in, and that shell dies
+ * without passing it on, which would leave the proxy running with its device and routes after `kill <npx pid>`.
  */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
 function untilStopped(): Promise<void> {
   return new Promise<void>((resolve) => {
     let watch: NodeJS.Timeout | undefined
     const stop = () => {
       clearInterval(watch)
-      process.off('SIGINT', stop)
-      process.off('SIGTERM', stop)
+      for (const sig of STOP_SIGNALS) process.off(sig, stop)
       resolve()
     }
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    for (const sig of STOP_SIGNALS) process.once(sig, stop)
     if (process.env['npm_command'] === 'exec') {
       const parent = process.ppid
       watch = setInterval(() => {
