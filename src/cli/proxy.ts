@@ -17,7 +17,7 @@ export const PROXY_HELP = `Usage: tunkit proxy (--socks5 | --http) [USER:PASS@]H
 
 Creates a TUN device and sends every TCP connection and UDP session that enters it through the proxy (or
 directly, or nowhere, by --rules), answering DNS from a fake-ip pool so that the proxy gets names, not
-addresses. Runs until SIGINT or SIGTERM, then removes the device, its routes and rules. Needs CAP_NET_ADMIN.
+addresses. Runs until SIGINT, SIGTERM or SIGHUP, then removes the device, its routes and rules. Needs CAP_NET_ADMIN.
 
 Upstream:
   --socks5 [USER:PASS@]HOST:PORT   a SOCKS5 proxy (CONNECT, and UDP ASSOCIATE for UDP)
