@@ -43,7 +43,7 @@ if (process.env.TUNKIT_SKIP_CARGO !== '1') {
   // The pure crates' tests: the core (ring, packets, backends), the forwarding stack's protocol logic and the
   // userspace TCP (deterministic simulations); the seeded fuzzers run time-bounded and print how many inputs they
   // tried.
-  for (const crate of ['tunkit-core', 'tunkit-stack', 'tunkit-tcp']) {
+  for (const crate of ['tunkit-core', 'tunkit-stack', 'tunkit-tcp', 'tunkit-netstack']) {
     console.log(`run-tests: cargo test -p ${crate}`)
     const cargo = ['test', '--offline', '-p', crate, '--release']
     if (run('cargo', [...cargo, '--', '--skip', 'fuzz']) !== 0) failed = true
