@@ -14,7 +14,8 @@
  * 10.80.0.2:1080 --route default`). Sections (BENCH_PROXY_SECTIONS=tcp,cps,udp picks some; a partial run only
  * prints):
  *
- * 1. tcp: iperf3 -t BENCH_PROXY_SECONDS (default 5, at most 60), 1 and 4 streams, both directions.
+ * 1. tcp: iperf3 -t BENCH_PROXY_SECONDS (default 5, at most 60), 1 and 4 streams, both directions; the TUN's MTU is
+ *    BENCH_PROXY_MTU (1500).
  * 2. cps: `c/cps` (built into benchmark/bin), BENCH_PROXY_CPS_COUNT (2000, at most 100 000) cycles of connect,
  *    4-byte request, 4-byte answer and close on BENCH_PROXY_CPS_PARALLEL (8, at most 64) threads, bounded by 30 s;
  *    under proxychains4, or plain through the TUN.
@@ -60,6 +61,8 @@ const R_IP = '10.81.0.2'
 const RR_PORT = 7000
 const UDP_PORT = 9000
 const CHILD_TIMEOUT_MS = 30_000
+/** The TUN's MTU for `tunkit proxy` (BENCH_PROXY_MTU, default 1500; 65535 is what sing-box defaults to on Linux). */
+const MTU = Math.round(positive('BENCH_PROXY_MTU', 1500, 65535))
 /** No connection cycle of a cps run starts later than this. */
 const CPS_LIMIT_S = 30
 const UDP_LIMIT_MS = 15_000
@@ -327,6 +330,8 @@ async function main(): Promise<void> {
           'default',
           '--name',
           'tkbp0',
+          '--mtu',
+          String(MTU),
         ])
         children.push(cmd)
         try {
@@ -368,7 +373,8 @@ async function main(): Promise<void> {
       'Client namespace C (10.80.0.1) → veth → proxy namespace P (dante on 10.80.0.2:1080) → veth → remote namespace R ' +
         '(10.81.0.2: iperf3 -s, a TCP request/response server, a UDP echo). *proxychains4*: the client runs under ' +
         '`proxychains4` (LD_PRELOAD of connect(): no TUN at all, the ceiling of any tun2socks); *tunkit proxy*: ' +
-        '`tunkit proxy --socks5 10.80.0.2:1080 --route default` in C (from the sources; TUN at MTU 1500 with offload, ' +
+        '`tunkit proxy --socks5 10.80.0.2:1080 --route default` in C (from the sources; TUN at MTU ' +
+        `${MTU} with offload, ` +
         'the system stack, the native relay), and the same client, plain. *tunkit CPU*: the tunkit process (all ' +
         'threads), % of one core over the run. The clients, dante, the servers and the kernel share the same ' +
         `${cpus().length} CPUs.`,
