@@ -17,8 +17,6 @@ export type { LinkEvent } from './src/events.js'
 export { addRoutingRule, removeRoutingRule, routingRules } from './src/routing.js'
 export type { RoutingRule, RoutingRulesOptions } from './src/routing.js'
 export type { RingOptions, IterateOptions, QueueStats } from './src/queue.js'
-export { SuperPacket } from './src/superpacket.js'
-export type { GsoInfo } from './src/superpacket.js'
 export { Stack, UdpSession } from './src/stack.js'
 export type {
   StackOptions,

@@ -332,33 +332,20 @@ async function runEcho(kind: 'c' | 'tunkit', seconds: number): Promise<EchoResul
     }
     // `nsenter` execs the responder, so its pid is the responder's.
     const idleCpu = await idleCpuPct(resp.pid)
-    const ping = spawnSync(
-      'nsenter',
-      [`--net=${ns.path}`, 'ping', '-c', '50', '-i', '0.01', '-W', '1', '-n', ECHO_IP],
-      {
-        encoding: 'utf8',
-        timeout: CHILD_TIMEOUT_MS,
-      },
-    )
+    const ping = spawnSync('nsenter', [`--net=${ns.path}`, 'ping', '-c', '50', '-i', '0.01', '-W', '1', '-n', ECHO_IP], {
+      encoding: 'utf8',
+      timeout: CHILD_TIMEOUT_MS,
+    })
     const rtts = rttsOf(ping.stdout)
-    server = new Child('nsenter', [
-      `--net=${ns.path}`,
-      'iperf3',
-      '-s',
-      '-1',
-      '--forceflush',
-      '-B',
-      '127.0.0.1',
-      '-p',
-      '5202',
-    ])
+    server = new Child('nsenter', [`--net=${ns.path}`, 'iperf3', '-s', '-1', '-B', '127.0.0.1', '-p', '5202'])
     await server.line(/Server listening/, CHILD_TIMEOUT_MS)
     await waitQuiet(QUIET_WAIT_MS)
     const loadPing = pingChild(ns.path, ECHO_IP, Math.max(10, (seconds - 1) * 100), 0.5)
-    spawnSync('nsenter', [`--net=${ns.path}`, 'iperf3', '-c', '127.0.0.1', '-p', '5202', '-t', String(seconds), '-J'], {
-      encoding: 'utf8',
-      timeout: (seconds + 20) * 1000,
-    })
+    spawnSync(
+      'nsenter',
+      [`--net=${ns.path}`, 'iperf3', '-c', '127.0.0.1', '-p', '5202', '-t', String(seconds), '-J'],
+      { encoding: 'utf8', timeout: (seconds + 20) * 1000 },
+    )
     await Promise.race([loadPing.done, sleep(CHILD_TIMEOUT_MS)])
     await loadPing.stop('SIGKILL')
     const loadRtts = rttsOf(loadPing.stdout)
@@ -415,9 +402,7 @@ async function main(): Promise<void> {
     }
   }
   // The echo responders (skipped by BENCH_FWD_ROWS unless it names them: 'C echo', 'tunkit echo').
-  const echoKinds = (['c', 'tunkit'] as const).filter(
-    (k) => !only || only.includes(k === 'c' ? 'C echo' : 'tunkit echo'),
-  )
+  const echoKinds = (['c', 'tunkit'] as const).filter((k) => !only || only.includes(k === 'c' ? 'C echo' : 'tunkit echo'))
   const echoes = new Map<string, EchoResult[]>([
     ['c', []],
     ['tunkit', []],

@@ -7,11 +7,10 @@
 // into ordinary packets for this loop and coalesces them again on the way out, so one syscall carries dozens of
 // packets each way. A TCP transfer from A to B (a `node` child in each namespace) shows the result.
 //
-//   node --import tsx examples/offload-forward.ts [--super | --raw | --off] [megabytes]
+//   node --import tsx examples/offload-forward.ts [--raw | --off] [megabytes]
 //
-// `--super` iterates with `batches({ superPackets: true })`: super-packets pass through whole, each with its
-// segmentation metadata (`gso`), nothing split or coalesced; `--raw` passes them through as frames with their
-// 10-byte virtio-net header (`offload: { raw: true }`); `--off` forwards without offload, to compare. It makes its own private namespace; nothing leaves it.
+// `--raw` passes super-packets through with their 10-byte virtio-net header instead (`offload: { raw: true }`);
+// `--off` forwards without offload, to compare. It makes its own private namespace; nothing leaves it.
 import { spawn } from 'node:child_process'
 import { readlinkSync } from 'node:fs'
 import { Tun, type TunOptions } from '../index.ts'
@@ -20,7 +19,6 @@ import { ensureNetns } from './netns.ts'
 ensureNetns(import.meta.url)
 
 const raw = process.argv.includes('--raw')
-const superPackets = process.argv.includes('--super')
 const off = process.argv.includes('--off')
 const megabytes = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 200)
 const offload: TunOptions['offload'] = off ? false : raw ? { raw: true } : true
@@ -74,7 +72,7 @@ try {
     `forwarding between ${a.name} (A, 10.50.0.1) and ${b.name} (B, 10.60.0.1), offload ${JSON.stringify(offload)}`,
   )
   const forward = async (from: Tun, to: Tun) => {
-    for await (const batch of from.batches({ superPackets })) await to.write(batch)
+    for await (const batch of from.batches()) await to.write(batch)
   }
   const loops = [forward(a, b), forward(b, a)]
 

@@ -1,7 +1,7 @@
 /** A small async queue with waiters, for the stack's iterators. Internal. */
 import { abortError } from './errors.js'
 
-/** Waiters and items of an async queue; `end()` settles everything. @internal */
+/** Waiters and items of an async queue; `end()` settles everything. */
 export class Channel<T> {
   #items: T[] = []
   #waiters: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }[] = []

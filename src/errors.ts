@@ -21,7 +21,7 @@
  * | `ERR_TUN_UNREACHABLE` | a route's gateway is unreachable |
  * | `ERR_TUN_UNSUPPORTED` | not available on this platform or kernel |
  * | `ERR_TUN_OS` | any other OS error (see `errno`/`syscall`) |
- * | `ERR_TUN_NO_BINDING` | no native binary loads (platform package missing, of another version, or broken); `cause` is Node's error |
+ * | `ERR_TUN_NO_BINDING` | no native binary for this platform |
  * | `ERR_TUN_INTERNAL` | a bug in tunkit (a panic in one of its threads); the queue it hit is ended, the process goes on |
  * | `ERR_TUN_UPSTREAM` | a proxy upstream (SOCKS5, HTTP CONNECT) refused or failed a request; the message says which and why |
  * | `ERR_TUN_TIMEOUT` | an operation with a deadline (an upstream connect, a DNS query) did not finish in time |

@@ -37,8 +37,6 @@ const collected = new FinalizationRegistry<{ set: Registry; ref: WeakRef<LinkEve
  * beyond that the oldest are dropped and the next batch starts with `{ type: 'overflow', lost }`. Here at most one
  * native batch waits at a time, so neither side grows without bound when nobody iterates. Concurrent `next()` calls
  * are served in order; the subscription keeps the process alive only while one of them waits.
- *
- * @internal `Tun.events()` returns it as an `AsyncIterableIterator<LinkEvent>`.
  */
 export class LinkEventIterator implements AsyncIterableIterator<LinkEvent> {
   readonly #sub: EventsHandle

@@ -7,7 +7,7 @@
  */
 import { SocketAddress, isIPv4, isIPv6 } from 'node:net'
 
-/** An IP address as a family and an unsigned integer (32 bits for IPv4, 128 bits for IPv6). @internal */
+/** An IP address as a family and an unsigned integer (32 bits for IPv4, 128 bits for IPv6). */
 export interface IpValue {
   /** 4 or 6. */
   family: 4 | 6
@@ -72,8 +72,6 @@ function parseV6(s: string): bigint | undefined {
  * An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) stays IPv6 here; see {@link unmapIPv4}.
  *
  * @returns `undefined` when `address` is not an IP address.
- *
- * @internal
  */
 export function parseAddress(address: string): IpValue | undefined {
   if (typeof address !== 'string') return undefined
@@ -84,12 +82,12 @@ export function parseAddress(address: string): IpValue | undefined {
   return undefined
 }
 
-/** The IPv4 value inside an IPv4-mapped IPv6 value (`::ffff:a.b.c.d`), or `undefined` when it is not one. @internal */
+/** The IPv4 value inside an IPv4-mapped IPv6 value (`::ffff:a.b.c.d`), or `undefined` when it is not one. */
 export function unmapIPv4(v6: bigint): bigint | undefined {
   return v6 >> 32n === 0xffffn ? v6 & MASK32 : undefined
 }
 
-/** The IPv4-mapped IPv6 value (`::ffff:a.b.c.d`) of an IPv4 value. @internal */
+/** The IPv4-mapped IPv6 value (`::ffff:a.b.c.d`) of an IPv4 value. */
 export function mapIPv4(v4: bigint): bigint {
   return MAPPED_PREFIX | (v4 & MASK32)
 }
@@ -97,8 +95,6 @@ export function mapIPv4(v4: bigint): bigint {
 /**
  * Prints an address the way Node's `net` module does: dotted decimal for IPv4, RFC 5952 compressed lower-case text
  * for IPv6 (with the dotted tail Node uses for IPv4-mapped and IPv4-compatible addresses).
- *
- * @internal
  */
 export function formatAddress(family: 4 | 6, value: bigint): string {
   if (family === 4) {
@@ -110,7 +106,7 @@ export function formatAddress(family: 4 | 6, value: bigint): string {
   return new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address
 }
 
-/** The address as network-order bytes (4 or 16). @internal */
+/** The address as network-order bytes (4 or 16). */
 export function addressBytes(family: 4 | 6, value: bigint): Buffer {
   const n = family === 4 ? 4 : 16
   const out = Buffer.alloc(n)
@@ -122,14 +118,14 @@ export function addressBytes(family: 4 | 6, value: bigint): Buffer {
   return out
 }
 
-/** The value of network-order address bytes (4 or 16 of them, from `offset`). @internal */
+/** The value of network-order address bytes (4 or 16 of them, from `offset`). */
 export function bytesToValue(bytes: Uint8Array, offset = 0, length = bytes.length - offset): bigint {
   let v = 0n
   for (let i = 0; i < length; i++) v = (v << 8n) | BigInt(bytes[offset + i] ?? 0)
   return v
 }
 
-/** `address` as Node prints it, with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 one; other text as is. @internal */
+/** `address` as Node prints it, with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 one; other text as is. */
 export function normalizeAddress(address: string): string {
   const p = parseAddress(address)
   if (!p) return address

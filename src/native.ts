@@ -1,5 +1,5 @@
 /** Typed view of the native addon (`crates/tunkit-napi`). Internal: the public API is `Tun`. */
-import loaded from '#binding'
+import { createRequire } from 'node:module'
 import type { QueueStats, RingOptions } from './queue.js'
 import type { RoutingRule } from './routing.js'
 import type { AddressInfo, RouteSpec, TunOptions } from './tun.js'
@@ -8,7 +8,7 @@ import type { AddressInfo, RouteSpec, TunOptions } from './tun.js'
 export type DeviceHandle = { readonly __device: unique symbol }
 /** Opaque handle of one queue's ring. */
 export type QueueHandle = { readonly __queue: unique symbol }
-/** Opaque handle of a link-event subscription. @internal */
+/** Opaque handle of a link-event subscription. */
 export type EventsHandle = { readonly __events: unique symbol }
 
 /** A change on the link. */
@@ -25,7 +25,7 @@ export type NativeLinkEvent =
    */
   | { type: 'overflow'; lost: number }
 
-/** `createDevice` takes the options of `Tun.create` (less the ring's, which go to `openQueue`), plus `Tun.open`'s flag. @internal */
+/** `createDevice` takes the options of `Tun.create` (less the ring's, which go to `openQueue`), plus `Tun.open`'s flag. */
 export type NativeDeviceOptions = Omit<TunOptions, 'ring'> & { openExisting?: boolean }
 
 export interface NativeLink {
@@ -47,24 +47,18 @@ export interface NativeLink {
   }
 }
 
-/** Event codes the ring sends to `onEvent`. @internal */
+/** Event codes the ring sends to `onEvent`. */
 export const EVENT_READABLE = 1
-/** @internal */
 export const EVENT_WRITABLE = 2
-/** @internal */
 export const EVENT_ENDED = 3
-/** @internal */
 export const EVENT_NOTICE = 4
-/** @internal The reader parked while the device is idle: wait on it from this thread's loop (`pollStart`). */
-export const EVENT_PARKED = 5
 
-/** @internal The addon's functions. */
 export interface NativeBinding {
   triple: string
   createDevice(opts: NativeDeviceOptions): DeviceHandle
   createMemoryPair(mtu: number, capacity: number): [DeviceHandle, DeviceHandle]
   fromFd(fd: number, mode: 'tun' | 'tap' | undefined, ring: RingOptions): DeviceHandle
-  deviceInfo(dev: DeviceHandle): { name: string; index: number; mode: 'tun' | 'tap'; queues: number; raw: boolean }
+  deviceInfo(dev: DeviceHandle): { name: string; index: number; mode: 'tun' | 'tap'; queues: number }
   link(dev: DeviceHandle): NativeLink
   setMtu(dev: DeviceHandle, mtu: number): void
   setUp(dev: DeviceHandle, up: boolean): void
@@ -83,18 +77,9 @@ export interface NativeBinding {
   rules(family: 4 | 6 | undefined): RoutingRule[]
   closeDevice(dev: DeviceHandle): void
   openQueue(dev: DeviceHandle, index: number, opts: RingOptions, onEvent: (code: number) => void): QueueHandle
-  /** `frames`: the caller takes frames (bit 30 of `lens[0]` then says a batch holds them). */
-  pull(q: QueueHandle, lens: Uint32Array, frames?: boolean): ArrayBuffer | null | undefined
+  pull(q: QueueHandle, lens: Uint32Array): ArrayBuffer | null | undefined
   /** 0: taken; 1: taken, but the ring is over its budget (an EVENT_WRITABLE follows). Throws when nothing was taken. */
   send(q: QueueHandle, packets: Uint8Array | readonly Uint8Array[]): 0 | 1
-  /** `send` of frames (10-byte virtio-net header + packet or super-packet); cut into packets without offload. */
-  sendFrames(q: QueueHandle, frames: readonly Uint8Array[]): 0 | 1
-  /** Reads whole frames from now on (or plain packets again); false when the queue has no offload. */
-  setReadFrames(q: QueueHandle, on: boolean): boolean
-  /** Waits on the device from this thread's event loop while its reader is parked; false where unavailable. */
-  pollStart(q: QueueHandle, onEvent: (code: number) => void): boolean
-  /** Frames cut into plain packets: the packets back to back, and their lengths. */
-  cutFrames(frames: readonly Uint8Array[]): [Buffer, number[]]
   /** Detaches a pulled batch's ArrayBuffer so that its memory returns at once (no view of it may be in use). */
   releaseBatch(ab: ArrayBuffer): void
   setRef(q: QueueHandle, ref: boolean): void
@@ -156,10 +141,10 @@ export interface NativeBinding {
   relayClose(r: RelayHandle): void
 }
 
-/** Opaque handle of a relay thread (the stack's splice fast path). @internal */
+/** Opaque handle of a relay thread (the stack's splice fast path). */
 export type RelayHandle = { readonly __relay: unique symbol }
 
-/** Opaque handle of a forwarding stack. @internal */
+/** Opaque handle of a forwarding stack. */
 export type StackHandle = { readonly __stack: unique symbol }
 
 /** An IP endpoint. */
@@ -169,14 +154,13 @@ export interface Endpoint {
   family: 4 | 6
 }
 
-/** One address family of the stack: the device's own address (the kernel listener's), the NAT addresses, the prefix. @internal */
+/** One address family of the stack: the device's own address (the kernel listener's), the NAT addresses, the prefix. */
 export interface NativeStackFamily {
   gateway: string
   nat: string[]
   prefix: number
 }
 
-/** @internal */
 export interface NativeStackOptions {
   v4?: NativeStackFamily
   v6?: NativeStackFamily
@@ -194,11 +178,7 @@ export interface NativeStackOptions {
   udpGso?: 'split' | 'pass'
 }
 
-/**
- * The loaded addon. Loading throws `ERR_TUN_NO_BINDING` with the list of what was tried and the original error as
- * `cause`. A static import (not `createRequire`), so that bundlers follow it.
- *
- * @internal
- */
-export const binding = loaded as unknown as NativeBinding
-if (loaded.loadError) throw loaded.loadError
+const require = createRequire(import.meta.url)
+
+/** The loaded addon. Loading throws `ERR_TUN_NO_BINDING` with the list of what was tried. */
+export const binding: NativeBinding = require('tunkit/binding')

@@ -3,9 +3,8 @@
  * queue that applies backpressure, and the iterators. Internal; `Tun` exposes it.
  */
 import { setImmediate as immediate } from 'node:timers/promises'
-import { binding, EVENT_NOTICE, EVENT_PARKED, EVENT_WRITABLE, type QueueHandle } from './native.js'
+import { binding, EVENT_NOTICE, EVENT_WRITABLE, type QueueHandle } from './native.js'
 import { abortError, native, TunError } from './errors.js'
-import { FRAME, SuperPacket, VNET_HDR_LEN } from './superpacket.js'
 
 /** Sizes and budgets of a queue's packet rings. Every field is optional; the defaults suit most uses. */
 export interface RingOptions {
@@ -38,13 +37,6 @@ export interface IterateOptions {
   signal?: AbortSignal
   /** Close the device when the loop exits early (`break`, `return`, a throw). Default `false`. */
   closeOnReturn?: boolean
-  /**
-   * Yield {@link SuperPacket}s instead of `Buffer`s: on a device with offload, packets as the kernel handed them
-   * over, super-packets of up to 64 KiB unsplit, each with its segmentation metadata (`gso`), for `write()` to pass
-   * on as they are (no cutting on read, no coalescing on write). On a device without offload every one is an
-   * ordinary packet (`gso` is `null`). Default `false`.
-   */
-  superPackets?: boolean
 }
 
 /** Counters of one queue's rings. */
@@ -55,11 +47,6 @@ export interface QueueStats {
   rxBatches: number
   /** Times the reader stopped reading because JavaScript was behind (ring full or memory budget spent). */
   rxStalls: number
-  /**
-   * Batches read on the JavaScript thread itself while the device was idle (Linux): the reader thread then parks and
-   * the event loop waits on the device, so an idle packet costs one thread wake-up, not two.
-   */
-  rxInlineBatches: number
   /** Batches waiting for JavaScript now. */
   rxQueuedBatches: number
   /** Bytes of batch buffers alive now (queued, or held by JavaScript). */
@@ -93,15 +80,10 @@ interface RawBatch {
    * whole batch): hand out copies, so that what is kept is only the packets themselves.
    */
   copy: boolean
-  /** Every entry is a frame: a virtio-net header, then the packet (maybe a super-packet). */
-  frames: boolean
 }
 
 /** Bit 31 of `lens[0]` after a pull: the ring asks for copies (see `RawBatch.copy`). */
 const PULL_COPY = 0x80000000
-/** Bit 30 of `lens[0]` after a pull: the batch holds frames (see `RawBatch.frames`). */
-const PULL_FRAMES = 0x40000000
-const PULL_COUNT = 0x3fffffff
 
 /**
  * A batch all of whose packets were copied out: its memory goes back to the ring now rather than at the next garbage
@@ -119,15 +101,6 @@ function packetOf(b: RawBatch, off: number, len: number): Buffer {
   out.set(new Uint8Array(b.ab, off, len))
   return out
 }
-
-/** The entry at `off`/`len` of `b` as a {@link SuperPacket} (a view, or under memory pressure a copy). */
-function superOf(b: RawBatch, off: number, len: number): SuperPacket {
-  const bytes = packetOf(b, off, len)
-  return b.frames ? new SuperPacket(bytes, null) : new SuperPacket(null, bytes)
-}
-
-/** A plain header: no segmentation, checksums complete (for a header-less packet written to a raw device). */
-const PLAIN_HDR = Buffer.alloc(VNET_HDR_LEN)
 
 const RESOLVED = Promise.resolve()
 /** Yield to the event loop at least this often while batches keep coming (timers, I/O and finalizers run). */
@@ -161,12 +134,6 @@ export class PacketQueue {
   #refs = 0
   #batchesSinceYield = 0
   #lastYield = performance.now()
-  /** The event callback the ring calls; the idle poll calls it too. */
-  readonly #onEventFn: (code: number) => void
-  /** Iterations of super-packets under way: while there is one, the reader hands over whole frames. */
-  #frameReaders = 0
-  /** The device was opened with `offload: { raw: true }`: its plain packets are frames too. */
-  raw = false
 
   /**
    * `open` starts the native ring with the event callback it is given (`openQueue` or `attachQueue`). The callback
@@ -177,12 +144,10 @@ export class PacketQueue {
     this.#label = label
     this.#lens = new Uint32Array((opts.batchPackets ?? 256) + 1)
     const self = new WeakRef(this)
-    const onEvent = (code: number) => {
+    this.#h = open((code) => {
       const q = self.deref()
       if (q) q.#onEvent(code)
-    }
-    this.#onEventFn = onEvent
-    this.#h = open(onEvent)
+    })
   }
 
   /** The native queue handle (for the stack). */
@@ -202,10 +167,6 @@ export class PacketQueue {
   #onEvent(code: number): void {
     if (code === EVENT_WRITABLE) {
       this.#wakeWriters()
-    } else if (code === EVENT_PARKED) {
-      // The device is idle and its reader parked: this thread's event loop waits on it now (one wake-up per packet
-      // instead of two); the reader takes over again under load.
-      if (!this.#closed) binding.pollStart(this.#h, this.#onEventFn)
     } else if (code === EVENT_NOTICE) {
       if (this.#closed) return
       for (const msg of binding.takeNotices(this.#h))
@@ -232,19 +193,8 @@ export class PacketQueue {
     else if (before > 0 && this.#refs === 0) binding.setRef(this.#h, false)
   }
 
-  /** A super-packet iteration starts (`on`) or ends: the reader hands over whole frames while one runs. */
-  readFrames(on: boolean): void {
-    const before = this.#frameReaders
-    this.#frameReaders += on ? 1 : -1
-    if (this.#closed || before > 0 === this.#frameReaders > 0) return
-    binding.setReadFrames(this.#h, this.#frameReaders > 0)
-  }
-
-  /**
-   * The next batch, or `null` once the queue is closed. With `frames` a batch may hold frames (`RawBatch.frames`);
-   * without, frames of a split offload queue are cut into packets first (a raw device always gives frames).
-   */
-  async readBatch(signal?: AbortSignal, frames = false): Promise<RawBatch | null> {
+  /** The next batch, or `null` once the queue is closed. */
+  async readBatch(signal?: AbortSignal): Promise<RawBatch | null> {
     if (this.#reading) {
       throw new TunError('ERR_TUN_CONCURRENT_READ', `read on ${this.#label}: another read of this queue is in progress`)
     }
@@ -256,19 +206,13 @@ export class PacketQueue {
         if (this.#leftover) {
           const b = this.#leftover
           this.#leftover = null
-          return b.frames && !frames && !this.raw ? cutBatch(b) : b
+          return b
         }
-        const ab = native(() => binding.pull(this.#h, this.#lens, frames))
+        const ab = native(() => binding.pull(this.#h, this.#lens))
         if (ab) {
           const head = this.#lens[0]!
-          const count = head & PULL_COUNT
-          const batch = {
-            ab,
-            offset: 0,
-            lens: this.#lens.slice(1, count + 1),
-            copy: (head & PULL_COPY) !== 0,
-            frames: (head & PULL_FRAMES) !== 0,
-          }
+          const count = (head & ~PULL_COPY) >>> 0
+          const batch = { ab, offset: 0, lens: this.#lens.slice(1, count + 1), copy: (head & PULL_COPY) !== 0 }
           // A flood can keep this loop busy on microtasks alone; let timers, I/O and the finalizers that return
           // batch buffers run now and then.
           const now = performance.now()
@@ -320,15 +264,12 @@ export class PacketQueue {
    * returns, so the caller may reuse its buffers as soon as `write()` returns. Past the ring's budget the promise
    * waits until the ring has drained to half; past twice the budget the write is refused (`ERR_TUN_QUEUE_FULL`).
    */
-  write(packets: Uint8Array | SuperPacket | readonly (Uint8Array | SuperPacket)[]): Promise<void> {
+  write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.#closed)
       return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#label}: the device is closed`))
     let r: number
     try {
-      if (packets instanceof SuperPacket) r = this.#sendSuper([packets])
-      else if (Array.isArray(packets) && packets.length > 0 && packets.some((p) => p instanceof SuperPacket))
-        r = this.#sendSuper(packets)
-      else r = binding.send(this.#h, packets as Uint8Array | readonly Uint8Array[])
+      r = binding.send(this.#h, packets)
     } catch (e) {
       return Promise.reject(TunError.from(e))
     }
@@ -336,43 +277,6 @@ export class PacketQueue {
     return new Promise<void>((resolve, reject) => {
       if (this.#writeWaiters.push({ resolve, reject }) === 1) this.#ref(1)
     })
-  }
-
-  /**
-   * Sends super-packets (and packets among them) in order: each run of frames with `sendFrames`, each run of
-   * header-less packets with `send` (on a raw device they get a plain header, by copy). Returns 1 if any run left
-   * the ring over budget.
-   */
-  #sendSuper(items: readonly (Uint8Array | SuperPacket)[]): number {
-    let r = 0
-    let run: Uint8Array[] = []
-    let runFrames = false
-    const flush = () => {
-      if (run.length === 0) return
-      r |= runFrames ? binding.sendFrames(this.#h, run) : binding.send(this.#h, run)
-      run = []
-    }
-    for (const p of items) {
-      let bytes: Uint8Array
-      let frame = false
-      if (p instanceof SuperPacket) {
-        const f = p[FRAME]
-        if (f !== null) {
-          bytes = f
-          frame = true
-        } else if (this.raw) {
-          bytes = Buffer.concat([PLAIN_HDR, p.data])
-          frame = true
-        } else bytes = p.data
-      } else bytes = p
-      if (frame !== runFrames) {
-        flush()
-        runFrames = frame
-      }
-      run.push(bytes)
-    }
-    flush()
-    return r
   }
 
   /** The ring has drained to half, or has ended: settle the writes waiting for it. */
@@ -428,38 +332,28 @@ export class PacketQueue {
  * The iterator of `packets()`: yields one zero-copy `Buffer` per packet, cut from its batch only when it is yielded.
  * Written by hand rather than as an async generator: it resolves at once while a batch has packets left.
  */
-export class PacketIterator<T = Buffer> implements AsyncIterableIterator<T> {
+export class PacketIterator implements AsyncIterableIterator<Buffer> {
   #batch: RawBatch | null = null
   #i = 0
   #off = 0
   #done = false
-  #started = false
-  #inflight: Promise<IteratorResult<T>> | null = null
+  #inflight: Promise<IteratorResult<Buffer>> | null = null
   readonly #queue: PacketQueue
   readonly #opts: IterateOptions
   readonly #onReturn: () => Promise<void>
-  readonly #make: (b: RawBatch, off: number, len: number) => T
 
   constructor(queue: PacketQueue, opts: IterateOptions, onReturn: () => Promise<void>) {
     this.#queue = queue
     this.#opts = opts
     this.#onReturn = onReturn
-    this.#make = (opts.superPackets ? superOf : packetOf) as (b: RawBatch, off: number, len: number) => T
   }
 
-  /** The iteration is over: a super-packet one no longer asks the reader for frames. */
-  #finish(): void {
-    this.#done = true
-    if (this.#started && this.#opts.superPackets) this.#queue.readFrames(false)
-    this.#started = false
-  }
-
-  next(): Promise<IteratorResult<T>> {
+  next(): Promise<IteratorResult<Buffer>> {
     if (this.#inflight) return this.#inflight.then(() => this.next())
     const b = this.#batch
     if (b !== null && this.#i < b.lens.length) {
       const len = b.lens[this.#i++]!
-      const value = this.#make(b, this.#off, len)
+      const value = packetOf(b, this.#off, len)
       this.#off += len
       if (this.#i === b.lens.length) release(b)
       return Promise.resolve({ value, done: false })
@@ -471,83 +365,42 @@ export class PacketIterator<T = Buffer> implements AsyncIterableIterator<T> {
     return this.#inflight
   }
 
-  async #refill(): Promise<IteratorResult<T>> {
+  async #refill(): Promise<IteratorResult<Buffer>> {
     let b: RawBatch | null
-    if (!this.#started) {
-      this.#started = true
-      if (this.#opts.superPackets) this.#queue.readFrames(true)
-    }
     try {
-      b = await this.#queue.readBatch(this.#opts.signal, this.#opts.superPackets === true)
+      b = await this.#queue.readBatch(this.#opts.signal)
     } catch (e) {
-      this.#finish()
+      this.#done = true
       this.#batch = null
       throw e
     }
     if (b === null) {
-      this.#finish()
+      this.#done = true
       this.#batch = null
       return { value: undefined, done: true }
     }
     this.#batch = b
     this.#i = 1
     this.#off = b.offset + b.lens[0]!
-    const value = this.#make(b, b.offset, b.lens[0]!)
+    const value = packetOf(b, b.offset, b.lens[0]!)
     if (b.lens.length === 1) release(b)
     return { value, done: false }
   }
 
-  async return(): Promise<IteratorResult<T>> {
+  async return(): Promise<IteratorResult<Buffer>> {
     const early = !this.#done
-    this.#finish()
+    this.#done = true
     const b = this.#batch
     this.#batch = null
     // Packets of the current batch not yet yielded stay readable by the next loop.
     if (b !== null && this.#i < b.lens.length)
-      this.#queue.unread({
-        ab: b.ab,
-        offset: this.#off,
-        lens: b.lens.subarray(this.#i),
-        copy: b.copy,
-        frames: b.frames,
-      })
+      this.#queue.unread({ ab: b.ab, offset: this.#off, lens: b.lens.subarray(this.#i), copy: b.copy })
     if (early && this.#opts.closeOnReturn) await this.#onReturn()
     return { value: undefined, done: true }
   }
 
   [Symbol.asyncIterator](): this {
     return this
-  }
-}
-
-/** Cuts one batch into zero-copy {@link SuperPacket}s. */
-export function batchSuperPackets(b: RawBatch): SuperPacket[] {
-  const out = new Array<SuperPacket>(b.lens.length)
-  let off = b.offset
-  for (let i = 0; i < b.lens.length; i++) {
-    const len = b.lens[i]!
-    out[i] = superOf(b, off, len)
-    off += len
-  }
-  release(b)
-  return out
-}
-
-/** A batch of frames cut into plain packets (the rest of a batch a super-packet loop left for a plain one). */
-function cutBatch(b: RawBatch): RawBatch {
-  const frames: Uint8Array[] = []
-  let off = b.offset
-  for (const len of b.lens) {
-    frames.push(new Uint8Array(b.ab, off, len))
-    off += len
-  }
-  const [data, lens] = native(() => binding.cutFrames(frames))
-  return {
-    ab: data.buffer as ArrayBuffer,
-    offset: data.byteOffset,
-    lens: Uint32Array.from(lens),
-    copy: false,
-    frames: false,
   }
 }
 

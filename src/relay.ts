@@ -66,7 +66,7 @@ interface NativeRelay {
   finish: (sent: number, received: number, reason: RelayResult['reason'], error?: Error) => void
 }
 
-/** The native relay thread of one stack (created by the first native relay) and its pairs in flight. @internal */
+/** The native relay thread of one stack (created by the first native relay) and its pairs in flight. */
 export class Relayer {
   #relay: RelayHandle | undefined
   readonly #relays = new Map<number, NativeRelay>()

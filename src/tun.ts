@@ -1,10 +1,8 @@
 import { binding, type DeviceHandle, type NativeDeviceOptions, type NativeLink, type QueueHandle } from './native.js'
 import { LinkEventIterator, type LinkEvent } from './events.js'
 import { native, TunError } from './errors.js'
-import { SuperPacket } from './superpacket.js'
 import {
   batchBuffers,
-  batchSuperPackets,
   NATIVE_HANDLE,
   PacketIterator,
   PacketQueue,
@@ -81,8 +79,7 @@ export interface TunOptions {
    * Kernel offload (Linux, `IFF_VNET_HDR`): the kernel hands over TCP/UDP super-packets of up to 64 KiB, which the
    * reader thread splits into ordinary packets, and the writer thread coalesces consecutive segments of a flow into
    * super-packets, so one syscall carries many packets. `true` turns on TCP and UDP; `{ tcp, udp }` picks; `raw: true`
-   * passes super-packets through with their 10-byte virtio-net header; a loop over `packets({ superPackets: true })` or
-   * `batches({ superPackets: true })` gets them unsplit, as {@link SuperPacket}s. If the kernel refuses, tunkit turns the failing
+   * passes super-packets through with their 10-byte virtio-net header. If the kernel refuses, tunkit turns the failing
    * part off, keeps every packet, and emits one process warning (code `TUNKIT_NOTICE`).
    */
   offload?: boolean | OffloadOptions
@@ -132,7 +129,7 @@ const KNOWN_OPTIONS = new Set([
   'offload',
 ])
 const BACKEND_FLAGS = new Set(['offloadTcp', 'offloadUdp'])
-const ITERATE_OPTIONS = new Set(['signal', 'closeOnReturn', 'superPackets'])
+const ITERATE_OPTIONS = new Set(['signal', 'closeOnReturn'])
 const KNOWN_ROUTE_KEYS = new Set(['to', 'via', 'metric', 'table'])
 const KNOWN_ADDRESS_OPTIONS = new Set(['peer'])
 const KNOWN_RING_OPTIONS = new Set([
@@ -144,12 +141,6 @@ const KNOWN_RING_OPTIONS = new Set([
   'txRingBytes',
   'closeFlushMs',
 ])
-
-function checkSuper(superPackets: unknown): void {
-  if (superPackets !== undefined && typeof superPackets !== 'boolean') {
-    throw new TunError('ERR_TUN_INVALID_ARGUMENT', 'superPackets must be a boolean')
-  }
-}
 
 function checkSignal(signal: unknown): void {
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
@@ -207,9 +198,8 @@ export class TunQueue implements AsyncDisposable {
       options.ring ?? {},
       `queue ${token}`,
     )
-    const { name, raw } = binding.deviceInfo(dev!)
+    const { name } = binding.deviceInfo(dev!)
     q.rename(name)
-    q.raw = raw
     return new TunQueue(q, name)
   }
 
@@ -229,47 +219,32 @@ export class TunQueue implements AsyncDisposable {
   }
 
   /** Iterates over this queue's packets; see {@link Tun.packets}. */
-  packets(options: IterateOptions & { superPackets: true }): AsyncIterableIterator<SuperPacket>
-  packets(options?: IterateOptions & { superPackets?: false }): AsyncIterableIterator<Buffer>
-  packets(options?: IterateOptions): AsyncIterableIterator<Buffer | SuperPacket>
-  packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer | SuperPacket> {
+  packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer> {
     this.#check()
     checkKeys(options, ITERATE_OPTIONS, 'option')
     checkSignal(options.signal)
-    checkSuper(options.superPackets)
-    return new PacketIterator<Buffer | SuperPacket>(this.#q, options, this.#closeOnReturn)
+    return new PacketIterator(this.#q, options, this.#closeOnReturn)
   }
 
   /** Iterates over this queue's batches; see {@link Tun.batches}. */
-  batches(options: IterateOptions & { superPackets: true }): AsyncGenerator<SuperPacket[], void, undefined>
-  batches(options?: IterateOptions & { superPackets?: false }): AsyncGenerator<Buffer[], void, undefined>
-  batches(options?: IterateOptions): AsyncGenerator<Buffer[] | SuperPacket[], void, undefined>
-  batches(options: IterateOptions = {}): AsyncGenerator<Buffer[] | SuperPacket[], void, undefined> {
+  async *batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
     this.#check()
     checkKeys(options, ITERATE_OPTIONS, 'option')
     checkSignal(options.signal)
-    checkSuper(options.superPackets)
-    return this.#batches(options)
-  }
-
-  async *#batches(options: IterateOptions): AsyncGenerator<Buffer[] | SuperPacket[], void, undefined> {
-    const sp = options.superPackets === true
     let finished = false
-    if (sp) this.#q.readFrames(true)
     try {
       for (;;) {
-        const b = await this.#q.readBatch(options.signal, sp)
+        const b = await this.#q.readBatch(options.signal)
         if (b === null) {
           finished = true
           return
         }
-        yield sp ? batchSuperPackets(b) : batchBuffers(b)
+        yield batchBuffers(b)
       }
     } catch (e) {
       finished = true
       throw e
     } finally {
-      if (sp) this.#q.readFrames(false)
       if (!finished && options.closeOnReturn) await this.#closeOnReturn()
     }
   }
@@ -279,7 +254,7 @@ export class TunQueue implements AsyncDisposable {
   }
 
   /** Sends packets through this queue; see {@link Tun.write}. */
-  write(packets: Uint8Array | SuperPacket | readonly (Uint8Array | SuperPacket)[]): Promise<void> {
+  write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
     return this.#q.write(packets)
   }
 
@@ -326,7 +301,6 @@ export class Tun implements AsyncDisposable {
   readonly #name: string
   readonly #index: number
   readonly #mode: 'tun' | 'tap'
-  readonly #raw: boolean
   #closed = false
 
   private constructor(dev: DeviceHandle, ring: RingOptions) {
@@ -336,7 +310,6 @@ export class Tun implements AsyncDisposable {
     this.#name = info.name
     this.#index = info.index
     this.#mode = info.mode
-    this.#raw = info.raw
     this.#queues = Array.from({ length: info.queues }, () => null)
     // A single queue starts at once, so packets that arrive before the first read wait in its ring. With several
     // queues each starts on first use (the kernel queues its packets meanwhile), so any of them can still be
@@ -474,7 +447,6 @@ export class Tun implements AsyncDisposable {
       this.#ring,
       this.#name,
     )
-    q.raw = this.#raw
     const tq = new TunQueue(q, this.#name, () => this.close())
     this.#queues[i] = tq
     return tq
@@ -503,27 +475,12 @@ export class Tun implements AsyncDisposable {
    * the packets of the current batch it did not reach are returned by the next loop. One reader at a time per queue
    * (a second concurrent one gets `ERR_TUN_CONCURRENT_READ`).
    */
-  packets(options: IterateOptions & { superPackets: true }): AsyncIterableIterator<SuperPacket>
-  packets(options?: IterateOptions & { superPackets?: false }): AsyncIterableIterator<Buffer>
-  packets(options?: IterateOptions): AsyncIterableIterator<Buffer | SuperPacket>
-  packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer | SuperPacket> {
+  packets(options: IterateOptions = {}): AsyncIterableIterator<Buffer> {
     return this.queue(0).packets(options)
   }
 
-  /**
-   * Iterates over incoming batches: one `Buffer[]` per batch, for forwarders that handle packets in bulk. With
-   * `superPackets: true`, one {@link SuperPacket}`[]` per batch: on a device with offload the super-packets come as
-   * the kernel made them, and `write()` passes them on whole, the cheapest forwarder there is:
-   *
-   * @example
-   * ```ts
-   * for await (const batch of a.batches({ superPackets: true })) await b.write(batch)
-   * ```
-   */
-  batches(options: IterateOptions & { superPackets: true }): AsyncGenerator<SuperPacket[], void, undefined>
-  batches(options?: IterateOptions & { superPackets?: false }): AsyncGenerator<Buffer[], void, undefined>
-  batches(options?: IterateOptions): AsyncGenerator<Buffer[] | SuperPacket[], void, undefined>
-  batches(options: IterateOptions = {}): AsyncGenerator<Buffer[] | SuperPacket[], void, undefined> {
+  /** Iterates over incoming batches: one `Buffer[]` per batch, for forwarders that handle packets in bulk. */
+  batches(options: IterateOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
     return this.queue(0).batches(options)
   }
 
@@ -543,19 +500,11 @@ export class Tun implements AsyncDisposable {
    * the packets is sent. Arguments of the wrong shape (not a `Buffer`/`Uint8Array` or an array of at most 65 536 of
    * them; views of resizable or detached buffers) reject with `ERR_TUN_INVALID_ARGUMENT`.
    *
-   * {@link SuperPacket}s (from `packets({ superPackets: true })` or `batches({ superPackets: true })` of any device)
-   * are written as they came: to a device with offload each in one write, however many packets it stands for; to a
-   * device without offload (or whose kernel refuses segmentation on writes) cut into ordinary packets with complete
-   * checksums first, which costs what splitting on read would have. Their size is not checked against the MTU
-   * (a super-packet is larger by design); a header that contradicts its packet (changed bytes) rejects the write
-   * with `ERR_TUN_INVALID_PACKET`. An array mixing super-packets and plain packets is sent in order, run by run, so
-   * a bad packet in a later run rejects the write after the earlier runs were taken.
-   *
    * @throws {TunError} (as a rejection) also `ERR_TUN_QUEUE_FULL` when more than twice `txRingBytes` already wait
    *   (writes issued without awaiting; nothing of this one is taken), `ERR_TUN_GONE` once the device was removed,
    *   `ERR_TUN_CLOSED`, `ERR_TUN_INTERNAL`.
    */
-  write(packets: Uint8Array | SuperPacket | readonly (Uint8Array | SuperPacket)[]): Promise<void> {
+  write(packets: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.#closed)
       return Promise.reject(new TunError('ERR_TUN_CLOSED', `write on ${this.#name}: the device is closed`))
     return this.queue(0).write(packets)
@@ -588,7 +537,6 @@ export class Tun implements AsyncDisposable {
       rxBytes: 0,
       rxBatches: 0,
       rxStalls: 0,
-      rxInlineBatches: 0,
       rxQueuedBatches: 0,
       rxLiveBytes: 0,
       txPackets: 0,
@@ -707,32 +655,6 @@ export class Tun implements AsyncDisposable {
     for (const ev of [...this.#events]) ev.deref()?.end()
     for (const q of this.#queues) if (q) await q.close()
     binding.closeDevice(this.#dev)
-  }
-
-  /**
-   * What `console.log(tun)` and `util.inspect(tun)` show: `Tun { name: 'tun0', index: 7, mode: 'tun', mtu: 1500,
-   * state: 'up' }`. `state` is `'up'` or `'down'` (the link, read from the kernel now), `'closed'` after `close()`, or
-   * `'gone'` when the device went away; `mtu` is `undefined` when it cannot be read.
-   */
-  [Symbol.for('nodejs.util.inspect.custom')](
-    depth: number,
-    options: import('node:util').InspectOptionsStylized,
-    inspect: typeof import('node:util').inspect,
-  ): string {
-    let mtu: number | undefined
-    let state: 'up' | 'down' | 'closed' | 'gone' = 'closed'
-    if (!this.#closed) {
-      try {
-        const l = binding.link(this.#dev)
-        mtu = l.mtu
-        state = l.up ? 'up' : 'down'
-      } catch {
-        state = 'gone'
-      }
-    }
-    const shown = { name: this.#name, index: this.#index, mode: this.#mode, mtu, state }
-    if (depth < 0) return options.stylize('[Tun]', 'special')
-    return `Tun ${inspect(shown, options)}`
   }
 
   /** `await using tun = await Tun.create(...)` closes it at the end of the scope. */

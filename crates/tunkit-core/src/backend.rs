@@ -5,8 +5,7 @@
 
 use crate::config::{IpCidr, RouteSpec};
 use crate::error::{Error, Result};
-use crate::packet::gso;
-use crate::packet::virtio::{Endian, VirtioNetHdr};
+use crate::packet::virtio::VirtioNetHdr;
 use std::sync::{Arc, RwLock};
 
 /// Packets packed back to back in one buffer (a slab), with their lengths.
@@ -17,9 +16,6 @@ use std::sync::{Arc, RwLock};
 pub struct Batch {
   pub data: Vec<u8>,
   pub lens: Vec<u32>,
-  /// Every entry is a frame: a 10-byte virtio-net header, then the packet, maybe a super-packet (a read of an
-  /// offload queue asked for whole frames ([`Queue::set_read_frames`]) or in raw mode, and writes of such frames).
-  pub frames: bool,
 }
 
 impl Batch {
@@ -27,7 +23,6 @@ impl Batch {
     Batch {
       data: Vec::with_capacity(bytes),
       lens: Vec::with_capacity(packets),
-      frames: false,
     }
   }
 
@@ -40,11 +35,9 @@ impl Batch {
     self.lens.is_empty()
   }
 
-  /// Empties the batch (it holds packets again, not frames).
   pub fn clear(&mut self) {
     self.data.clear();
     self.lens.clear();
-    self.frames = false;
   }
 
   /// A batch holding copies of `pkts`.
@@ -196,45 +189,6 @@ pub trait Queue: Send + Sync {
     self.write_batch(&Batch::from_packets(pkts))
   }
 
-  /// [`Queue::read_batch`] without waiting: reads what is pending now (possibly nothing: `Ok(0)`), the same way.
-  /// `None` when the queue cannot (then the ring never hands reading over to the consumer's event loop). Never
-  /// called with an intercept installed.
-  fn try_read_batch(&self, _batch: &mut Batch, _max_packets: usize) -> Option<Result<usize>> {
-    None
-  }
-
-  /// The descriptor that reports readable when [`Queue::try_read_batch`] has something (Unix), for the consumer's
-  /// event loop to wait on while the reader thread is parked. `None`: not available.
-  fn poll_fd(&self) -> Option<i32> {
-    None
-  }
-
-  /// Asks that reads from now on hand over whole frames (a virtio-net header and the packet as the kernel gave it,
-  /// super-packets unsplit: [`Batch::frames`]) instead of plain packets, or again plain packets. Returns whether
-  /// the queue can: only offload queues can (the default cannot). A read already under way keeps its form; the
-  /// batch says which it has.
-  fn set_read_frames(&self, _on: bool) -> bool {
-    false
-  }
-
-  /// Writes frames (a virtio-net header, then a packet or super-packet), each as one write where the device takes
-  /// segmentation offload. The default, for queues without offload, cuts each frame into ordinary packets with
-  /// complete checksums ([`gso::split`]) and writes those; a frame that cannot be cut is counted as one error.
-  /// The report counts the packets that went out.
-  fn write_frames(&self, frames: &[&[u8]]) -> Result<WriteReport> {
-    let (plain, bad) = cut_frames(frames);
-    let mut report = if plain.is_empty() {
-      WriteReport::default()
-    } else {
-      self.write_batch(&plain)?
-    };
-    report.errors += bad.errors;
-    if report.last_error.is_none() {
-      report.last_error = bad.last_error;
-    }
-    Ok(report)
-  }
-
   /// Whether `write_batch` never waits (a TUN device takes every write at once). The ring then writes on the
   /// caller's thread when nothing is queued, instead of waking its writer thread.
   fn writes_never_block(&self) -> bool {
@@ -256,21 +210,6 @@ pub trait Queue: Send + Sync {
   fn take_notice(&self) -> Option<String> {
     None
   }
-}
-
-/// Cuts frames (a virtio-net header, then a packet or super-packet) into plain packets with complete checksums,
-/// for a device that does not take them as they are ([`Queue::write_frames`]). Frames that cannot be cut are
-/// counted in the report, with the last one's error.
-pub fn cut_frames(frames: &[&[u8]]) -> (Batch, WriteReport) {
-  let mut plain = Batch::default();
-  let mut bad = WriteReport::default();
-  for f in frames {
-    if let Err(e) = gso::split_frame(f, Endian::NATIVE, &mut plain) {
-      bad.errors += 1;
-      bad.last_error = Some(e);
-    }
-  }
-  (plain, bad)
 }
 
 /// Counters the OS keeps for the interface.

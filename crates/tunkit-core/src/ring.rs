@@ -108,23 +108,6 @@ pub enum RingEvent {
   Ended = 3,
   /// The backend raised a notice ([`PacketRing::take_notices`]). Sent unarmed, once per notice.
   Notice = 4,
-  /// The reader found nothing to read while the consumer waits on an empty ring, and parked: the consumer's event
-  /// loop may now wait on the device itself ([`Queue::poll_fd`]) and read with [`PacketRing::read_inline`]. Only
-  /// with [`PacketRing::allow_idle_handover`].
-  Parked = 5,
-}
-
-/// What [`PacketRing::read_inline`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inline {
-  /// A batch was read and published; `wake`: the consumer was waiting (tell it, as `Readable` would). `more`:
-  /// the read filled a batch, so more is likely pending: the reader thread was woken to take over.
-  Delivered { wake: bool, more: bool },
-  /// Nothing was pending; the reader stays parked, keep waiting on the device.
-  Nothing,
-  /// The reader thread reads again (the consumer is busy, an error, close, or it was not parked): stop waiting on
-  /// the device.
-  Threaded,
 }
 
 /// What [`PacketRing::send`] did with the packets. Either way they were taken (written or copied).
@@ -158,8 +141,6 @@ pub struct RingStats {
   pub rx_batches: u64,
   /// Times the reader had to stop reading because the ring was full or the memory budget was spent.
   pub rx_stalls: u64,
-  /// Batches read on the consumer's thread while the reader was parked ([`PacketRing::read_inline`]).
-  pub rx_inline_batches: u64,
   pub rx_queued_batches: u64,
   pub rx_live_bytes: u64,
   pub tx_packets: u64,
@@ -206,22 +187,6 @@ impl SlabPool {
       keep_free: (budget / 4 / slab_capacity).max(64),
       closing: AtomicBool::new(false),
     }
-  }
-
-  /// A cleared slab if one can be had at once (free, or within the budget); never waits.
-  fn try_take(&self) -> Option<Vec<u8>> {
-    let mut free = lock(&self.free);
-    if self.closing.load(Relaxed) {
-      return None;
-    }
-    if let Some(slab) = free.pop() {
-      return Some(slab);
-    }
-    if self.live_bytes.load(Relaxed) + self.slab_capacity <= self.budget {
-      self.live_bytes.fetch_add(self.slab_capacity, Relaxed);
-      return Some(Vec::with_capacity(self.slab_capacity));
-    }
-    None
   }
 
   /// A cleared slab; waits while the budget is spent (counting one stall in `stalls` as the wait begins). `None`
@@ -283,17 +248,6 @@ impl SlabPool {
         .map(|(g, _)| g)
         .unwrap_or_else(|e| e.into_inner().0);
     }
-  }
-
-  /// [`SlabPool::copy_of`] without waiting: `None` when the budget has no room for the copy now.
-  fn copy_now(&self, data: &[u8]) -> Option<Vec<u8>> {
-    let _free = lock(&self.free);
-    if self.closing.load(Relaxed) || self.live_bytes.load(Relaxed) + data.len() > self.budget {
-      return None;
-    }
-    let v = data.to_vec();
-    self.live_bytes.fetch_add(v.capacity(), Relaxed);
-    Some(v)
   }
 
   /// Takes a buffer back: slabs go to the free list (up to [`SlabPool::keep_free`] of them; beyond, they are freed),
@@ -363,11 +317,8 @@ impl Drop for SlabGuard {
 type Notify = Box<dyn Fn(RingEvent) + Send + Sync>;
 
 struct RxState {
-  /// Published batches: the slab, the lengths, and whether the entries are frames ([`Batch::frames`]).
-  batches: VecDeque<(Vec<u8>, Vec<u32>, bool)>,
+  batches: VecDeque<(Vec<u8>, Vec<u32>)>,
   waiting: bool,
-  /// The reader found the device idle and waits (briefly, on `rx_space`) for the consumer to wait too, to park.
-  reader_idle: bool,
   ended: bool,
   error: Option<Error>,
 }
@@ -395,7 +346,6 @@ struct Counters {
   rx_bytes: AtomicU64,
   rx_batches: AtomicU64,
   rx_stalls: AtomicU64,
-  rx_inline_batches: AtomicU64,
   tx_packets: AtomicU64,
   tx_bytes: AtomicU64,
   tx_batches: AtomicU64,
@@ -427,11 +377,6 @@ struct Shared {
   failed: Mutex<Option<Error>>,
   last_tx_error: Mutex<Option<Error>>,
   notices: Mutex<Vec<String>>,
-  /// The consumer can wait on the device from its event loop ([`PacketRing::allow_idle_handover`]).
-  idle_handover: AtomicBool,
-  /// The reader is parked: the consumer's event loop waits on the device and reads inline.
-  parked: Mutex<bool>,
-  unparked: Condvar,
 }
 
 /// One queue's ring and its two threads.
@@ -461,7 +406,6 @@ impl PacketRing {
       rx: Mutex::new(RxState {
         batches: VecDeque::new(),
         waiting: false,
-        reader_idle: false,
         ended: false,
         error: None,
       }),
@@ -487,9 +431,6 @@ impl PacketRing {
       failed: Mutex::new(None),
       last_tx_error: Mutex::new(None),
       notices: Mutex::new(Vec::new()),
-      idle_handover: AtomicBool::new(false),
-      parked: Mutex::new(false),
-      unparked: Condvar::new(),
     });
     let spawn = |name: &'static str, f: fn(&Arc<Shared>, &Arc<dyn Queue>)| {
       let (s, q) = (shared.clone(), queue.clone());
@@ -526,72 +467,29 @@ impl PacketRing {
     })
   }
 
-  /// Takes the next batch without blocking, or arms [`RingEvent::Readable`]. Batches come as read: a queue asked
-  /// for frames ([`PacketRing::set_read_frames`], or raw offload) gives frames; see [`PacketRing::pull_as`].
+  /// Takes the next batch without blocking, or arms [`RingEvent::Readable`].
   pub fn pull(&self) -> Pull {
-    self.pull_as(true).0
-  }
-
-  /// [`PacketRing::pull`], saying whether the batch holds frames (a virtio-net header in front of every packet,
-  /// [`Batch::frames`]). A batch of frames pulled by a consumer that does not `accept_frames` is first cut into
-  /// plain packets with complete checksums, on this thread, into a buffer of its own: that happens to the batches
-  /// read in frame mode just before the consumer turned it off.
-  pub fn pull_as(&self, accept_frames: bool) -> (Pull, bool) {
     let s = &self.shared;
     let mut rx = lock(&s.rx);
-    if let Some((data, lens, frames)) = rx.batches.pop_front() {
+    if let Some((data, lens)) = rx.batches.pop_front() {
       let was_full = rx.batches.len() + 1 >= s.cfg.ring_batches;
       drop(rx);
       if was_full {
         s.rx_space.notify_one();
       }
-      let guard = SlabGuard {
-        data,
-        pool: s.pool.clone(),
-      };
-      if frames && !accept_frames {
-        let (guard, lens) = self.split_frames(guard, &lens);
-        return (Pull::Batch(guard, lens), false);
-      }
-      return (Pull::Batch(guard, lens), frames);
+      return Pull::Batch(
+        SlabGuard {
+          data,
+          pool: s.pool.clone(),
+        },
+        lens,
+      );
     }
     if rx.ended {
-      return (Pull::Ended(rx.error.clone()), false);
+      return Pull::Ended(rx.error.clone());
     }
     rx.waiting = true;
-    if rx.reader_idle {
-      // The reader waits to park until the consumer waits: now it does.
-      s.rx_space.notify_one();
-    }
-    (Pull::Empty, false)
-  }
-
-  /// Cuts a batch of frames into plain packets, in a buffer counted against the budget like a slab. A frame that
-  /// cannot be cut (the kernel does not make such frames) is dropped.
-  fn split_frames(&self, frames: SlabGuard, lens: &[u32]) -> (SlabGuard, Vec<u32>) {
-    let mut out = Batch::default();
-    let mut at = 0;
-    for &len in lens {
-      let frame = &frames.data()[at..at + len as usize];
-      at += len as usize;
-      let _ = crate::packet::gso::split_frame(frame, crate::packet::virtio::Endian::NATIVE, &mut out);
-    }
-    drop(frames);
-    let pool = &self.shared.pool;
-    pool.live_bytes.fetch_add(out.data.capacity(), Relaxed);
-    (
-      SlabGuard {
-        data: out.data,
-        pool: pool.clone(),
-      },
-      out.lens,
-    )
-  }
-
-  /// Asks the queue for whole frames from the next read on ([`Queue::set_read_frames`]), or for plain packets
-  /// again. Returns whether the queue can (offload queues only).
-  pub fn set_read_frames(&self, on: bool) -> bool {
-    lock(&self.queue).as_ref().is_some_and(|q| q.set_read_frames(on))
+    Pull::Empty
   }
 
   /// Takes `packets` (`total_bytes` in all) for the device as one unit. When nothing is queued and the backend's
@@ -602,16 +500,6 @@ impl PacketRing {
   /// always takes, so a batch larger than the whole ring still goes through. An empty `packets` is the consumer's
   /// question on `Writable` (see [`Sent`]): it reports a closed or failed ring like any send.
   pub fn send(&self, packets: &[&[u8]], total_bytes: usize) -> Result<Sent> {
-    self.send_as(packets, total_bytes, false)
-  }
-
-  /// [`PacketRing::send`] of frames: each a virtio-net header, then a packet or super-packet, written with
-  /// [`Queue::write_frames`] (as they are to an offload device, cut into plain packets otherwise).
-  pub fn send_frames(&self, frames: &[&[u8]], total_bytes: usize) -> Result<Sent> {
-    self.send_as(frames, total_bytes, true)
-  }
-
-  fn send_as(&self, packets: &[&[u8]], total_bytes: usize, frames: bool) -> Result<Sent> {
     let s = &self.shared;
     let mut tx = lock(&s.tx);
     if let Some(e) = &tx.failed {
@@ -652,11 +540,7 @@ impl PacketRing {
           if crate::testhooks::armed("panic-inline") {
             panic!("test hook panic-inline");
           }
-          if frames {
-            q.write_frames(packets)
-          } else {
-            q.write_packets(packets)
-          }
+          q.write_packets(packets)
         };
         match catch_unwind(AssertUnwindSafe(write)) {
           Ok(result) => {
@@ -682,13 +566,12 @@ impl PacketRing {
     let tx = &mut *tx;
     for pkt in packets.iter().copied() {
       let start_new = match tx.batches.back() {
-        Some(b) => b.len() >= TX_BATCH_PACKETS || b.frames != frames,
+        Some(b) => b.len() >= TX_BATCH_PACKETS,
         None => true,
       };
       if start_new {
         let mut b = tx.spare.pop().unwrap_or_default();
         b.clear();
-        b.frames = frames;
         tx.batches.push_back(b);
       }
       tx.batches.back_mut().expect("a batch was just ensured").push(pkt);
@@ -718,7 +601,6 @@ impl PacketRing {
       rx_bytes: c.rx_bytes.load(Relaxed),
       rx_batches: c.rx_batches.load(Relaxed),
       rx_stalls: c.rx_stalls.load(Relaxed),
-      rx_inline_batches: c.rx_inline_batches.load(Relaxed),
       rx_queued_batches: queued,
       rx_live_bytes: s.pool.live_bytes.load(Relaxed) as u64,
       tx_packets: c.tx_packets.load(Relaxed),
@@ -747,101 +629,7 @@ impl PacketRing {
   /// Installs (or with `None` removes) processing that sees every batch on the reader thread before the consumer
   /// does. Takes effect from the next batch.
   pub fn set_intercept(&self, intercept: Option<Arc<dyn Intercept>>) {
-    let installed = intercept.is_some();
     *self.shared.intercept.write().unwrap_or_else(|e| e.into_inner()) = intercept;
-    if installed {
-      // An intercept runs on the reader thread: it must read.
-      unpark(&self.shared);
-    }
-  }
-
-  /// Lets the reader hand reading over to the consumer's event loop while the device is idle (or stops it): when it
-  /// finds nothing to read while the consumer waits on an empty ring, it parks and sends [`RingEvent::Parked`]; the
-  /// consumer then waits on [`PacketRing::poll_fd`] itself and reads with [`PacketRing::read_inline`], one thread
-  /// wake-up per packet instead of two. Under load (a read fills a batch) or while the consumer is busy, the reader
-  /// takes over again. Only for queues that can read without waiting ([`Queue::try_read_batch`]); returns whether
-  /// this one can.
-  pub fn allow_idle_handover(&self, on: bool) -> bool {
-    let can = on
-      && lock(&self.queue)
-        .as_ref()
-        .is_some_and(|q| q.poll_fd().is_some() && q.try_read_batch(&mut Batch::default(), 0).is_some());
-    self.shared.idle_handover.store(can, Relaxed);
-    if !can {
-      unpark(&self.shared);
-    }
-    can
-  }
-
-  /// The descriptor the consumer waits on while the reader is parked.
-  pub fn poll_fd(&self) -> Option<i32> {
-    lock(&self.queue).as_ref().and_then(|q| q.poll_fd())
-  }
-
-  /// Reads what the device has now, on the consumer's thread, while the reader is parked (the consumer's event loop
-  /// saw [`PacketRing::poll_fd`] readable), and publishes it like the reader would. If the consumer is not waiting
-  /// (it is busy with earlier packets), the read filled a batch, or anything goes wrong, the reader thread is woken
-  /// to read again, and the consumer should stop waiting on the device ([`Inline::Threaded`], or `more`).
-  pub fn read_inline(&self) -> Inline {
-    let s = &self.shared;
-    if !*lock(&s.parked) || s.closing.load(Relaxed) {
-      return Inline::Threaded;
-    }
-    if !handover_possible(s) {
-      unpark(s);
-      return Inline::Threaded;
-    }
-    let waiting = {
-      let rx = lock(&s.rx);
-      rx.waiting && rx.batches.is_empty()
-    };
-    let queue = lock(&self.queue).clone();
-    let (Some(q), true) = (queue, waiting) else {
-      unpark(s);
-      return Inline::Threaded;
-    };
-    let Some(data) = s.pool.try_take() else {
-      unpark(s);
-      return Inline::Threaded;
-    };
-    let mut batch = Batch {
-      data,
-      lens: Vec::with_capacity(s.cfg.batch_packets),
-      frames: false,
-    };
-    // Held across the read, as in the reader: an intercept installed meanwhile sees every later packet.
-    let slot = s.intercept.read().unwrap_or_else(|e| e.into_inner());
-    let read = if slot.is_none() {
-      q.try_read_batch(&mut batch, s.cfg.batch_packets)
-    } else {
-      None
-    };
-    drop(slot);
-    let n = match read {
-      Some(Ok(n)) => n,
-      // The reader thread meets the error again and ends the queue with it, as it would have.
-      _ => {
-        s.pool.give_back(batch.data);
-        unpark(s);
-        return Inline::Threaded;
-      }
-    };
-    if n == 0 {
-      s.pool.give_back(batch.data);
-      return Inline::Nothing;
-    }
-    let more = n >= s.cfg.batch_packets || batch.data.capacity() - batch.data.len() < s.max_frame;
-    forward_notice(s, &*q);
-    s.counters.rx_inline_batches.fetch_add(1, Relaxed);
-    // Published before the reader may run again, so that what it reads next comes after this batch.
-    let published = publish(s, batch, true);
-    if more || published.is_none() {
-      unpark(s);
-    }
-    match published {
-      Some(wake) => Inline::Delivered { wake, more },
-      None => Inline::Threaded,
-    }
   }
 
   /// Whether batch buffers alive now (queued, or held by the consumer) take more than a quarter of the memory
@@ -893,7 +681,6 @@ impl PacketRing {
     }
     s.pool.close();
     s.rx_space.notify_all();
-    unpark(s);
     self.join();
     // The threads are gone and held the only other references: this closes the device's fd.
     drop(lock(&self.queue).take());
@@ -928,28 +715,11 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     let mut batch = Batch {
       data,
       lens: Vec::with_capacity(s.cfg.batch_packets),
-      frames: false,
     };
     // A queue that intercepts frames runs the intercept inside the read, frame by frame; on any other the
     // intercept sees each batch read.
     let per_frame = queue.intercepts_frames();
-    // Idle hand-over: when there is nothing to read and the consumer waits on an empty ring, park and let the
-    // consumer's event loop wait on the device (one wake-up per packet instead of two).
-    if s.idle_handover.load(Relaxed) {
-      // Held across the read: an intercept installed meanwhile sees every packet read after this one.
-      let slot = s.intercept.read().unwrap_or_else(|e| e.into_inner());
-      let idle =
-        slot.is_none() && matches!(queue.try_read_batch(&mut batch, s.cfg.batch_packets), Some(Ok(0)));
-      drop(slot);
-      if idle && park(s) {
-        s.pool.give_back(batch.data);
-        continue;
-      }
-    }
-    let read = if !batch.lens.is_empty() {
-      // The non-blocking read above found packets.
-      Ok(batch.lens.len())
-    } else if per_frame {
+    let read = if per_frame {
       let mut counts = InterceptCounts::default();
       let r = queue.read_batch_with(&mut batch, s.cfg.batch_packets, &s.intercept, &mut counts);
       s.intercepted.fetch_add(counts.taken, Relaxed);
@@ -1009,17 +779,50 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
         continue;
       }
     }
-    if intercepting && lock(&s.rx).batches.len() >= s.cfg.ring_batches {
+    let c = &s.counters;
+    c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
+    c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
+    c.rx_batches.fetch_add(1, Relaxed);
+    let data = if batch.data.len() < s.cfg.copy_below {
+      let small = s.pool.copy_of(&batch.data, &c.rx_stalls);
+      s.pool.give_back(batch.data);
+      match small {
+        Some(small) => small,
+        None => break None,
+      }
+    } else {
+      batch.data
+    };
+
+    let mut rx = lock(&s.rx);
+    if intercepting && rx.batches.len() >= s.cfg.ring_batches {
       // With a stack on this queue the reader must not stop for a consumer that does not read what the stack
       // passes on: the stack's own flows would stall with it. The passed packets are dropped and counted instead.
+      drop(rx);
       s.pass_dropped.fetch_add(batch.lens.len() as u64, Relaxed);
-      s.pool.give_back(batch.data);
+      s.pool.give_back(data);
       continue;
     }
-    match publish(s, batch, false) {
-      Some(true) => (s.notify)(RingEvent::Readable),
-      Some(false) => {}
-      None => break None,
+    if rx.batches.len() >= s.cfg.ring_batches {
+      c.rx_stalls.fetch_add(1, Relaxed);
+    }
+    while rx.batches.len() >= s.cfg.ring_batches && !s.closing.load(Relaxed) {
+      rx = s
+        .rx_space
+        .wait_timeout(rx, Duration::from_millis(100))
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0);
+    }
+    if s.closing.load(Relaxed) {
+      drop(rx);
+      s.pool.give_back(data);
+      break None;
+    }
+    rx.batches.push_back((data, batch.lens));
+    let wake = std::mem::take(&mut rx.waiting);
+    drop(rx);
+    if wake {
+      (s.notify)(RingEvent::Readable);
     }
   };
   if let Some(e) = &end_error {
@@ -1029,122 +832,6 @@ fn reader_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     }
   }
   end_reads(s, end_error);
-}
-
-/// Counts a batch read and puts it in the ring for the consumer (copied into a buffer of its size if small), waiting
-/// while the ring is full. Returns whether the consumer waits for it (it is then to be told), or `None` once closing
-/// (the batch is given back). `inline`: on the consumer's own thread ([`PacketRing::read_inline`]), which must never
-/// wait for memory only it can free: a small batch is then copied only if the budget has room at once.
-fn publish(s: &Shared, batch: Batch, inline: bool) -> Option<bool> {
-  let c = &s.counters;
-  c.rx_packets.fetch_add(batch.lens.len() as u64, Relaxed);
-  c.rx_bytes.fetch_add(batch.data.len() as u64, Relaxed);
-  c.rx_batches.fetch_add(1, Relaxed);
-  let data = if batch.data.len() < s.cfg.copy_below {
-    let small = if inline {
-      s.pool.copy_now(&batch.data)
-    } else {
-      match s.pool.copy_of(&batch.data, &c.rx_stalls) {
-        Some(v) => Some(v),
-        None => {
-          s.pool.give_back(batch.data);
-          return None;
-        }
-      }
-    };
-    match small {
-      Some(small) => {
-        s.pool.give_back(batch.data);
-        small
-      }
-      None => batch.data,
-    }
-  } else {
-    batch.data
-  };
-  let mut rx = lock(&s.rx);
-  if rx.batches.len() >= s.cfg.ring_batches {
-    c.rx_stalls.fetch_add(1, Relaxed);
-  }
-  while rx.batches.len() >= s.cfg.ring_batches && !s.closing.load(Relaxed) {
-    rx = s
-      .rx_space
-      .wait_timeout(rx, Duration::from_millis(100))
-      .map(|(g, _)| g)
-      .unwrap_or_else(|e| e.into_inner().0);
-  }
-  if s.closing.load(Relaxed) {
-    drop(rx);
-    s.pool.give_back(data);
-    return None;
-  }
-  rx.batches.push_back((data, batch.lens, batch.frames));
-  Some(std::mem::take(&mut rx.waiting))
-}
-
-/// How long an idle reader waits for the consumer to come back and wait before it waits on the device itself.
-const PARK_GRACE: Duration = Duration::from_millis(2);
-
-/// Parks the reader if the consumer waits on an empty ring: sends [`RingEvent::Parked`] and waits until
-/// [`unpark`] (or close). Returns false, at once, if the consumer is not waiting.
-fn park(s: &Shared) -> bool {
-  {
-    let mut rx = lock(&s.rx);
-    // The consumer is still busy with the last batch: give it a moment to come back and wait (it usually does at
-    // once), so that an idle device parks after its first packet rather than never.
-    let deadline = Instant::now() + PARK_GRACE;
-    rx.reader_idle = true;
-    let ready = |rx: &RxState| rx.waiting && rx.batches.is_empty();
-    while !ready(&rx) && !s.closing.load(Relaxed) {
-      let now = Instant::now();
-      if now >= deadline {
-        break;
-      }
-      rx = s
-        .rx_space
-        .wait_timeout(rx, deadline - now)
-        .map(|(g, _)| g)
-        .unwrap_or_else(|e| e.into_inner().0);
-    }
-    rx.reader_idle = false;
-    if !ready(&rx) || s.closing.load(Relaxed) {
-      return false;
-    }
-  }
-  {
-    // Checked under the lock `unpark` takes: an intercept installed (or the hand-over turned off) from here on
-    // finds the reader parked and wakes it.
-    let mut parked = lock(&s.parked);
-    if !handover_possible(s) {
-      return false;
-    }
-    *parked = true;
-  }
-  (s.notify)(RingEvent::Parked);
-  let mut parked = lock(&s.parked);
-  while *parked && !s.closing.load(Relaxed) {
-    parked = s
-      .unparked
-      .wait_timeout(parked, Duration::from_millis(500))
-      .map(|(g, _)| g)
-      .unwrap_or_else(|e| e.into_inner().0);
-  }
-  *parked = false;
-  true
-}
-
-/// Whether the reader may hand reading over: allowed, and no intercept (which must run on the reader thread).
-fn handover_possible(s: &Shared) -> bool {
-  s.idle_handover.load(Relaxed) && s.intercept.read().unwrap_or_else(|e| e.into_inner()).is_none()
-}
-
-/// Wakes a parked reader: it reads (and waits on the device) itself again.
-fn unpark(s: &Shared) {
-  let mut parked = lock(&s.parked);
-  if *parked {
-    *parked = false;
-    s.unparked.notify_all();
-  }
 }
 
 /// Marks the read side ended, with the ring's failure or else `error` as the reason (none: a plain close), and
@@ -1182,12 +869,7 @@ fn writer_loop(s: &Arc<Shared>, queue: &Arc<dyn Queue>) {
     if crate::testhooks::armed("panic-writer") {
       panic!("test hook panic-writer");
     }
-    let written = if batch.frames {
-      queue.write_frames(&batch.iter().collect::<Vec<_>>())
-    } else {
-      queue.write_batch(&batch)
-    };
-    let gone = !record_result(s, &**queue, written, batch.len());
+    let gone = !record_result(s, &**queue, queue.write_batch(&batch), batch.len());
 
     let mut tx = lock(&s.tx);
     tx.writing = false;
@@ -1949,399 +1631,5 @@ mod intercept_tests {
     );
     ra.close();
     rb.close();
-  }
-}
-
-#[cfg(test)]
-mod frame_tests {
-  use super::*;
-  use crate::packet::build::{self, IpFields, TcpFields};
-  use crate::packet::gso::{self, tests::make_super};
-  use crate::packet::testutil::{assert_checksums_ok, Rng};
-  use crate::platform::memory::pair;
-  use std::sync::mpsc;
-
-  /// A 3000-byte TCP payload as one super-packet frame (virtio-net header first) asking for 1000-byte segments,
-  /// and the three packets it stands for.
-  fn tso_frame() -> (Vec<u8>, Vec<Vec<u8>>) {
-    let ip = IpFields::new("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap());
-    let tcp = TcpFields {
-      src_port: 1000,
-      dst_port: 2000,
-      flags: 0x18,
-      ..Default::default()
-    };
-    let pkt = build::tcp(&ip, &tcp, &Rng::new(7).bytes(3000)).unwrap();
-    let (hdr, sp) = make_super(&pkt, 1000);
-    let mut segs = Batch::default();
-    gso::split(&hdr, &sp, &mut segs).unwrap();
-    let mut frame = hdr.encode().to_vec();
-    frame.extend_from_slice(&sp);
-    (frame, segs.iter().map(|s| s.to_vec()).collect())
-  }
-
-  fn start(q: Box<dyn Queue>) -> (PacketRing, mpsc::Receiver<RingEvent>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let notify = Box::new(move |e| {
-      let _ = lock(&tx).send(e);
-    });
-    (PacketRing::start(q, RingConfig::default(), notify).unwrap(), rx)
-  }
-
-  fn pull_all(
-    r: &PacketRing,
-    ev: &mpsc::Receiver<RingEvent>,
-    accept: bool,
-    want: usize,
-  ) -> (Vec<Vec<u8>>, bool) {
-    let (mut out, mut frames) = (Vec::new(), false);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while out.len() < want && Instant::now() < deadline {
-      match r.pull_as(accept) {
-        (Pull::Batch(slab, lens), f) => {
-          frames |= f;
-          let mut off = 0;
-          for l in lens {
-            out.push(slab.data()[off..off + l as usize].to_vec());
-            off += l as usize;
-          }
-        }
-        _ => {
-          let _ = ev.recv_timeout(Duration::from_millis(50));
-        }
-      }
-    }
-    (out, frames)
-  }
-
-  #[test]
-  fn frames_sent_to_a_queue_without_offload_are_cut_into_packets_with_complete_checksums() {
-    let (a, b) = pair(1500, 1024).unwrap();
-    let (ra, _ea) = start(a.queues.into_iter().next().unwrap());
-    let (rb, eb) = start(b.queues.into_iter().next().unwrap());
-    let (frame, segments) = tso_frame();
-    assert_eq!(ra.send_frames(&[&frame], frame.len()).unwrap(), Sent::Done);
-    let (got, frames) = pull_all(&rb, &eb, true, 3);
-    assert!(!frames, "a queue without offload handed over frames");
-    assert_eq!(got, segments);
-    for p in &got {
-      assert_checksums_ok(p);
-    }
-    assert_eq!(
-      ra.stats().tx_packets,
-      3,
-      "the report counts the packets that went out"
-    );
-    ra.close();
-    rb.close();
-  }
-
-  /// A queue that reads one batch of frames (as an offload queue asked for frames does), then waits for close.
-  struct FrameReader {
-    frame: Vec<u8>,
-    served: AtomicBool,
-    woken: (Mutex<bool>, Condvar),
-  }
-
-  impl Queue for FrameReader {
-    fn read_batch(&self, batch: &mut Batch, _max: usize) -> Result<usize> {
-      if !self.served.swap(true, Relaxed) {
-        batch.frames = true;
-        batch.data.extend_from_slice(&self.frame);
-        batch.lens.push(self.frame.len() as u32);
-        batch.data.extend_from_slice(&self.frame);
-        batch.lens.push(self.frame.len() as u32);
-        return Ok(2);
-      }
-      let mut w = lock(&self.woken.0);
-      while !*w {
-        w = self.woken.1.wait(w).unwrap();
-      }
-      Err(Error::closed("read"))
-    }
-    fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
-      Ok(WriteReport {
-        packets: batch.len() as u64,
-        ..WriteReport::default()
-      })
-    }
-    fn max_frame(&self) -> usize {
-      65545
-    }
-    fn wake(&self) {
-      *lock(&self.woken.0) = true;
-      self.woken.1.notify_all();
-    }
-  }
-
-  #[test]
-  fn frames_pulled_by_a_consumer_of_packets_are_cut_and_by_a_consumer_of_frames_are_not() {
-    let (frame, segments) = tso_frame();
-    for accept in [false, true] {
-      let q = FrameReader {
-        frame: frame.clone(),
-        served: AtomicBool::new(false),
-        woken: (Mutex::new(false), Condvar::new()),
-      };
-      let (r, ev) = start(Box::new(q));
-      let (got, frames) = pull_all(&r, &ev, accept, if accept { 2 } else { 6 });
-      if accept {
-        assert!(frames);
-        assert_eq!(got, vec![frame.clone(), frame.clone()]);
-      } else {
-        assert!(!frames);
-        assert_eq!(got, [segments.clone(), segments.clone()].concat());
-      }
-      r.close();
-      // The cut copy was counted against the budget and given back.
-      assert_eq!(r.stats().rx_live_bytes, 0, "accept {accept}");
-    }
-  }
-}
-
-#[cfg(test)]
-mod idle_tests {
-  use super::*;
-  use std::sync::mpsc;
-
-  /// A device whose packets are queued by the test: `read_batch` waits for them (or close), `try_read_batch` takes
-  /// what is there without waiting.
-  #[derive(Default)]
-  struct Trickle {
-    pending: Mutex<VecDeque<Vec<u8>>>,
-    fed: Condvar,
-    woken: AtomicBool,
-    blocking_reads: AtomicU64,
-  }
-
-  impl Trickle {
-    fn feed(&self, n: usize) {
-      let mut p = lock(&self.pending);
-      for i in 0..n {
-        p.push_back(vec![0x45, i as u8, 0, 20]);
-      }
-      self.fed.notify_all();
-    }
-    fn take(&self, batch: &mut Batch, max: usize, p: &mut VecDeque<Vec<u8>>) -> usize {
-      let mut n = 0;
-      while n < max {
-        let Some(pkt) = p.pop_front() else { break };
-        batch.push(&pkt);
-        n += 1;
-      }
-      n
-    }
-  }
-
-  struct Dev(Arc<Trickle>);
-
-  impl Queue for Dev {
-    fn read_batch(&self, batch: &mut Batch, max: usize) -> Result<usize> {
-      self.0.blocking_reads.fetch_add(1, Relaxed);
-      let mut p = lock(&self.0.pending);
-      loop {
-        if self.0.woken.load(Relaxed) {
-          return Err(Error::closed("read"));
-        }
-        if !p.is_empty() {
-          return Ok(self.0.take(batch, max, &mut p));
-        }
-        p = self.0.fed.wait(p).unwrap();
-      }
-    }
-    fn try_read_batch(&self, batch: &mut Batch, max: usize) -> Option<Result<usize>> {
-      if self.0.woken.load(Relaxed) {
-        return Some(Err(Error::closed("read")));
-      }
-      let mut p = lock(&self.0.pending);
-      Some(Ok(self.0.take(batch, max, &mut p)))
-    }
-    fn poll_fd(&self) -> Option<i32> {
-      Some(0)
-    }
-    fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
-      Ok(WriteReport {
-        packets: batch.len() as u64,
-        ..WriteReport::default()
-      })
-    }
-    fn max_frame(&self) -> usize {
-      1500
-    }
-    fn wake(&self) {
-      self.0.woken.store(true, Relaxed);
-      let _g = lock(&self.0.pending);
-      self.0.fed.notify_all();
-    }
-  }
-
-  fn start(dev: &Arc<Trickle>) -> (PacketRing, mpsc::Receiver<RingEvent>) {
-    let (tx, rx) = mpsc::channel();
-    let tx = Mutex::new(tx);
-    let notify = Box::new(move |e| {
-      let _ = lock(&tx).send(e);
-    });
-    let r = PacketRing::start(Box::new(Dev(dev.clone())), RingConfig::default(), notify).unwrap();
-    (r, rx)
-  }
-
-  fn expect(ev: &mpsc::Receiver<RingEvent>, want: RingEvent) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-      let left = deadline.saturating_duration_since(Instant::now());
-      match ev.recv_timeout(left) {
-        Ok(e) if e == want => return,
-        Ok(_) => {}
-        Err(_) => panic!("no {want:?} event"),
-      }
-    }
-  }
-
-  /// Waits (with a pull that finds the ring empty) until the reader parks. The reader gives the consumer a moment
-  /// to come back before it waits on the device itself; on a machine too loaded for that, a packet gets it going
-  /// again (read and delivered) and it tries once more. Returns the packets that took.
-  fn park_again(r: &PacketRing, ev: &mpsc::Receiver<RingEvent>, dev: &Trickle) -> usize {
-    for extra in 0..50 {
-      while pulled(r) > 0 {}
-      let deadline = Instant::now() + Duration::from_millis(200);
-      while Instant::now() < deadline {
-        if *lock(&r.shared.parked) {
-          while ev.try_recv().is_ok() {}
-          return extra;
-        }
-        let _ = ev.recv_timeout(Duration::from_millis(5));
-      }
-      dev.feed(1);
-      take(r, ev, 1);
-    }
-    panic!("the reader never parked");
-  }
-
-  /// Takes `want` packets the way the binding's consumer does: pull; when the ring is empty wait for `Readable`,
-  /// or on `Parked` read inline (what the event loop's poll on the device does).
-  fn take(r: &PacketRing, ev: &mpsc::Receiver<RingEvent>, want: usize) {
-    let mut got = 0;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while got < want {
-      assert!(Instant::now() < deadline, "{got} of {want} packets");
-      match pulled(r) {
-        0 => match ev.recv_timeout(Duration::from_millis(50)) {
-          Ok(RingEvent::Parked) | Err(_) => {
-            let _ = r.read_inline();
-          }
-          Ok(_) => {}
-        },
-        n => got += n,
-      }
-    }
-    assert_eq!(got, want);
-  }
-
-  fn pulled(r: &PacketRing) -> usize {
-    match r.pull() {
-      Pull::Batch(_, lens) => lens.len(),
-      Pull::Empty => 0,
-      Pull::Ended(e) => panic!("ended: {e:?}"),
-    }
-  }
-
-  #[test]
-  fn an_idle_reader_parks_and_the_consumer_reads_inline_until_load_hands_back() {
-    let dev = Arc::new(Trickle::default());
-    let (r, ev) = start(&dev);
-    assert!(r.allow_idle_handover(true));
-    // The consumer waits on an empty ring: the idle reader parks and says so.
-    let mut nudges = park_again(&r, &ev, &dev);
-    let blocking = dev.blocking_reads.load(Relaxed);
-    // Idle packets are read on the consumer's thread, one batch per wake-up, the reader staying parked.
-    for round in 1..=3 {
-      assert_eq!(r.read_inline(), Inline::Nothing, "nothing pending yet");
-      dev.feed(2);
-      assert_eq!(
-        r.read_inline(),
-        Inline::Delivered {
-          wake: true,
-          more: false
-        }
-      );
-      assert_eq!(pulled(&r), 2);
-      assert_eq!(pulled(&r), 0, "the consumer waits again");
-      assert_eq!(r.stats().rx_inline_batches, round);
-    }
-    assert_eq!(
-      dev.blocking_reads.load(Relaxed),
-      blocking,
-      "the parked reader read"
-    );
-    // A burst that fills a batch: delivered, and the reader takes over for the rest.
-    dev.feed(300);
-    assert_eq!(
-      r.read_inline(),
-      Inline::Delivered {
-        wake: true,
-        more: true
-      }
-    );
-    assert_eq!(pulled(&r), 256);
-    assert_eq!(
-      r.read_inline(),
-      Inline::Threaded,
-      "the reader is not parked any more"
-    );
-    take(&r, &ev, 44);
-    // Idle again: it parks again once the consumer waits.
-    nudges += park_again(&r, &ev, &dev);
-    // A busy consumer (not waiting) makes the reader read (and buffer) again.
-    dev.feed(1);
-    assert_eq!(
-      r.read_inline(),
-      Inline::Delivered {
-        wake: true,
-        more: false
-      }
-    );
-    assert_eq!(r.read_inline(), Inline::Threaded, "the consumer has not pulled");
-    dev.feed(1);
-    take(&r, &ev, 2);
-    // Close while parked ends promptly.
-    nudges += park_again(&r, &ev, &dev);
-    let t = Instant::now();
-    r.close();
-    assert!(t.elapsed() < Duration::from_secs(1));
-    assert!(matches!(r.pull(), Pull::Ended(None)));
-    assert_eq!(r.stats().rx_packets, 2 * 3 + 300 + 2 + nudges as u64);
-  }
-
-  #[test]
-  fn an_intercept_or_a_refused_handover_keeps_the_reader_reading() {
-    let dev = Arc::new(Trickle::default());
-    let (r, ev) = start(&dev);
-    assert!(r.allow_idle_handover(true));
-    park_again(&r, &ev, &dev);
-    struct Nothing;
-    impl Intercept for Nothing {
-      fn process(&self, _batch: &mut Batch, _to_device: &mut Batch) {}
-    }
-    r.set_intercept(Some(Arc::new(Nothing)));
-    assert_eq!(r.read_inline(), Inline::Threaded);
-    dev.feed(3);
-    expect(&ev, RingEvent::Readable);
-    assert_eq!(pulled(&r), 3);
-    r.set_intercept(None);
-    assert!(!r.allow_idle_handover(false));
-    assert_eq!(r.read_inline(), Inline::Threaded);
-    r.close();
-    // A queue that cannot read without waiting never hands over.
-    let (a, _b) = crate::platform::memory::pair(1500, 16).unwrap();
-    let notify = Box::new(|_| {});
-    let m = PacketRing::start(
-      a.queues.into_iter().next().unwrap(),
-      RingConfig::default(),
-      notify,
-    )
-    .unwrap();
-    assert!(!m.allow_idle_handover(true));
-    m.close();
   }
 }

@@ -222,7 +222,6 @@ pub fn ring_stats_to_js(env: Env, s: &RingStats) -> JsResult<Value> {
     ("rxBytes", s.rx_bytes),
     ("rxBatches", s.rx_batches),
     ("rxStalls", s.rx_stalls),
-    ("rxInlineBatches", s.rx_inline_batches),
     ("rxQueuedBatches", s.rx_queued_batches),
     ("rxLiveBytes", s.rx_live_bytes),
     ("txPackets", s.tx_packets),

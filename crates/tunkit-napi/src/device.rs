@@ -61,17 +61,11 @@ struct QueueHandle {
   /// terminated with the queue open): Node deletes threadsafe functions at teardown whether or not threads still
   /// hold them, so the threads must be gone by then.
   _teardown: EnvHook,
-  /// The idle poll on the device descriptor, made on the first `pollStart` (Linux).
-  #[cfg(target_os = "linux")]
-  idle: Arc<Mutex<Option<crate::sys::idle::IdlePoll>>>,
 }
 
 /// Set in `lens[0]` by `pull` when the ring is under memory pressure: JavaScript should hand out copies of the
 /// packets rather than views that pin the batch (see `PacketRing::memory_pressure`).
 const PULL_COPY: u32 = 1 << 31;
-/// Set in `lens[0]` by `pull` when the batch holds frames: each entry is a 10-byte virtio-net header and then the
-/// packet, maybe a super-packet (`setReadFrames`, or a raw offload device).
-const PULL_FRAMES: u32 = 1 << 30;
 
 /// Most packets one `write()` takes.
 const MAX_WRITE_PACKETS: usize = 65536;
@@ -155,7 +149,6 @@ pub fn device_info(cx: &CallContext) -> JsResult<Value> {
   env.set(o, "mode", env.string(h.mode.as_str())?)?;
   let queues = lock(&h.device).as_ref().map(|d| d.queue_count()).unwrap_or(0);
   env.set(o, "queues", env.number(queues as f64)?)?;
-  env.set(o, "raw", env.boolean(h.raw)?)?;
   Ok(o)
 }
 
@@ -326,18 +319,8 @@ fn start_queue(
     cfg,
     Box::new(move |ev| notify_tsfn.call(ev as u32)),
   )?);
-  // Idle hand-over (Linux): while the device is idle the reader parks and this thread's event loop waits on the
-  // descriptor itself (`pollStart`). TUNKIT_IDLE_POLL=0 turns it off (for comparisons).
-  #[cfg(target_os = "linux")]
-  ring.allow_idle_handover(!matches!(std::env::var("TUNKIT_IDLE_POLL").as_deref(), Ok("0")));
-  #[cfg(target_os = "linux")]
-  let idle = Arc::new(Mutex::new(None));
   let (r, t) = (ring.clone(), tsfn.clone());
-  #[cfg(target_os = "linux")]
-  let i = idle.clone();
   let teardown = env.on_teardown(Box::new(move || {
-    #[cfg(target_os = "linux")]
-    drop(lock(&i).take());
     r.close();
     t.release();
   }))?;
@@ -346,65 +329,7 @@ fn start_queue(
     device: h,
     tsfn,
     _teardown: teardown,
-    #[cfg(target_os = "linux")]
-    idle,
   }))
-}
-
-/// `pollStart(queue, onEvent)`: the reader parked (event 5): wait on the device descriptor from this thread's event
-/// loop and read there while the device stays idle; `onEvent(1)` says a batch is ready, as the ring would. Stops by
-/// itself when the reader takes over again (load, or the consumer busy). Returns false where there is no idle poll
-/// (the reader then reads as always).
-pub fn poll_start(cx: &CallContext) -> JsResult<Value> {
-  let env = cx.env;
-  let q = queue(cx)?;
-  #[cfg(target_os = "linux")]
-  {
-    use crate::sys::idle::{IdlePoll, Ready};
-    use tunkit_core::ring::Inline;
-    let func = cx.arg(1)?;
-    if !env.is_function(func)? {
-      return Err(type_error("onEvent must be a function"));
-    }
-    let mut idle = lock(&q.idle);
-    if idle.is_none() {
-      let Some(fd) = q.ring.poll_fd() else {
-        q.ring.allow_idle_handover(false);
-        return env.boolean(false);
-      };
-      let ring = q.ring.clone();
-      let handler = Box::new(move || match ring.read_inline() {
-        Inline::Delivered { wake, more } => Ready {
-          keep: !more,
-          call: wake.then_some(tunkit_core::ring::RingEvent::Readable as u32),
-        },
-        Inline::Nothing => Ready {
-          keep: true,
-          call: None,
-        },
-        Inline::Threaded => Ready {
-          keep: false,
-          call: None,
-        },
-      });
-      match IdlePoll::new(env, fd, func, handler) {
-        Ok(p) => *idle = Some(p),
-        Err(e) => {
-          q.ring.allow_idle_handover(false);
-          return Err(e);
-        }
-      }
-    }
-    if let Some(p) = idle.as_ref() {
-      p.start();
-    }
-    env.boolean(true)
-  }
-  #[cfg(not(target_os = "linux"))]
-  {
-    q.ring.allow_idle_handover(false);
-    env.boolean(false)
-  }
 }
 
 /// Queues taken out of a device to be attached from another thread (a `worker_threads` worker): they wait here,
@@ -486,18 +411,14 @@ pub fn attach_queue(cx: &CallContext) -> JsResult<Value> {
   env.array_of(&[handle, q])
 }
 
-/// `pull(queue, lens, frames?)`: the next batch as an ArrayBuffer of packets packed back to back, with `lens[0]` =
-/// count and `lens[1..=count]` the lengths (bit 31 of `lens[0]`: copy the packets, the ring is under memory
-/// pressure; bit 30: the entries are frames, a virtio-net header in front of each packet); `null` when the ring is
-/// empty (an event `1` or `3` follows); `undefined` once the queue has ended. Throws the reader's error if it ended
-/// on one. Without `frames` (true: the caller takes frames), frames a split offload queue read are cut into plain
-/// packets first; a raw device always hands over frames.
+/// `pull(queue, lens)`: the next batch as an ArrayBuffer of packets packed back to back, with `lens[0]` = count
+/// and `lens[1..=count]` the lengths (bit 31 of `lens[0]`: copy the packets, the ring is under memory pressure);
+/// `null` when the ring is empty (an event `1` or `3` follows); `undefined` once
+/// the queue has ended. Throws the reader's error if it ended on one.
 pub fn pull(cx: &CallContext) -> JsResult<Value> {
   let env = cx.env;
   let q = queue(cx)?;
   let lens = cx.arg(1)?;
-  let frames_arg = cx.arg(2)?;
-  let accept = q.device.raw || (!env.is_nullish(frames_arg)? && env.to_bool(frames_arg, "frames")?);
   // Checked before taking a batch: a batch taken and then not handed over would be lost.
   if env.u32_len(lens, "lens")? < q.ring.batch_packets() + 1 {
     return Err(type_error(format!(
@@ -505,12 +426,10 @@ pub fn pull(cx: &CallContext) -> JsResult<Value> {
       q.ring.batch_packets() + 1
     )));
   }
-  let (pulled, frames) = q.ring.pull_as(accept);
-  match pulled {
+  match q.ring.pull() {
     Pull::Batch(slab, l) => {
       let pressure = if q.ring.memory_pressure() { PULL_COPY } else { 0 };
-      let form = if frames { PULL_FRAMES } else { 0 };
-      env.fill_u32s(lens, "lens", l.len() as u32 | pressure | form, &l)?;
+      env.fill_u32s(lens, "lens", l.len() as u32 | pressure, &l)?;
       env.slab_arraybuffer(slab)
     }
     Pull::Empty => env.null(),
@@ -564,66 +483,6 @@ pub fn send(cx: &CallContext) -> JsResult<Value> {
     _ => e,
   })?;
   env.number(if sent == Sent::OverBudget { 1.0 } else { 0.0 })
-}
-
-/// `sendFrames(queue, frames)`: like `send`, for frames (a 10-byte virtio-net header, then a packet or a
-/// super-packet, as `pull` hands them over with bit 30). Every frame is checked first: its header must describe its
-/// packet (what the segmenter accepts), else nothing is taken (`InvalidPacket`). An offload device takes them as
-/// they are (a super-packet in one write); a device without offload gets each cut into plain packets.
-pub fn send_frames(cx: &CallContext) -> JsResult<Value> {
-  let env = cx.env;
-  let q = queue(cx)?;
-  let h = &q.device;
-  let frames = env.packets(cx, cx.arg(1)?, MAX_WRITE_PACKETS)?;
-  let mut total = 0;
-  for (i, f) in frames.iter().enumerate() {
-    let in_context = |e: Error| {
-      Error::new(
-        e.kind(),
-        format!("write on {}: super-packet {i}: {}", h.name, e.message()),
-      )
-    };
-    let hdr = tunkit_core::packet::virtio::validate_raw(f, h.mode).map_err(in_context)?;
-    if h.mode == Mode::Tun {
-      tunkit_core::packet::gso::plan(&hdr, &f[tunkit_core::packet::virtio::VIRTIO_NET_HDR_LEN..])
-        .map_err(in_context)?;
-    }
-    total += f.len();
-  }
-  let sent = q.ring.send_frames(&frames, total).map_err(|e| match e.kind() {
-    ErrorKind::Closed => Error::closed(&format!("write on {}", h.name)),
-    ErrorKind::QueueFull => {
-      let why = e.message().strip_prefix("write: ").unwrap_or(e.message());
-      Error::new(e.kind(), format!("write on {}: {why}", h.name))
-    }
-    _ => e,
-  })?;
-  env.number(if sent == Sent::OverBudget { 1.0 } else { 0.0 })
-}
-
-/// `cutFrames(frames)`: frames (a virtio-net header, then a packet or super-packet) cut into plain packets with
-/// complete checksums, as `[buffer, lengths]`: for the rest of a batch of frames that a super-packet loop left
-/// unread when the next loop takes plain packets. A frame that cannot be cut is left out.
-pub fn cut_frames(cx: &CallContext) -> JsResult<Value> {
-  let env = cx.env;
-  let frames = env.packets(cx, cx.arg(0)?, MAX_WRITE_PACKETS)?;
-  let (plain, _) = tunkit_core::backend::cut_frames(&frames);
-  let lens = plain
-    .lens
-    .iter()
-    .map(|&l| env.number(l as f64))
-    .collect::<JsResult<Vec<_>>>()?;
-  let lens = env.array_of(&lens)?;
-  env.array_of(&[env.buffer_copy(&plain.data)?, lens])
-}
-
-/// `setReadFrames(queue, on)`: asks the queue to read whole frames (super-packets unsplit, with their header) from
-/// now on, or plain packets again. Returns whether it can (offload devices only); batches already read keep their
-/// form (`pull` says which).
-pub fn set_read_frames(cx: &CallContext) -> JsResult<Value> {
-  let q = queue(cx)?;
-  let on = cx.env.to_bool(cx.arg(1)?, "on")?;
-  cx.env.boolean(q.device.raw || q.ring.set_read_frames(on))
 }
 
 /// `releaseBatch(ab)`: gives a pulled batch's memory back at once (the JavaScript side copied every packet out of
@@ -683,8 +542,6 @@ pub fn take_notices(cx: &CallContext) -> JsResult<Value> {
 /// `closeQueue(queue)`: flushes queued writes (bounded), stops the threads, closes the queue's fd. Idempotent.
 pub fn close_queue(cx: &CallContext) -> JsResult<Value> {
   let q = queue(cx)?;
-  #[cfg(target_os = "linux")]
-  drop(lock(&q.idle).take());
   q.ring.close();
   q.tsfn.release();
   cx.env.undefined()

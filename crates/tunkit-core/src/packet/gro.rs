@@ -1191,7 +1191,6 @@ pub(crate) mod tests {
     let b = Batch {
       data: vec![0; 10],
       lens: vec![4, 4],
-      frames: false,
     };
     let e = coalesce(&b, &GroOptions::default(), &mut Batch::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);

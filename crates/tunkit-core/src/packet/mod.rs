@@ -90,7 +90,7 @@ mod check_tests {
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
-pub(crate) mod testutil;
+mod testutil;
 
 pub use ip::{Family, IcmpHeader, Ipv4Header, Ipv6Header, Packet, TcpHeader, Transport, UdpHeader};
 pub use virtio::VirtioNetHdr;

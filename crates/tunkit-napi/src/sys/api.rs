@@ -12,11 +12,11 @@ use tunkit_core::ring::SlabGuard;
 
 /// The JavaScript environment of the current call. Valid only on the thread and during the call it came from.
 #[derive(Clone, Copy)]
-pub struct Env(pub(super) napi_env);
+pub struct Env(napi_env);
 
 /// A JavaScript value handle, valid during the current call.
 #[derive(Clone, Copy)]
-pub struct Value(pub(super) napi_value);
+pub struct Value(napi_value);
 
 /// Why a binding function did not return a value.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub fn type_error(msg: impl Into<String>) -> JsError {
   ))
 }
 
-pub(super) fn check(env: napi_env, status: napi_status, what: &str) -> JsResult<()> {
+fn check(env: napi_env, status: napi_status, what: &str) -> JsResult<()> {
   if status == NAPI_OK {
     return Ok(());
   }

@@ -16,7 +16,6 @@ pub type napi_env = *mut c_void;
 pub type napi_value = *mut c_void;
 pub type napi_callback_info = *mut c_void;
 pub type napi_threadsafe_function = *mut c_void;
-
 pub type napi_status = i32;
 pub type napi_valuetype = i32;
 pub type napi_typedarray_type = i32;
@@ -113,32 +112,3 @@ node_api! {
   fn napi_is_detached_arraybuffer(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
   fn napi_call_function(env: napi_env, recv: napi_value, func: napi_value, argc: usize, argv: *const napi_value, result: *mut napi_value) -> napi_status;
 }
-
-/// What the idle poll (Linux) needs beyond the rest: references, handle scopes, callbacks from libuv.
-#[cfg(target_os = "linux")]
-mod idle_api {
-  use super::{napi_env, napi_status, napi_value};
-  use std::ffi::c_void;
-
-  pub type napi_ref = *mut c_void;
-  pub type napi_handle_scope = *mut c_void;
-  pub type napi_async_context = *mut c_void;
-
-  node_api! {
-  fn napi_get_uv_event_loop(env: napi_env, uv_loop: *mut *mut c_void) -> napi_status;
-  fn napi_create_reference(env: napi_env, value: napi_value, initial_refcount: u32, result: *mut napi_ref) -> napi_status;
-  fn napi_delete_reference(env: napi_env, reference: napi_ref) -> napi_status;
-  fn napi_get_reference_value(env: napi_env, reference: napi_ref, result: *mut napi_value) -> napi_status;
-  fn napi_open_handle_scope(env: napi_env, result: *mut napi_handle_scope) -> napi_status;
-  fn napi_close_handle_scope(env: napi_env, scope: napi_handle_scope) -> napi_status;
-  fn napi_make_callback(env: napi_env, async_context: napi_async_context, recv: napi_value, func: napi_value, argc: usize, argv: *const napi_value, result: *mut napi_value) -> napi_status;
-  fn napi_get_and_clear_last_exception(env: napi_env, result: *mut napi_value) -> napi_status;
-  fn napi_fatal_exception(env: napi_env, err: napi_value) -> napi_status;
-  fn napi_get_global(env: napi_env, result: *mut napi_value) -> napi_status;
-  }
-}
-
-#[cfg(target_os = "linux")]
-pub mod idle;
-#[cfg(target_os = "linux")]
-mod uv;

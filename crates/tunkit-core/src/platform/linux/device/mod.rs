@@ -18,7 +18,7 @@ use crate::config::Mode;
 use crate::error::{Error, ErrorKind, Result};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
@@ -169,10 +169,9 @@ impl TunQueue {
   /// The largest frame a read of a queue of `mode` with `offload` returns (its [`Queue::max_frame`]).
   pub(crate) fn frame_limit(mode: Mode, offload: Option<&OffloadSetup>) -> usize {
     match offload {
-      // Frames carry the header (raw mode, and a split queue asked for frames); split packets are ordinary packets
-      // but the room is the same.
-      Some(_) => max_frame(mode) + VNET_HDR_LEN,
-      None => max_frame(mode),
+      // Raw frames carry the header; split packets are ordinary packets.
+      Some(o) if o.raw => max_frame(mode) + VNET_HDR_LEN,
+      _ => max_frame(mode),
     }
   }
 
@@ -377,55 +376,8 @@ impl Queue for TunQueue {
     let max = max_packets.max(1);
     match &self.offload {
       None => self.read_plain(batch, max),
-      Some(off) if off.reads_frames() => {
-        batch.frames = true;
-        self.read_raw(off, batch, max, None)
-      }
+      Some(off) if off.raw => self.read_raw(off, batch, max, None),
       Some(off) => self.read_split(off, batch, max, None),
-    }
-  }
-
-  fn try_read_batch(&self, batch: &mut Batch, max_packets: usize) -> Option<Result<usize>> {
-    let max = max_packets.max(1);
-    if self.woken.load(Ordering::Acquire) {
-      return Some(Err(self.closed("read")));
-    }
-    batch.data.reserve(self.max_frame);
-    Some(match &self.offload {
-      None => self.drain(batch, max),
-      Some(off) if off.reads_frames() => {
-        batch.frames = true;
-        self.drain(batch, max).inspect(|_| off.count_super_reads(batch))
-      }
-      Some(off) => self.try_read_split(off, batch, max),
-    })
-  }
-
-  fn poll_fd(&self) -> Option<i32> {
-    Some(self.fd.as_raw_fd())
-  }
-
-  fn set_read_frames(&self, on: bool) -> bool {
-    match &self.offload {
-      None => false,
-      Some(off) => {
-        off.frames.store(on, Ordering::Release);
-        true
-      }
-    }
-  }
-
-  /// Frames go out as they are with offload (a super-packet in one write); without, cut into plain packets.
-  fn write_frames(&self, frames: &[&[u8]]) -> Result<WriteReport> {
-    match &self.offload {
-      Some(off) => self.write_raw(off, frames.iter().copied()),
-      None => {
-        let (plain, bad) = crate::backend::cut_frames(frames);
-        let mut report = self.write_plain(plain.iter())?;
-        report.errors += bad.errors;
-        report.last_error = report.last_error.or(bad.last_error);
-        Ok(report)
-      }
     }
   }
 
@@ -446,18 +398,12 @@ impl Queue for TunQueue {
     let hook = Some(Hook { slot, counts });
     match &self.offload {
       None => self.read_plain(batch, max),
-      Some(off) if off.reads_frames() => {
-        batch.frames = true;
-        self.read_raw(off, batch, max, hook)
-      }
+      Some(off) if off.raw => self.read_raw(off, batch, max, hook),
       Some(off) => self.read_split(off, batch, max, hook),
     }
   }
 
   fn write_batch(&self, batch: &Batch) -> Result<WriteReport> {
-    if batch.frames {
-      return self.write_frames(&batch.iter().collect::<Vec<_>>());
-    }
     match &self.offload {
       None => self.write_plain(batch.iter()),
       Some(off) if off.raw => self.write_raw(off, batch.iter()),

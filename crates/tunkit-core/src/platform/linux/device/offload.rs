@@ -52,9 +52,6 @@ fn spare(batch: &Batch) -> usize {
 /// The data path of an offload queue: its switches, scratch buffers and counters.
 pub(super) struct Offloaded {
   pub(super) raw: bool,
-  /// The consumer asked for whole frames ([`crate::backend::Queue::set_read_frames`]): a split queue then reads
-  /// like a raw one, super-packets unsplit with their header.
-  pub(super) frames: AtomicBool,
   pub(super) tcp: bool,
   pub(super) udp: bool,
   /// Set for good once the kernel refused a super-packet write: from then on every packet goes out alone.
@@ -151,7 +148,6 @@ impl Offloaded {
     stats.fallbacks.store(setup.fallbacks, Ordering::Relaxed);
     Offloaded {
       raw: setup.raw,
-      frames: AtomicBool::new(false),
       tcp: setup.tcp,
       udp: setup.udp,
       writes_off: AtomicBool::new(false),
@@ -173,25 +169,6 @@ impl Offloaded {
       stats,
       notices: Mutex::new(setup.notice.iter().cloned().collect()),
     }
-  }
-
-  /// Whether the next read hands over frames as they are: in raw mode, and once the consumer asked for frames and
-  /// what the split reader still holds (a frame waiting for room, segments of an overflow) has been handed out.
-  pub(super) fn reads_frames(&self) -> bool {
-    if self.raw {
-      return true;
-    }
-    if !self.frames.load(Ordering::Acquire) {
-      return false;
-    }
-    let rx = lock(&self.rx);
-    rx.pending.is_none() && rx.overflow_next >= rx.overflow.len()
-  }
-
-  /// Counts the super-packets among the frames just read into `batch` (raw and frame reads).
-  pub(super) fn count_super_reads(&self, batch: &Batch) {
-    let n = batch.iter().filter(|f| is_super(f)).count();
-    self.stats.super_read.fetch_add(n as u64, Ordering::Relaxed);
   }
 
   fn notice(&self, msg: String) {
@@ -237,12 +214,6 @@ impl TunQueue {
       }
       ready = self.wait(POLLIN, "read")?;
     }
-  }
-
-  /// [`TunQueue::read_split`] without waiting: what is pending now, split (0 when nothing is).
-  pub(super) fn try_read_split(&self, off: &Offloaded, batch: &mut Batch, max: usize) -> Result<usize> {
-    let mut rx = lock(&off.rx);
-    self.drain_split(off, &mut rx, batch, max, None).map(|(n, _)| n)
   }
 
   /// Hands out left-over segments and frames, then reads and splits until nothing is pending, `max` packets are
